@@ -1,0 +1,3 @@
+from emotion_monitor.cli import main
+
+main()

