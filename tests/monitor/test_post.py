@@ -1,0 +1,101 @@
+"""The input model: every accepted shape, every rejection reason, truncation and brand normalisation."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from monitor.post import MAX_TEXT_CHARS, PostRejected, normalise_brand, parse_post, rejection_envelope
+
+
+def raw(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_minimal_post_takes_record_timestamp_and_normalises_brand():
+    post = parse_post(raw({"id": "p1", "brand": "  Acme   Corp ", "text": "love it"}), 1_700_000_000_000)
+    assert post.id == "p1"
+    assert post.brands == ["acme corp"]
+    assert post.created_at == 1_700_000_000_000
+
+
+def test_brands_list_is_deduplicated_after_normalisation():
+    post = parse_post(raw({"id": "p", "brands": ["Acme", "acme ", "H&M"], "text": "x"}), 0)
+    assert post.brands == ["acme", "h&m"]
+
+
+@pytest.mark.parametrize(
+    "created_at, expected",
+    [
+        ("2026-11-26T01:00:00Z", 1_795_654_800_000),
+        ("2026-11-26T02:00:00+01:00", 1_795_654_800_000),
+        ("2026-11-26T01:00:00", 1_795_654_800_000),  # naive = UTC
+        (1_795_654_800_000, 1_795_654_800_000),
+        ("1795654800000", 1_795_654_800_000),
+    ],
+)
+def test_created_at_iso_or_epoch_ms(created_at, expected):
+    assert parse_post(raw({"id": "p", "brand": "a", "text": "x", "created_at": created_at}), 5).created_at == expected
+
+
+def test_long_text_is_truncated_never_rejected():
+    post = parse_post(raw({"id": "p", "brand": "a", "text": "é" * (MAX_TEXT_CHARS * 3)}), 0)
+    assert len(post.text) == MAX_TEXT_CHARS
+
+
+def test_optional_fields_kept_and_unknown_ignored():
+    post = parse_post(raw({"id": "p", "brand": "a", "text": "x", "source": "tw", "lang": "en", "author": "z", "foo": 1}), 0)
+    assert (post.source, post.lang, post.author) == ("tw", "en", "z")
+    assert "foo" not in post.to_dict()
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"{not json", "not_json"),
+        (b"\xff\x00\xfe", "not_json"),
+        (b"[1, 2]", "not_object"),
+        (raw({"brand": "a", "text": "x"}), "missing_field"),
+        (raw({"id": "p", "text": "x"}), "missing_field"),
+        (raw({"id": "p", "brand": "a"}), "missing_field"),
+        (raw({"id": 7, "brand": "a", "text": "x"}), "wrong_type"),
+        (raw({"id": "p", "brand": "a", "text": ["x"]}), "wrong_type"),
+        (raw({"id": "p", "brand": 3, "text": "x"}), "wrong_type"),
+        (raw({"id": "p", "brands": {"a": 1}, "text": "x"}), "wrong_type"),
+        (raw({"id": "p", "brand": "a", "text": "x", "created_at": True}), "wrong_type"),
+        (raw({"id": "p", "brand": "a", "text": "x", "created_at": "yesterday"}), "invalid_value"),
+        (raw({"id": "p", "brand": "a=b", "text": "x"}), "invalid_value"),
+        (raw({"id": "p", "brand": "a,b", "text": "x"}), "invalid_value"),
+        (raw({"id": "p", "brand": "a:b", "text": "x"}), "invalid_value"),
+        (raw({"id": "p", "brand": "   ", "text": "x"}), "invalid_value"),
+        (raw({"id": "", "brand": "a", "text": "x"}), "invalid_value"),
+        (raw({"id": "p", "brands": [], "text": "x"}), "invalid_value"),
+        (raw({"id": "p", "brand": "a", "text": "x", "pad": "y" * 300_000}), "oversize"),
+    ],
+)
+def test_rejections_carry_a_reason(payload, reason):
+    with pytest.raises(PostRejected) as info:
+        parse_post(payload, 0)
+    assert info.value.reason == reason
+    assert info.value.detail
+
+
+def test_rejection_envelope_keeps_original_bytes():
+    payload = b"\xff{broken"
+    with pytest.raises(PostRejected) as info:
+        parse_post(payload, 0)
+    envelope = json.loads(rejection_envelope(payload, info.value, topic="posts", partition=2, offset=9))
+    assert envelope["reason"] == "not_json"
+    assert base64.b64decode(envelope["original_b64"]) == payload
+    assert (envelope["source_topic"], envelope["source_partition"], envelope["source_offset"]) == ("posts", 2, 9)
+
+
+def test_brand_normaliser_accepts_common_names_and_rejects_filter_breakers():
+    assert normalise_brand("Coca-Cola") == "coca-cola"
+    assert normalise_brand("Ben & Jerry's") == "ben & jerry's"
+    assert normalise_brand("Café") == "café"
+    for bad in ("a(b)", 'a"b', "a!b", "a{b}", "a*b", "a\tb\x00"):
+        with pytest.raises(ValueError):
+            normalise_brand(bad)
