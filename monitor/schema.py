@@ -28,7 +28,12 @@ Other keys:
 * ``em:brands`` (set): every brand seen — the dashboard's brand selector.
 * ``em:posts:{brand}`` (sorted set, score = created_at ms, member = JSON of the classified post): the bounded store
   of recent posts behind a spike; ``ZRANGEBYSCORE`` by time range.
+  Post JSON fields: ``id``, ``text``, ``brands``, ``created_at`` (ms), ``source``, ``author``, ``scores``
+  (emotion -> probability), ``labels`` (emotions at or above threshold), ``model_version``.
 * ``em:alerts`` (sorted set, score = alert time ms, member = JSON of the alert): the alert timeline.
+  Alert JSON fields: ``brand``, ``emotion``, ``ts`` (ms), ``window_start`` / ``window_end`` (ms, the spike's window;
+  its posts are ``ZRANGEBYSCORE em:posts:{brand} window_start window_end``), ``value``, ``baseline``, ``count``,
+  ``message``.
 * ``em:alert:last:{brand}:{emotion}`` (string, TTL = cooldown): the alert cooldown marker.
 """
 
