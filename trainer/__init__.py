@@ -1,1 +1,27 @@
-"""trainer"""
+"""trainer: a LoRA multi-label emotion classifier on GoEmotions with class-imbalance handling.
+
+Public interface used by the monitor::
+
+    from trainer import load_classifier
+    clf = load_classifier()              # the shipped default (trainer/default_model), or load_classifier(path)
+    clf.labels, clf.thresholds, clf.version, clf.max_length, clf.device
+    clf.predict_proba(["I love it"])     # float32 [n, n_labels] sigmoid probabilities
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__all__ = ["load_classifier", "save_classifier", "make_untrained_artifact", "Classifier", "DEFAULT_MODEL_DIR"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .artifact import DEFAULT_MODEL_DIR, Classifier, load_classifier, make_untrained_artifact, save_classifier
+
+
+def __getattr__(name: str):
+    # Lazy: `import trainer` stays cheap (no torch/transformers) until a model is actually needed.
+    if name in __all__:
+        from . import artifact
+
+        return getattr(artifact, name)
+    raise AttributeError(f"module 'trainer' has no attribute {name!r}")

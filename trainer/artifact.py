@@ -1,0 +1,215 @@
+"""Model artifacts: save a trained classifier to a small folder and load it back for inference.
+
+Folder layout (no base weights; the base is resolved from ``config.json``'s ``base_model``)::
+
+    adapter/            peft LoRA adapter (adapter_config.json, adapter_model.safetensors)
+    head.safetensors    the linear head (weight, bias) over the pooled sentence vector
+    tokenizer/          the tokenizer files, so text -> ids never depends on the base folder's extras
+    labels.json         label names, in output column order
+    thresholds.json     per-label decision thresholds (tuned on dev)
+    config.json         every training switch (TrainerSettings dump) + pooling, max_length, sampling records
+    metrics.json        evaluation figures (dev/test)
+    README.md           the model card
+
+``load_classifier(path)`` returns a ``Classifier``; ``predict_proba`` is the interface the monitor relies on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .modeling import EmotionClassifier, autocast, load_base, load_tokenizer, pick_device, resolve_base_model
+
+__all__ = ["Classifier", "load_classifier", "save_classifier", "make_untrained_artifact", "DEFAULT_MODEL_DIR"]
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+_FILES = ("labels.json", "thresholds.json", "config.json", "head.safetensors")
+
+
+class Classifier:
+    """A loaded emotion classifier. ``predict_proba(texts)`` -> sigmoid probabilities ``[n, n_labels]``.
+
+    Texts longer than ``max_length`` tokens are truncated, never rejected; an empty list gives a ``[0, n_labels]``
+    array. Batches are padded to their longest text (texts are length-sorted first so batches pad little).
+    Inference runs under ``torch.inference_mode()`` with bf16 autocast on CUDA, fp32 on CPU.
+    """
+
+    def __init__(self, model: EmotionClassifier, tokenizer, labels: list[str], thresholds: np.ndarray,
+                 config: dict, metrics: dict | None = None, version: str = "", path: Path | None = None,
+                 device: torch.device | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        self.thresholds = np.asarray(thresholds, dtype=np.float32)
+        self.config = config
+        self.metrics = metrics or {}
+        self.version = version
+        self.path = path
+        self.device = device or next(model.parameters()).device
+        self.max_length = int(config.get("max_length", 128))
+        self.batch_size = int(config.get("eval_batch_size", 64))
+        self.bf16 = bool(config.get("bf16", True))
+        if len(self.thresholds) != len(self.labels):
+            raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
+
+    def _batches(self, texts: list[str], batch_size: int | None):
+        size = batch_size or self.batch_size
+        lengths = [len(t) for t in texts]
+        order = np.argsort(lengths, kind="stable")[::-1]
+        for start in range(0, len(order), size):
+            index = order[start:start + size]
+            enc = self.tokenizer([texts[i] for i in index], padding="longest", truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+            yield index, enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
+    def _run(self, texts: list[str], batch_size: int | None, what: str, progress: bool) -> np.ndarray:
+        texts = [t if isinstance(t, str) else str(t) for t in texts]
+        width = len(self.labels) if what == "proba" else self.model.head.in_features
+        out = np.zeros((len(texts), width), dtype=np.float32)
+        if not texts:
+            return out
+        was_training = self.model.training
+        self.model.eval()
+        batches = self._batches(texts, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = -(-len(texts) // (batch_size or self.batch_size))
+            batches = tqdm(batches, total=total, desc=f"{what} {len(texts)} texts", leave=False)
+        try:
+            with torch.inference_mode(), autocast(self.device, self.bf16):
+                for index, ids, mask in batches:
+                    vectors = self.model.embed(ids, mask)
+                    values = torch.sigmoid(self.model.head(vectors)) if what == "proba" else vectors
+                    out[index] = values.float().cpu().numpy()
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def predict_proba(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Sigmoid probability per label, ``float32 [len(texts), len(labels)]``, rows in input order."""
+        return self._run(list(texts), batch_size, "proba", progress)
+
+    def embed(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """The pooled sentence vectors the head reads (used by stage-2 ISMOTE head retraining)."""
+        return self._run(list(texts), batch_size, "embed", progress)
+
+    def predict(self, texts: list[str], batch_size: int | None = None) -> list[list[str]]:
+        """Label names whose probability reaches the label's threshold."""
+        proba = self.predict_proba(texts, batch_size)
+        return [[self.labels[j] for j in np.flatnonzero(row >= self.thresholds)] for row in proba]
+
+    def __repr__(self) -> str:
+        return f"Classifier({self.version!r}, {len(self.labels)} labels, device={self.device})"
+
+
+# ------------------------------------------------------------------------------------------------- save
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("adapter/adapter_model.safetensors", "head.safetensors", "thresholds.json", "labels.json"):
+        p = folder / name
+        if p.exists():
+            h.update(p.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def save_classifier(model: EmotionClassifier, tokenizer, labels: list[str], thresholds: np.ndarray, config: dict,
+                    path: str | Path, metrics: dict | None = None) -> Path:
+    """Write the artifact folder (see the module docstring) and its model card; returns the folder."""
+    from safetensors.torch import save_file
+
+    from .model_card import write_model_card
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_pretrained(str(folder / "adapter"))
+    # peft records the machine's absolute base path; the artifact's config.json holds the portable id instead.
+    adapter_config = folder / "adapter" / "adapter_config.json"
+    if adapter_config.exists():
+        data = json.loads(adapter_config.read_text())
+        data["base_model_name_or_path"] = config.get("base_model", data.get("base_model_name_or_path"))
+        adapter_config.write_text(json.dumps(data, indent=2, sort_keys=True))
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in model.head.state_dict().items()},
+              str(folder / "head.safetensors"))
+    tokenizer.save_pretrained(str(folder / "tokenizer"))
+    (folder / "labels.json").write_text(json.dumps(list(labels), indent=1))
+    thresholds = np.asarray(thresholds, dtype=float)
+    (folder / "thresholds.json").write_text(
+        json.dumps({name: round(float(t), 4) for name, t in zip(labels, thresholds)}, indent=1))
+    config = dict(config)
+    config.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    (folder / "metrics.json").write_text(json.dumps(metrics or {}, indent=2, sort_keys=True))
+    write_model_card(folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------- load
+
+
+def load_classifier(path: str | Path | None = None, device: str | torch.device | None = None) -> Classifier:
+    """Load an artifact folder (default: the shipped ``trainer/default_model``) for inference.
+
+    The LoRA adapter is merged into the base weights (no adapter overhead per batch). GPU with bf16 autocast when
+    CUDA is available, CPU otherwise. A missing/corrupt file fails naming the file.
+    """
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    folder = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    for name in _FILES:
+        if not (folder / name).exists():
+            raise FileNotFoundError(f"{folder / name}: missing (not a model artifact folder?)")
+    try:
+        labels = json.loads((folder / "labels.json").read_text())
+        threshold_map = json.loads((folder / "thresholds.json").read_text())
+        config = json.loads((folder / "config.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{folder}: corrupt JSON file: {exc}") from None
+    missing = [name for name in labels if name not in threshold_map]
+    if missing:
+        raise ValueError(f"{folder / 'thresholds.json'}: no threshold for {missing}")
+    metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+    torch_device = device if isinstance(device, torch.device) else pick_device(device)
+    base_path = resolve_base_model(config["base_model"])
+    tokenizer_dir = folder / "tokenizer"
+    tokenizer = load_tokenizer(str(tokenizer_dir) if tokenizer_dir.exists() else base_path)
+    base = load_base(base_path, torch_device, False, bool(config.get("bf16", True)))
+    backbone = PeftModel.from_pretrained(base, str(folder / "adapter")).merge_and_unload() \
+        if (folder / "adapter").exists() else base
+    head_state = load_file(str(folder / "head.safetensors"))
+    hidden, n_labels = head_state["weight"].shape[1], head_state["weight"].shape[0]
+    if n_labels != len(labels):
+        raise ValueError(f"{folder / 'head.safetensors'}: {n_labels} outputs for {len(labels)} labels")
+    model = EmotionClassifier(backbone, hidden, n_labels, config.get("pooling", "mean"))
+    model.head.load_state_dict(head_state)
+    model.to(torch_device).eval()
+    thresholds = np.array([threshold_map[name] for name in labels], dtype=np.float32)
+    version = f"{config.get('name', folder.name)}-{_digest(folder)}"
+    return Classifier(model, tokenizer, labels, thresholds, config, metrics, version, folder, torch_device)
+
+
+def make_untrained_artifact(path: str | Path, labels: list[str] | None = None, base_model: str | None = None,
+                            seed: int = 0, max_length: int = 64) -> Path:
+    """A real but untrained artifact (base + fresh LoRA + random head, thresholds 0.5) for other components' tests:
+    it loads and predicts exactly like a trained one, in about a second on CPU."""
+    from .data import GOEMOTIONS_LABELS
+    from .modeling import build_classifier
+    from .settings import TrainerSettings
+
+    torch.manual_seed(seed)
+    labels = list(labels or GOEMOTIONS_LABELS)
+    settings = TrainerSettings(max_length=max_length, name="untrained-test-model",
+                               **({"base_model": base_model} if base_model else {}))
+    model, tokenizer, _, pooling = build_classifier(settings, len(labels), torch.device("cpu"))
+    config = settings.model_dump() | {"pooling": pooling, "untrained": True}
+    return save_classifier(model, tokenizer, labels, np.full(len(labels), 0.5), config, path,
+                           metrics={"note": "untrained; for tests only"})

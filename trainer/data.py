@@ -1,0 +1,334 @@
+"""Datasets: GoEmotions (TSV folder or the HF dataset id), a user's own CSV/JSONL, and label taxonomies.
+
+Every loader returns ``DatasetSplits``: three ``Split`` objects (texts + a 0/1 label matrix) over one label list.
+Bad data fails fast with ``DataError`` naming the file, the line and the reason; nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DataError",
+    "Split",
+    "DatasetSplits",
+    "HF_DATASET_ID",
+    "GOEMOTIONS_LABELS",
+    "load_dataset_splits",
+    "load_goemotions_tsv",
+    "load_user_files",
+    "taxonomy_mapping",
+    "apply_taxonomy",
+    "undersample_majority",
+]
+
+HF_DATASET_ID = "google-research-datasets/go_emotions"
+
+# The 28 labels in emotions.txt order (ids 0..27); also used when the data comes from the HF hub.
+GOEMOTIONS_LABELS = (
+    "admiration amusement anger annoyance approval caring confusion curiosity desire disappointment disapproval "
+    "disgust embarrassment excitement fear gratitude grief joy love nervousness optimism pride realization relief "
+    "remorse sadness surprise neutral"
+).split()
+
+# Shipped copies of the upstream grouping files (google-research goemotions/data), used when the data folder
+# does not hold its own (the HF dataset and user data have none).
+_EKMAN = {
+    "anger": ["anger", "annoyance", "disapproval"],
+    "disgust": ["disgust"],
+    "fear": ["fear", "nervousness"],
+    "joy": ["joy", "amusement", "approval", "excitement", "gratitude", "love", "optimism", "relief", "pride",
+            "admiration", "desire", "caring"],
+    "sadness": ["sadness", "disappointment", "embarrassment", "grief", "remorse"],
+    "surprise": ["surprise", "realization", "confusion", "curiosity"],
+}
+_SENTIMENT = {
+    "positive": ["amusement", "excitement", "joy", "love", "desire", "optimism", "caring", "pride", "admiration",
+                 "gratitude", "relief", "approval"],
+    "negative": ["fear", "nervousness", "remorse", "embarrassment", "disappointment", "sadness", "grief", "disgust",
+                 "anger", "annoyance", "disapproval"],
+    "ambiguous": ["realization", "surprise", "curiosity", "confusion"],
+}
+TARGET_15 = ("fear sadness disgust disapproval annoyance anger disappointment optimism amusement surprise admiration "
+             "excitement confusion joy love").split()
+
+
+class DataError(ValueError):
+    """A dataset file is unusable; the message names the file, the line and the reason."""
+
+    def __init__(self, path: str | Path, line: int | None, reason: str):
+        self.path, self.line, self.reason = str(path), line, reason
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass
+class Split:
+    """One split: ``texts[i]`` carries the labels where ``labels[i] == 1`` (multi-label, may be all zero)."""
+
+    texts: list[str]
+    labels: np.ndarray  # uint8 [n, n_labels]
+    ids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: np.ndarray | list[int]) -> "Split":
+        index = np.asarray(index, dtype=int)
+        ids = [self.ids[i] for i in index] if self.ids else []
+        return Split([self.texts[i] for i in index], self.labels[index], ids)
+
+
+@dataclass
+class DatasetSplits:
+    labels: list[str]
+    train: Split
+    dev: Split
+    test: Split
+    source: str = ""
+    groupings: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {name: int(c) for name, c in zip(self.labels, self.train.labels.sum(axis=0))}
+
+
+# ------------------------------------------------------------------------------------------------- readers
+
+
+def _read_label_names(path: Path) -> list[str]:
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    if not names or any(not n for n in names):
+        raise DataError(path, None, "empty label name in the label list")
+    return names
+
+
+def _read_goemotions_tsv(path: Path, n_labels: int) -> Split:
+    texts: list[str] = []
+    rows: list[list[int]] = []
+    ids: list[str] = []
+    if not path.exists():
+        raise DataError(path, None, "file not found")
+    with path.open(encoding="utf-8", newline="") as handle:
+        # Default quoting: ~2.5% of texts are CSV-quoted with "" escapes (see the data README).
+        for line_no, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if len(row) != 3:
+                raise DataError(path, line_no, f"wrong column count: expected 3 (text, label ids, id), got {len(row)}")
+            text, label_field, comment_id = row
+            if not text.strip():
+                raise DataError(path, line_no, "empty text")
+            try:
+                label_ids = [int(x) for x in label_field.split(",")]
+            except ValueError:
+                raise DataError(path, line_no, f"label ids are not integers: {label_field!r}") from None
+            bad = [i for i in label_ids if not 0 <= i < n_labels]
+            if bad:
+                raise DataError(path, line_no, f"unknown label id {bad[0]} (valid 0..{n_labels - 1})")
+            texts.append(text)
+            rows.append(label_ids)
+            ids.append(comment_id)
+    return Split(texts, _to_matrix(rows, n_labels), ids)
+
+
+def _to_matrix(rows: list[list[int]], n_labels: int) -> np.ndarray:
+    matrix = np.zeros((len(rows), n_labels), dtype=np.uint8)
+    for i, label_ids in enumerate(rows):
+        matrix[i, label_ids] = 1
+    return matrix
+
+
+def load_goemotions_tsv(folder: str | Path) -> DatasetSplits:
+    """GoEmotions in its original layout: ``train/dev/test.tsv`` + ``emotions.txt`` (+ the mapping files)."""
+    folder = Path(folder)
+    labels_file = folder / "emotions.txt"
+    if not labels_file.exists():
+        raise DataError(labels_file, None, "file not found (GoEmotions label list)")
+    labels = _read_label_names(labels_file)
+    splits = {name: _read_goemotions_tsv(folder / f"{name}.tsv", len(labels)) for name in ("train", "dev", "test")}
+    groupings = {"ekman": _read_mapping(folder / "ekman_mapping.json", _EKMAN),
+                 "sentiment": _read_mapping(folder / "sentiment_dict.json", _SENTIMENT)}
+    return DatasetSplits(labels, splits["train"], splits["dev"], splits["test"], str(folder), groupings)
+
+
+def _read_mapping(path: Path, fallback: dict[str, list[str]]) -> dict[str, list[str]]:
+    if not path.exists():
+        return fallback
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(path, exc.lineno, f"invalid JSON: {exc.msg}") from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, list) for v in mapping.values()):
+        raise DataError(path, None, "expected an object of group -> list of label names")
+    return mapping
+
+
+def load_hf_goemotions(dataset_id: str = HF_DATASET_ID) -> DatasetSplits:  # pragma: no cover - needs the network
+    """The HF dataset (``simplified`` config: text, labels ids, id). Needs ``pip install datasets`` and network."""
+    try:
+        import datasets
+    except ImportError as exc:
+        raise DataError(dataset_id, None, "the Hugging Face dataset needs `pip install datasets`") from exc
+    dataset = datasets.load_dataset(dataset_id, "simplified")
+    labels = list(dataset["train"].features["labels"].feature.names)
+    out = {}
+    for ours, theirs in (("train", "train"), ("dev", "validation"), ("test", "test")):
+        part = dataset[theirs]
+        out[ours] = Split(list(part["text"]), _to_matrix([list(x) for x in part["labels"]], len(labels)), list(part["id"]))
+    return DatasetSplits(labels, out["train"], out["dev"], out["test"], dataset_id,
+                         {"ekman": _EKMAN, "sentiment": _SENTIMENT})
+
+
+def _user_rows(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line, text, label names) from a CSV (header: text, labels) or JSONL ({"text", "labels"}) file."""
+    rows: list[tuple[int, str, list[str]]] = []
+    if path.suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None or [h.strip().lower() for h in header[:2]] != ["text", "labels"] or len(header) != 2:
+                raise DataError(path, 1, f"expected the header 'text,labels', got {header!r}")
+            for row in reader:
+                line_no = reader.line_num
+                if len(row) != 2:
+                    raise DataError(path, line_no, f"wrong column count: expected 2 (text, labels), got {len(row)}")
+                names = [n.strip() for n in row[1].replace(";", ",").split(",") if n.strip()]
+                rows.append((line_no, row[0], names))
+    else:
+        with path.open(encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    raise DataError(path, line_no, "empty line")
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(path, line_no, f"invalid JSON: {exc.msg}") from None
+                if not isinstance(record, dict) or "text" not in record or "labels" not in record:
+                    raise DataError(path, line_no, "expected an object with 'text' and 'labels'")
+                names = record["labels"]
+                if isinstance(names, str):
+                    names = [n.strip() for n in names.split(",") if n.strip()]
+                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    raise DataError(path, line_no, "'labels' must be a list of label names or a comma-separated string")
+                rows.append((line_no, str(record["text"]) if record["text"] is not None else "", names))
+    return rows
+
+
+def load_user_files(folder: str | Path) -> DatasetSplits:
+    """A user's own data: ``train``/``dev``/``test`` as ``.csv`` or ``.jsonl`` (+ optional ``labels.txt``).
+
+    The label list is ``labels.txt`` when present, else the sorted label names seen in train; a label outside that
+    list, an empty text or a wrong column count fails with the file and line.
+    """
+    folder = Path(folder)
+    files = {}
+    for name in ("train", "dev", "test"):
+        found = [folder / f"{name}{ext}" for ext in (".csv", ".jsonl") if (folder / f"{name}{ext}").exists()]
+        if not found:
+            raise DataError(folder / f"{name}.csv", None, "file not found (need train/dev/test as .csv or .jsonl)")
+        files[name] = found[0]
+    raw = {name: _user_rows(path) for name, path in files.items()}
+    if (folder / "labels.txt").exists():
+        labels = _read_label_names(folder / "labels.txt")
+    else:
+        labels = sorted({n for _, _, names in raw["train"] for n in names})
+    index = {name: i for i, name in enumerate(labels)}
+    splits = {}
+    for name, rows in raw.items():
+        texts, matrix_rows = [], []
+        for line_no, text, names in rows:
+            if not text.strip():
+                raise DataError(files[name], line_no, "empty text")
+            unknown = [n for n in names if n not in index]
+            if unknown:
+                raise DataError(files[name], line_no, f"unknown label {unknown[0]!r} (known: {', '.join(labels)})")
+            texts.append(text)
+            matrix_rows.append([index[n] for n in names])
+        splits[name] = Split(texts, _to_matrix(matrix_rows, len(labels)))
+    groupings = {}
+    if set(labels) == set(GOEMOTIONS_LABELS):
+        groupings = {"ekman": _EKMAN, "sentiment": _SENTIMENT}
+    return DatasetSplits(labels, splits["train"], splits["dev"], splits["test"], str(folder), groupings)
+
+
+# ------------------------------------------------------------------------------------------------- taxonomies
+
+
+def taxonomy_mapping(taxonomy: str, labels: list[str], groupings: dict[str, dict[str, list[str]]]) -> dict[str, list[str]]:
+    """target label -> source labels it covers, for 'goemotions', 'ekman', 'sentiment', 'target15' or 'a,b,c'."""
+    key = taxonomy.strip().lower()
+    if key in ("goemotions", "all", "28"):
+        return {name: [name] for name in labels}
+    if key in ("ekman", "sentiment"):
+        groups = groupings.get(key) or (_EKMAN if key == "ekman" else _SENTIMENT)
+        mapping = {group: list(members) for group, members in groups.items()}
+        if "neutral" in labels:
+            mapping["neutral"] = ["neutral"]
+        missing = sorted({m for ms in mapping.values() for m in ms} - set(labels))
+        if missing:
+            raise ValueError(f"taxonomy {taxonomy!r} needs labels the data lacks: {missing}")
+        return mapping
+    subset = TARGET_15 if key == "target15" else [n.strip() for n in taxonomy.split(",") if n.strip()]
+    unknown = [n for n in subset if n not in labels]
+    if unknown or not subset:
+        raise ValueError(f"unknown taxonomy or label(s) {unknown or taxonomy!r}; known labels: {', '.join(labels)}")
+    return {name: [name] for name in subset}
+
+
+def apply_taxonomy(data: DatasetSplits, taxonomy: str) -> DatasetSplits:
+    """Project the label matrices onto a taxonomy (a target label is on when any of its source labels is)."""
+    mapping = taxonomy_mapping(taxonomy, data.labels, data.groupings)
+    if list(mapping) == data.labels and all(v == [k] for k, v in mapping.items()):
+        return data
+    index = {name: i for i, name in enumerate(data.labels)}
+    projector = np.zeros((len(data.labels), len(mapping)), dtype=np.uint8)
+    for j, members in enumerate(mapping.values()):
+        for member in members:
+            projector[index[member], j] = 1
+
+    def project(split: Split) -> Split:
+        return Split(split.texts, ((split.labels @ projector) > 0).astype(np.uint8), split.ids)
+
+    return DatasetSplits(list(mapping), project(data.train), project(data.dev), project(data.test),
+                         data.source, data.groupings if taxonomy.strip().lower() == "goemotions" else {})
+
+
+def load_dataset_splits(source: str, taxonomy: str = "goemotions") -> DatasetSplits:
+    """Dispatch on ``source``: a GoEmotions TSV folder, a user CSV/JSONL folder, or the HF dataset id."""
+    path = Path(source)
+    if path.is_dir():
+        data = load_goemotions_tsv(path) if (path / "train.tsv").exists() else load_user_files(path)
+    elif source == HF_DATASET_ID:
+        data = load_hf_goemotions(source)
+    else:
+        raise DataError(source, None, "not a folder with train/dev/test files, nor the HF dataset id " + HF_DATASET_ID)
+    return apply_taxonomy(data, taxonomy)
+
+
+# ------------------------------------------------------------------------------------------------- sampling
+
+
+def undersample_majority(split: Split, labels: list[str], ratio: float, majority: str = "neutral",
+                         seed: int = 0) -> tuple[Split, dict]:
+    """Drop random rows whose *only* label is ``majority`` until its count <= ratio x the next largest label's.
+
+    Rows that also carry another label are kept (they are minority evidence). Train split only.
+    """
+    if majority not in labels:
+        raise ValueError(f"majority label {majority!r} is not in the taxonomy")
+    j = labels.index(majority)
+    counts = split.labels.sum(axis=0).astype(int)
+    others = np.delete(counts, j)
+    target = int(ratio * (others.max() if len(others) else 0))
+    only_majority = np.flatnonzero((split.labels[:, j] == 1) & (split.labels.sum(axis=1) == 1))
+    excess = max(0, int(counts[j]) - target)
+    drop_n = min(excess, len(only_majority))
+    rng = np.random.default_rng(seed)
+    drop = set(rng.choice(only_majority, size=drop_n, replace=False).tolist()) if drop_n else set()
+    keep = np.array([i for i in range(len(split)) if i not in drop], dtype=int)
+    info = {"majority": majority, "ratio": ratio, "before": int(counts[j]), "target": target,
+            "dropped_rows": drop_n, "rows_before": len(split), "rows_after": len(keep)}
+    return split.subset(keep), info

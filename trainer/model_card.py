@@ -1,0 +1,76 @@
+"""The model card (``README.md``) written into every artifact folder, from its config, labels and metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["render_model_card", "write_model_card"]
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds: dict[str, float]) -> str:
+    lines = [f"# {config.get('name', 'emotion classifier')}", ""]
+    if config.get("untrained"):
+        lines += ["**Untrained test artifact** (random head): for software tests only, not for predictions.", ""]
+    lines += [
+        "Multi-label emotion classifier: a LoRA adapter on the base model plus a linear head over the "
+        f"{config.get('pooling', 'mean')}-pooled sentence vector; sigmoid per label, one tuned threshold per label.",
+        "",
+        "## Intended use",
+        "Tracking the emotions expressed in short English social-media posts about a brand, in aggregate "
+        "(minute-by-minute shares). Not for judging individuals, clinical or hiring decisions.",
+        "",
+        "## Model",
+        f"- base model: `{config.get('base_model')}` (weights not included; resolved at load time)",
+        f"- pooling: {config.get('pooling')}, max length {config.get('max_length')} tokens (longer texts truncated)",
+        f"- LoRA: r={config.get('lora_r')}, alpha={config.get('lora_alpha')}, dropout={config.get('lora_dropout')}, "
+        f"targets `{config.get('lora_target_modules')}`",
+        f"- labels ({len(labels)}): {', '.join(labels)}",
+        "",
+        "## Training",
+        f"- data: {config.get('data_source', config.get('data'))} (taxonomy `{config.get('taxonomy')}`)",
+        f"- loss: {config.get('loss')} (gamma {config.get('focal_gamma')} if focal), label weights: "
+        f"{config.get('label_weights')}",
+        f"- undersampling of `{config.get('majority_label')}`: {config.get('undersample_ratio') or 'off'}"
+        + (f" ({config['undersampling']})" if config.get("undersampling") else ""),
+        f"- ISMOTE stage-2 head retraining: {'on' if config.get('ismote') else 'off'}"
+        + (f" ({config['stage2']})" if config.get("stage2") else ""),
+        f"- optimiser: AdamW, one-cycle lr {config.get('lr')}, batch {config.get('batch_size')}, "
+        f"epochs {config.get('epochs')}, seed {config.get('seed')}",
+        f"- hardware / time: {config.get('hardware', '?')}, {config.get('train_seconds', '?')} s",
+        f"- command: `{config.get('command', '?')}`",
+        "",
+        "## Evaluation",
+    ]
+    if metrics:
+        for split in ("dev", "test"):
+            m = metrics.get(split)
+            if isinstance(m, dict):
+                lines.append(f"- {split}: macro-F1 {_fmt(m.get('macro_f1_tuned'))} (tuned thresholds), "
+                             f"{_fmt(m.get('macro_f1_at_0.5'))} at 0.5; micro-F1 {_fmt(m.get('micro_f1_tuned'))}")
+        if "note" in metrics:
+            lines.append(f"- {metrics['note']}")
+    else:
+        lines.append("- not evaluated")
+    lines += ["", "## Thresholds (tuned on dev)", "", "| label | threshold |", "| --- | ---: |"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in thresholds.items()]
+    lines += ["", "## Limitations",
+              "GoEmotions is Reddit English with masked names; rare emotions (grief, pride, relief, nervousness) have "
+              "under 200 training examples and low F1. Sarcasm and context outside the text are not modelled. "
+              "Labels come from raters' majority; the model inherits their biases.", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(folder: str | Path) -> Path:
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    labels = json.loads((folder / "labels.json").read_text())
+    thresholds = json.loads((folder / "thresholds.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+    card = folder / "README.md"
+    card.write_text(render_model_card(config, labels, metrics, thresholds))
+    return card
