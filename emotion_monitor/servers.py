@@ -23,7 +23,9 @@ __all__ = [
     "free_port",
     "libssl11_dir",
     "redis_server_paths",
+    "s3rver_binary",
     "start_redis",
+    "start_s3rver",
     "start_tansu",
     "tansu_binary",
 ]
@@ -190,3 +192,59 @@ def start_redis(
     process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     _wait_for_port(port, process, "redis-server", timeout, log_path)
     return ServerProcess("redis", f"redis://127.0.0.1:{port}/0", port, process, log_path, data_dir)
+
+
+# --- On-disk S3 for the broker's s3 storage (used by `emotion-monitor up --persist`) ------------------------------
+# tansu keeps its data in memory unless its storage is s3://. moto's S3 server is in memory too, so it would lose the
+# data on stop; s3rver (npm) writes every object to a folder as it arrives, so that folder really survives a restart.
+S3RVER_VERSION = "3.7.1"
+S3_BUCKET = "tansu"
+# s3rver accepts exactly these credentials; they guard nothing (the server listens on loopback only).
+_S3RVER_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "S3RVER", "AWS_SECRET_ACCESS_KEY": "S3RVER", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def s3rver_binary(install_dir: Path) -> Path:
+    """Path of the ``s3rver`` launcher, installed with npm into ``install_dir`` the first time."""
+    launcher = install_dir / "node_modules" / ".bin" / "s3rver"
+    if launcher.exists():
+        return launcher
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise ServerUnavailable(
+            "persisting the broker's data needs the on-disk S3 server s3rver, which runs on Node.js: "
+            "install Node.js and npm (Debian: `apt-get install nodejs npm`), or run without --persist "
+            "(memory only), or pass the URL of your own Kafka with --kafka-url"
+        )
+    install_dir.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(install_dir), f"s3rver@{S3RVER_VERSION}"],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0 or not launcher.exists():
+        raise ServerUnavailable(f"`npm install s3rver@{S3RVER_VERSION}` failed:\n{result.stderr[-2000:]}")
+    return launcher
+
+
+def start_s3rver(
+    data_dir: Path,
+    port: int | None = None,
+    *,
+    install_dir: Path,
+    log_dir: Path | None = None,
+    timeout: float = 30.0,
+) -> ServerProcess:
+    """Start s3rver on ``127.0.0.1:port`` keeping its objects in ``data_dir``, with the broker's bucket created.
+
+    ``.env`` holds the variables tansu needs to use it (``AWS_ENDPOINT``, credentials, ``AWS_ALLOW_HTTP``).
+    """
+    port = port or free_port()
+    launcher = s3rver_binary(install_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(launcher), "--directory", str(data_dir), "--address", "127.0.0.1", "--port", str(port),
+           "--configure-bucket", S3_BUCKET, "--silent"]
+    log_path = (log_dir / f"s3rver-{port}.log") if log_dir else None
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    _wait_for_port(port, process, "s3rver", timeout, log_path)
+    env = {**_S3RVER_CREDENTIALS, "AWS_ENDPOINT": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true"}
+    return ServerProcess("s3", f"http://127.0.0.1:{port}", port, process, log_path, data_dir, env=env)

@@ -1,0 +1,113 @@
+"""`emotion-monitor produce` against a real broker: bad rows are reported with line and reason, good rows delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from click.testing import CliRunner
+
+from emotion_monitor.cli import main
+from emotion_monitor.topics import bootstrap_servers, ensure_topics
+
+
+async def _consume_all(kafka_url: str, topic: str, expected: int, timeout_s: float = 20.0) -> list[dict]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers(kafka_url), auto_offset_reset="earliest",
+                                group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    records = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(records) < expected and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records.extend(messages)
+        # one more poll: anything beyond the expected count would be a bug (a rejected row delivered)
+        for messages in (await consumer.getmany(timeout_ms=1000)).values():
+            records.extend(messages)
+    finally:
+        await consumer.stop()
+    return [{"key": r.key.decode(), "value": json.loads(r.value)} for r in records]
+
+
+def test_produce_jsonl_reports_bad_rows_and_delivers_good_ones(kafka_broker, tmp_path):
+    ensure_topics(kafka_broker.url, {"my-posts": 2})
+    lines = [
+        json.dumps({"id": "p1", "brand": "Acme", "text": "I love it", "created_at": "2026-11-25T10:00:00Z"}),
+        "{not json",
+        json.dumps({"id": "p2", "brand": "acme"}),  # no text
+        "",  # blank lines are skipped, not rejected
+        json.dumps({"id": "p3", "brands": ["acme", "Nimbus Air"], "text": "meh", "created_at": 1764064800000}),
+        json.dumps({"id": "p4", "brand": "bad=brand", "text": "breaks label filters"}),
+        json.dumps({"id": 5, "brand": "acme", "text": "id must be a string"}),
+        json.dumps(["a", "list"]),
+        json.dumps({"id": "p6", "brand": "velora", "text": "no created_at: the record timestamp is used"}),
+    ]
+    path = tmp_path / "posts.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    rejects = tmp_path / "rejects.jsonl"
+
+    result = CliRunner().invoke(main, ["produce", str(path), "--kafka-url", kafka_broker.url, "--topic", "my-posts",
+                                       "--rejects", str(rejects), "--no-progress"])
+
+    assert result.exit_code == 1, result.output  # some rows were rejected
+    assert "sent 3 post(s)" in result.output
+    report = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(row["line"], row["reason"]) for row in report] == [
+        (2, "not_json"), (3, "missing_field"), (6, "invalid_value"), (7, "wrong_type"), (8, "not_object"),
+    ]
+    assert f"{path}:3: rejected (missing_field)" in result.output
+    assert "'text'" in report[1]["detail"]
+
+    delivered = asyncio.run(_consume_all(kafka_broker.url, "my-posts", expected=3))
+    assert sorted(record["value"]["id"] for record in delivered) == ["p1", "p3", "p6"]
+    assert {record["key"] for record in delivered} == {"p1", "p3", "p6"}  # keyed by post id
+    assert next(r for r in delivered if r["value"]["id"] == "p1")["value"]["text"] == "I love it"  # sent as given
+
+
+def test_produce_csv_with_brand_lists_and_a_ragged_row(kafka_broker, tmp_path):
+    ensure_topics(kafka_broker.url, {"posts": 1})
+    path = tmp_path / "posts.csv"
+    path.write_text(
+        "id,brands,text,created_at,source\n"
+        'c1,acme|velora,"Two brands, one post",2026-11-25T10:00:00Z,survey\n'
+        "c2,acme,,,\n"  # empty text cell: absent -> missing_field
+        "c3,acme,too,many,cells,here\n"
+        'c4,velora,"multi\nline text",,\n'
+        "c5,velora,fine,1764064800000,\n"
+    )
+    result = CliRunner().invoke(main, ["produce", str(path), "--kafka-url", kafka_broker.url, "--no-progress"])
+
+    assert result.exit_code == 1, result.output
+    assert "sent 3 post(s) to posts" in result.output
+    assert f"{path}:3: rejected (missing_field)" in result.output
+    assert f"{path}:4: rejected (invalid_row)" in result.output
+    delivered = asyncio.run(_consume_all(kafka_broker.url, "posts", expected=3))
+    by_id = {record["value"]["id"]: record["value"] for record in delivered}
+    assert sorted(by_id) == ["c1", "c4", "c5"]
+    assert by_id["c1"]["brands"] == ["acme", "velora"]
+    assert by_id["c4"]["text"] == "multi\nline text"
+
+
+def test_produce_all_good_exits_zero(kafka_broker, tmp_path):
+    ensure_topics(kafka_broker.url, {"posts": 1})
+    path = tmp_path / "ok.ndjson"
+    path.write_text("".join(json.dumps({"id": f"g{i}", "brand": "acme", "text": f"post {i}"}) + "\n" for i in range(50)))
+    result = CliRunner().invoke(main, ["produce", str(path), "--kafka-url", kafka_broker.url, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "sent 50 post(s)" in result.output and "rejected 0 row(s)" in result.output
+    assert len(asyncio.run(_consume_all(kafka_broker.url, "posts", expected=50))) == 50
+
+
+def test_produce_without_a_broker_says_how_to_fix_it(tmp_path):
+    from emotion_monitor.servers import free_port
+
+    path = tmp_path / "ok.jsonl"
+    path.write_text(json.dumps({"id": "x", "brand": "acme", "text": "hi"}) + "\n")
+    result = CliRunner().invoke(main, ["produce", str(path), "--kafka-url", f"kafka://127.0.0.1:{free_port()}",
+                                       "--no-progress"])
+    assert result.exit_code != 0
+    assert "cannot reach Kafka" in result.output and "emotion-monitor up" in result.output
