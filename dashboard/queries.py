@@ -1,0 +1,248 @@
+"""Everything the dashboard asks Redis, as plain functions returning pandas frames (no Streamlit here).
+
+Each refresh costs a fixed number of round trips, independent of how much data is stored and with no key scans:
+
+* the brand list: ``SMEMBERS em:brands``;
+* emotion over time: one ``TS.MRANGE ... AGGREGATION sum <bucket> FILTER app=.. brand=.. metric=(count,posts)
+  tier=.. GROUPBY emotion REDUCE sum`` per brand, all brands in one pipeline (one round trip);
+* shifts: the same query with one bucket per period (two buckets: previous and current), again one pipeline;
+* alerts: one ``ZREVRANGEBYSCORE em:alerts``; the posts behind an alert: one ``ZRANGEBYSCORE em:posts:{brand}``.
+
+Aggregation happens on the server; only the bucketed sums travel. Every query filters on ``tier`` so a compaction is
+never counted together with its source (see :mod:`monitor.schema`). Redis being unreachable raises
+:class:`RedisUnavailable`; a reply the dashboard cannot use raises :class:`QueryError` — the page turns both into
+messages. Malformed alert/post JSON is skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import redis
+
+from monitor import schema
+
+__all__ = [
+    "RANGES",
+    "QueryError",
+    "RedisUnavailable",
+    "TimeWindow",
+    "alert_posts",
+    "connect",
+    "emotion_series",
+    "list_alerts",
+    "list_brands",
+    "period_totals",
+    "plan_window",
+]
+
+MINUTE = 60_000
+HOUR = 3_600_000
+DAY = 24 * HOUR
+RANGES: dict[str, int] = {"1h": HOUR, "24h": DAY, "7d": 7 * DAY}
+# Bucket sizes offered, smallest first; the first one giving at most MAX_POINTS points per line wins.
+BUCKET_LADDER: tuple[int, ...] = (MINUTE, 5 * MINUTE, 15 * MINUTE, HOUR, 6 * HOUR, DAY)
+MAX_POINTS = 200
+# Raw samples are read only for windows that start this recently: the raw tier is the freshest (no compaction lag)
+# but has the shortest retention and the most samples per bucket.
+RAW_HORIZON_MS = 6 * HOUR
+SERIES_COLUMNS = ["brand", "emotion", "ts", "count"]
+
+
+class RedisUnavailable(RuntimeError):
+    """Redis could not be reached (refused, timed out, wrong address)."""
+
+
+class QueryError(RuntimeError):
+    """Redis answered, but not as the schema expects (e.g. no TimeSeries module)."""
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """A query window: ``[start_ms, end_ms]`` read from ``tier`` in buckets of ``bucket_ms``."""
+
+    start_ms: int
+    end_ms: int
+    bucket_ms: int
+    tier: str
+
+    @property
+    def span_ms(self) -> int:
+        return self.end_ms - self.start_ms
+
+
+def choose_bucket(span_ms: int) -> int:
+    for bucket in BUCKET_LADDER:
+        if span_ms / bucket <= MAX_POINTS:
+            return bucket
+    return BUCKET_LADDER[-1]
+
+
+def choose_tier(start_ms: int, bucket_ms: int, now_ms: int) -> str:
+    if start_ms >= now_ms - RAW_HORIZON_MS and bucket_ms < HOUR:
+        return "raw"
+    return "1h" if bucket_ms % HOUR == 0 else "1m"
+
+
+def plan_window(start_ms: int, end_ms: int, now_ms: int) -> TimeWindow:
+    """Bucket size from the span (at most MAX_POINTS buckets), tier from bucket and age; start aligned to a bucket."""
+    if end_ms <= start_ms:
+        raise ValueError(f"time range is empty: start {start_ms} is not before end {end_ms}")
+    bucket = choose_bucket(end_ms - start_ms)
+    aligned_start = (start_ms // bucket) * bucket
+    return TimeWindow(aligned_start, end_ms, bucket, choose_tier(aligned_start, bucket, now_ms))
+
+
+def connect(url: str, timeout_seconds: float = 2.0) -> redis.Redis:
+    """A client with short timeouts, so an unreachable Redis becomes a message within seconds, not a hang."""
+    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=timeout_seconds,
+                                socket_timeout=timeout_seconds, health_check_interval=30)
+
+
+def _guard(call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnavailable(str(exc) or type(exc).__name__) from exc
+    except redis.ResponseError as exc:
+        raise QueryError(str(exc)) from exc
+
+
+def list_brands(client: redis.Redis) -> list[str]:
+    return sorted(_guard(client.smembers, schema.BRANDS_KEY))
+
+
+def _filters(brand: str, tier: str) -> list[str]:
+    return [f"app={schema.APP_LABEL}", f"brand={brand}", "metric=(count,posts)", f"tier={tier}"]
+
+
+def _grouped_mrange(client: redis.Redis, brands: list[str], start_ms: int, end_ms: int, bucket_ms: int, tier: str,
+                    align: int | str | None = None) -> list[Any]:
+    pipe = client.ts().pipeline(transaction=False)
+    for brand in brands:
+        pipe.mrange(start_ms, end_ms, _filters(brand, tier), aggregation_type="sum", bucket_size_msec=bucket_ms,
+                    groupby="emotion", reduce="sum", latest=tier != "raw", align=align)
+    return _guard(pipe.execute)
+
+
+def _rows(brand: str, reply: Any) -> list[tuple[str, str, int, float]]:
+    """Rows from one GROUPBY reply: ``[{'emotion=joy': [labels, [(ts, value), ...]]}, ...]`` (RESP2)."""
+    rows: list[tuple[str, str, int, float]] = []
+    if not isinstance(reply, list):
+        raise QueryError(f"unexpected TS.MRANGE reply of type {type(reply).__name__}")
+    for group in reply:
+        for key, (_labels, samples) in group.items():
+            emotion = key.split("=", 1)[1] if "=" in key else key
+            rows.extend((brand, emotion, int(ts), float(value)) for ts, value in samples
+                        if not math.isnan(float(value)))
+    return rows
+
+
+def emotion_series(client: redis.Redis, brands: list[str], window: TimeWindow) -> pd.DataFrame:
+    """Per brand, emotion and bucket: how many posts carried the emotion (``_all``: how many posts there were).
+
+    Long format with columns ``brand, emotion, ts (bucket start, ms), count``; empty buckets are absent.
+    """
+    if not brands:
+        return pd.DataFrame(columns=SERIES_COLUMNS)
+    replies = _grouped_mrange(client, brands, window.start_ms, window.end_ms, window.bucket_ms, window.tier)
+    rows = [row for brand, reply in zip(brands, replies) for row in _rows(brand, reply)]
+    return pd.DataFrame(rows, columns=SERIES_COLUMNS)
+
+
+def period_totals(client: redis.Redis, brands: list[str], end_ms: int, period_ms: int, now_ms: int) -> pd.DataFrame:
+    """Totals per brand and emotion for the previous and the current period of ``period_ms`` ending at ``end_ms``.
+
+    One bucket per period (aggregation aligned to the start of the previous period), so the server returns at most
+    two numbers per emotion. Columns ``brand, emotion, period ('previous' | 'current'), count``.
+    """
+    columns = ["brand", "emotion", "period", "count"]
+    if not brands:
+        return pd.DataFrame(columns=columns)
+    start = end_ms - 2 * period_ms
+    tier = choose_tier(start, choose_bucket(2 * period_ms), now_ms)
+    # The current period ends at end_ms inclusive; the previous one covers [start, start + period).
+    replies = _grouped_mrange(client, brands, start, end_ms, period_ms, tier, align=start)
+    rows = []
+    for brand, reply in zip(brands, replies):
+        for _brand, emotion, ts, value in _rows(brand, reply):
+            rows.append((brand, emotion, "previous" if ts < start + period_ms else "current", value))
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.groupby(["brand", "emotion", "period"], as_index=False)["count"].sum()
+
+
+def _parse_members(members: list[str]) -> tuple[list[dict], int]:
+    parsed, malformed = [], 0
+    for member in members:
+        try:
+            item = json.loads(member)
+        except (TypeError, ValueError):
+            malformed += 1
+            continue
+        if isinstance(item, dict):
+            parsed.append(item)
+        else:
+            malformed += 1
+    return parsed, malformed
+
+
+ALERT_FIELDS = ("brand", "emotion", "ts", "window_start", "window_end")
+
+
+def list_alerts(client: redis.Redis, brands: list[str], start_ms: int, end_ms: int,
+                limit: int = 200) -> tuple[list[dict], int]:
+    """Newest first, the alerts of ``brands`` raised in ``[start_ms, end_ms]``, and how many were malformed.
+
+    An alert missing one of ``brand, emotion, ts, window_start, window_end`` counts as malformed.
+    """
+    # Alerts of other brands share the zset, so read more than ``limit`` before filtering by brand.
+    members = _guard(client.zrevrangebyscore, schema.ALERTS_KEY, end_ms, start_ms, start=0, num=limit * 20)
+    parsed, malformed = _parse_members(members)
+    wanted = set(brands)
+    alerts = []
+    for alert in parsed:
+        if any(alert.get(name) is None for name in ALERT_FIELDS):
+            malformed += 1
+        elif alert["brand"] in wanted:
+            alerts.append(alert)
+    return alerts[:limit], malformed
+
+
+POST_COLUMNS = ["time", "score", "labelled", "text", "source", "author", "labels", "top_scores", "id"]
+
+
+def alert_posts(client: redis.Redis, alert: dict, limit: int = 200) -> tuple[pd.DataFrame, int]:
+    """The posts of the alert's brand inside its window, those most typical of its emotion first.
+
+    Columns: ``time`` (UTC), ``score`` (probability of the alert's emotion), ``labelled`` (emotion among the post's
+    labels), ``text``, ``source``, ``author``, ``labels``, ``top_scores`` (three highest emotions), ``id``.
+    Returns the frame and the number of malformed members skipped.
+    """
+    members = _guard(client.zrangebyscore, schema.posts_key(alert["brand"]), int(alert["window_start"]),
+                     int(alert["window_end"]))
+    posts, malformed = _parse_members(members)
+    emotion = alert["emotion"]
+    rows = []
+    for post in posts:
+        scores = post.get("scores") if isinstance(post.get("scores"), dict) else {}
+        labels = post.get("labels") if isinstance(post.get("labels"), list) else []
+        top = sorted(scores.items(), key=lambda item: -float(item[1]))[:3]
+        rows.append({
+            "time": pd.to_datetime(post.get("created_at"), unit="ms", utc=True, errors="coerce"),
+            "score": float(scores.get(emotion, 0.0)),
+            "labelled": emotion in labels,
+            "text": str(post.get("text", "")),
+            "source": post.get("source"),
+            "author": post.get("author"),
+            "labels": ", ".join(map(str, labels)),
+            "top_scores": ", ".join(f"{name} {float(value):.2f}" for name, value in top),
+            "id": post.get("id"),
+        })
+    frame = pd.DataFrame(rows, columns=POST_COLUMNS)
+    if not frame.empty:
+        frame = frame.sort_values(["labelled", "score"], ascending=False).head(limit).reset_index(drop=True)
+    return frame, malformed

@@ -1,0 +1,197 @@
+"""The page through ``streamlit.testing.v1.AppTest`` against a real Redis with TimeSeries seeded with known data."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from emotion_monitor.servers import free_port
+
+from .conftest import APP_FILE
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run_app(query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(APP_FILE, default_timeout=30)
+    for name, value in (query or {}).items():
+        at.query_params[name] = value
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def chart_data(at: AppTest, y_field: str = "value") -> pd.DataFrame:
+    """The data behind the (first) chart whose y encoding is ``y_field``, decoded from its Arrow dataset."""
+    for element in at.get("vega_lite_chart"):
+        if f'"field": "{y_field}"' in element.proto.spec:
+            (dataset,) = element.proto.datasets
+            return pa.ipc.open_stream(io.BytesIO(dataset.data.data)).read_pandas()
+    raise AssertionError(f"no chart with y field {y_field!r} among {len(at.get('vega_lite_chart'))} charts")
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "subheader", "title")
+             for e in getattr(at, kind)]
+    return "\n".join(map(str, parts))
+
+
+def at_time(frame: pd.DataFrame, emotion: str, ts_ms: int, brand: str = "acme") -> float:
+    time = pd.Timestamp(ts_ms, unit="ms", tz="UTC")
+    rows = frame[(frame["emotion"] == emotion) & (frame["brand"] == brand) & (frame["time"] == time)]
+    assert len(rows) == 1, (emotion, ts_ms, frame)
+    return float(rows["value"].iloc[0])
+
+
+def test_chart_data_equals_seeded_counts(dashboard_env, seeded):
+    at = run_app()
+    frame = chart_data(at)
+    for emotion in ("anger", "joy", "annoyance"):
+        for ts in (seeded.t1, seeded.t2):
+            expected = seeded.counts.get(("acme", emotion, ts))
+            if expected is None:
+                assert frame[(frame["emotion"] == emotion) & (frame["time"] == pd.Timestamp(ts, unit="ms", tz="UTC"))].empty
+            else:
+                assert at_time(frame, emotion, ts) == expected
+    # the previous hour is outside the last-hour chart; top emotions by count come first
+    assert frame["time"].min() >= pd.Timestamp(seeded.t1, unit="ms", tz="UTC")
+    assert set(frame["emotion"]) == {"anger", "joy", "annoyance"}
+    assert "acme: 50 posts" in texts(at)
+
+
+def test_share_of_posts(dashboard_env, seeded):
+    at = run_app()
+    at.radio(key="em_measure").set_value("share").run()
+    frame = chart_data(at)
+    assert at_time(frame, "anger", seeded.t1) == pytest.approx(100 * 20 / 30)
+    assert at_time(frame, "joy", seeded.t2) == pytest.approx(100 * 2 / 20)
+
+
+def test_ekman_grouping_sums_member_emotions(dashboard_env, seeded):
+    at = run_app()
+    at.radio(key="em_grouping").set_value("ekman").run()
+    frame = chart_data(at)
+    assert at_time(frame, "anger", seeded.t1) == 20 + 4  # anger + annoyance
+    assert at_time(frame, "joy", seeded.t1) == 3
+    assert "annoyance" not in set(frame["emotion"])
+
+
+def test_any_emotion_on_request(dashboard_env, seeded):
+    at = run_app()
+    at.multiselect(key="em_emotions_emotions").set_value(["joy"]).run()
+    frame = chart_data(at)
+    assert set(frame["emotion"]) == {"joy"}
+    assert at_time(frame, "joy", seeded.t1) == 3
+
+
+def test_compare_several_brands(dashboard_env, seeded):
+    at = run_app({"brand": "acme,globex"})
+    assert at.multiselect(key="em_brands").value == ["acme", "globex"]
+    frame = chart_data(at)
+    assert at_time(frame, "gratitude", seeded.t1, brand="globex") == 7
+    assert at_time(frame, "anger", seeded.t1, brand="acme") == 20
+
+
+def test_shift_table_ranks_the_seeded_change_first(dashboard_env, seeded):
+    at = run_app()
+    shifts = next(d.value for d in at.dataframe if "change_pp" in d.value.columns)
+    top = shifts.iloc[0]
+    assert (top["brand"], top["emotion"]) == ("acme", "anger")
+    assert top["previous"] == 1 and top["current"] == 30
+    assert top["change_pp"] == pytest.approx(60 - 2)
+    joy = shifts[shifts["emotion"] == "joy"].iloc[0]
+    assert joy["change_pp"] == pytest.approx(0) and joy["previous"] == 5 and joy["current"] == 5
+
+
+def test_alert_is_listed_and_its_posts_show(dashboard_env, seeded):
+    at = run_app()
+    alerts = next(d.value for d in at.dataframe if "message" in d.value.columns)
+    assert list(alerts["brand"]) == ["acme"]  # globex's alert is not for the selected brand
+    assert alerts.iloc[0]["message"] == seeded.alert["message"]
+    posts = next(d.value for d in at.dataframe if "text" in d.value.columns)
+    assert list(posts["text"]) == seeded.window_texts  # most angry first; the post outside the window is absent
+    assert seeded.outside_text not in set(posts["text"])
+    assert list(posts["source"]) == ["demo"] * 3
+    assert posts["score"].iloc[0] == pytest.approx(0.9)
+    assert seeded.alert["message"] in texts(at)
+
+
+def test_no_data_yet(dashboard_env, redis_client):
+    at = run_app()
+    assert "No data yet" in texts(at)
+    assert not at.get("vega_lite_chart")
+
+
+def test_known_brand_without_posts_in_range(dashboard_env, redis_client, seeded):
+    redis_client.sadd("em:brands", "initech")  # seen once, but nothing in the last hour
+    at = run_app({"brand": "initech"})
+    assert "No posts for initech" in texts(at)
+    assert "Not enough posts" in texts(at)
+    assert not at.get("vega_lite_chart")
+
+
+@pytest.mark.parametrize("range_key, bucket_ms, tier", [("24h", 15 * 60_000, "1m"), ("7d", 3_600_000, "1h")])
+def test_longer_ranges_read_the_compaction_tiers(dashboard_env, seeded, range_key, bucket_ms, tier):
+    at = run_app()
+    at.radio(key="em_range").set_value(range_key).run()
+    frame = chart_data(at)
+    source = seeded.counts if tier == "1m" else seeded.hourly
+    expected: dict = {}
+    for (brand, emotion, ts), value in source.items():
+        if brand == "acme" and emotion == "anger":
+            expected[ts // bucket_ms * bucket_ms] = expected.get(ts // bucket_ms * bucket_ms, 0) + value
+    anger = frame[frame["emotion"] == "anger"]
+    assert {int(t.timestamp() * 1000): v for t, v in zip(anger["time"], anger["value"])} == expected
+    assert f"(tier {tier})" in texts(at)
+
+
+def test_unknown_brand(dashboard_env, seeded):
+    at = run_app({"brand": "nosuchbrand"})
+    assert "Unknown brand: nosuchbrand" in texts(at)
+    assert "acme" in texts(at)  # the known brands are listed
+    assert not at.get("vega_lite_chart")
+
+
+def test_redis_unreachable(dashboard_env):
+    dashboard_env.setenv("EM_DASHBOARD_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    at = run_app()
+    errors = " ".join(e.value for e in at.error)
+    assert "Redis is unreachable" in errors
+    assert not at.get("vega_lite_chart")
+
+
+def test_redis_goes_away_while_open(dashboard_env, seeded, redis_server):
+    at = run_app()
+    assert at.get("vega_lite_chart")
+    redis_server.stop()
+    at.run()
+    assert not at.exception
+    assert "Redis is unreachable" in " ".join(e.value for e in at.error)
+
+
+def test_password_gate(dashboard_env, seeded):
+    dashboard_env.setenv("EM_DASHBOARD_PASSWORD", "s3cret")
+    at = run_app()
+    assert not at.get("vega_lite_chart") and not at.dataframe
+    at.text_input[0].input("wrong")
+    at.button[0].click().run()
+    assert "Wrong password." in " ".join(e.value for e in at.error)
+    assert not at.get("vega_lite_chart")
+    at.text_input[0].input("s3cret")
+    at.button[0].click().run()
+    assert not at.exception
+    assert chart_data(at) is not None
+
+
+def test_oidc_gate_asks_for_login(dashboard_env, seeded):
+    dashboard_env.setenv("EM_DASHBOARD_OIDC_PROVIDER", "default")
+    at = run_app()
+    assert [b.label for b in at.button] == ["Log in"]
+    assert not at.get("vega_lite_chart") and not at.dataframe
+    at.button[0].click().run()  # no [auth] secrets here: a clear message, not a traceback
+    assert not at.exception
+    assert "not usable" in " ".join(e.value for e in at.error)
