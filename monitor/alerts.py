@@ -1,0 +1,179 @@
+"""Spike alerts per brand x emotion: the current window against a rolling baseline, with a minimum volume and a cooldown.
+
+Detection works in event time (the posts' ``created_at``), read back from the Redis TimeSeries the worker just
+wrote, so every worker sees the same counts whichever partitions it owns. A spike is declared when, in the window
+``(t - window, t]``:
+
+* at least ``alert_min_volume`` posts carry the emotion, and the baseline ``(t - window - baseline, t - window]``
+  holds at least ``alert_min_baseline_posts`` posts (no history, no judgement), and
+* the emotion's share of the window's posts is at least ``alert_min_share`` and at least ``alert_ratio`` times its
+  share in the baseline.
+
+The cooldown marker (``SET NX PX``) makes the alert fire once per brand x emotion per cooldown, across all workers.
+Delivery: an alert is stored in Redis (``em:alerts``), logged, sent to the ``alerts`` topic and POSTed to the
+webhook (timeout, retries with exponential back-off, allow-listed hosts only) — best effort, never blocking posts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from urllib.parse import urlparse
+
+from monitor import schema
+from monitor.settings import MonitorSettings
+
+__all__ = ["Alert", "AlertEngine", "WindowCounts", "is_spike"]
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes | None, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    window_count: float
+    window_posts: float
+    baseline_count: float
+    baseline_posts: float
+
+    @property
+    def window_share(self) -> float:
+        return self.window_count / self.window_posts if self.window_posts else 0.0
+
+    @property
+    def baseline_share(self) -> float:
+        return self.baseline_count / self.baseline_posts if self.baseline_posts else 0.0
+
+
+def is_spike(counts: WindowCounts, settings: MonitorSettings) -> bool:
+    """The spike rule (pure): volume, enough baseline, absolute share and ratio against the baseline share."""
+    if counts.window_count < settings.alert_min_volume:
+        return False
+    if counts.baseline_posts < settings.alert_min_baseline_posts:
+        return False
+    if counts.window_share < settings.alert_min_share:
+        return False
+    return counts.window_share >= settings.alert_ratio * counts.baseline_share
+
+
+@dataclass(frozen=True)
+class Alert:
+    brand: str
+    emotion: str
+    ts: int
+    window_start: int
+    window_end: int
+    value: float
+    baseline: float
+    count: int
+    posts: int
+    message: str
+    model_version: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+class AlertEngine:
+    """Evaluates the spike rule after each batch and dispatches alerts to Redis, the log, Kafka and a webhook."""
+
+    def __init__(self, settings: MonitorSettings, store, publish: Publish, model_version: str, on_alert=None):
+        self.settings = settings
+        self.store = store
+        self.publish = publish
+        self.model_version = model_version
+        self.on_alert = on_alert or (lambda alert: None)
+        self._webhooks: set[asyncio.Task] = set()
+
+    async def counts(self, brand: str, emotion: str, now_ms: int) -> WindowCounts:
+        s = self.settings
+        window_start = now_ms - s.alert_window_ms + 1
+        base_start = window_start - s.alert_baseline_ms
+        count_key = schema.series_key(brand, emotion, "count")
+        posts_key = schema.series_key(brand, schema.ALL_EMOTIONS, "posts")
+        return WindowCounts(
+            await self.store.window_sum(count_key, window_start, now_ms),
+            await self.store.window_sum(posts_key, window_start, now_ms),
+            await self.store.window_sum(count_key, base_start, window_start - 1),
+            await self.store.window_sum(posts_key, base_start, window_start - 1),
+        )
+
+    async def evaluate(self, latest_by_brand: dict[str, int]) -> list[Alert]:
+        """Check every watched emotion of the brands just written, at each brand's newest ``created_at``."""
+        fired = []
+        for brand, now_ms in latest_by_brand.items():
+            for emotion in self.settings.alert_emotions:
+                counts = await self.counts(brand, emotion, now_ms)
+                if not is_spike(counts, self.settings):
+                    continue
+                if self.settings.alert_cooldown_ms > 0:
+                    claimed = await self.store.redis.set(
+                        schema.alert_cooldown_key(brand, emotion), now_ms, nx=True, px=self.settings.alert_cooldown_ms
+                    )
+                    if not claimed:
+                        continue
+                alert = self._make(brand, emotion, now_ms, counts)
+                await self._dispatch(alert)
+                fired.append(alert)
+        return fired
+
+    def _make(self, brand: str, emotion: str, now_ms: int, counts: WindowCounts) -> Alert:
+        window_start = now_ms - self.settings.alert_window_ms + 1
+        message = (
+            f"{emotion} spike for {brand}: {counts.window_share:.0%} of {int(counts.window_posts)} posts in the last "
+            f"{self.settings.alert_window_ms // 60000 or 1} min vs {counts.baseline_share:.0%} before"
+        )
+        return Alert(brand, emotion, int(time.time() * 1000), window_start, now_ms, round(counts.window_share, 4),
+                     round(counts.baseline_share, 4), int(counts.window_count), int(counts.window_posts), message,
+                     self.model_version)
+
+    async def _dispatch(self, alert: Alert) -> None:
+        body = alert.to_json()
+        log.warning("ALERT %s", alert.message)
+        await self.store.redis.zadd(schema.ALERTS_KEY, {body: alert.ts})
+        await self.publish(self.settings.alerts_topic, alert.brand.encode(), body.encode())
+        self.on_alert(alert)
+        if self.settings.webhook_url:
+            task = asyncio.create_task(self.post_webhook(body))
+            self._webhooks.add(task)
+            task.add_done_callback(self._webhooks.discard)
+
+    def webhook_allowed(self, url: str) -> bool:
+        host = urlparse(url).hostname or ""
+        return urlparse(url).scheme in ("http", "https") and host in self.settings.webhook_allowed_hosts
+
+    async def post_webhook(self, body: str) -> bool:
+        """POST the alert JSON; retries with exponential back-off; refuses hosts outside the allow-list."""
+        import aiohttp
+
+        s = self.settings
+        url = s.webhook_url or ""
+        if not self.webhook_allowed(url):
+            log.error("webhook %s refused: host not in EM_MONITOR_WEBHOOK_ALLOWED_HOSTS %s", url, s.webhook_allowed_hosts)
+            return False
+        delay = s.webhook_backoff
+        timeout = aiohttp.ClientTimeout(total=s.webhook_timeout)
+        for attempt in range(s.webhook_retries + 1):
+            try:
+                async with aiohttp.ClientSession(timeout=timeout) as session:
+                    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+                        if resp.status < 300:
+                            return True
+                        log.warning("webhook %s answered %s (attempt %d)", url, resp.status, attempt + 1)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                log.warning("webhook %s failed (attempt %d): %r", url, attempt + 1, exc)
+            if attempt < s.webhook_retries:
+                await asyncio.sleep(delay)
+                delay *= 2
+        log.error("webhook %s gave up after %d attempts", url, s.webhook_retries + 1)
+        return False
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait for webhook deliveries still in flight (graceful shutdown)."""
+        if self._webhooks:
+            await asyncio.wait(set(self._webhooks), timeout=timeout)

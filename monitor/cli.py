@@ -1,0 +1,58 @@
+"""``emotion-monitor worker`` and ``emotion-monitor replay`` (both configured by ``EM_MONITOR_*`` env vars)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+__all__ = ["replay", "worker"]
+
+
+@click.command("worker")
+@click.option("--log-level", default=None, help="Override EM_MONITOR_LOG_LEVEL (debug, info, warning, error).")
+def worker(log_level: str | None) -> None:
+    """Run a stream worker: Kafka posts -> classify in micro-batches -> Redis TimeSeries, posts.classified, alerts.
+
+    Start several with the same EM_MONITOR_GROUP_ID to share the partitions. Stop with SIGTERM (Ctrl-C): the
+    batch in hand is finished, written and committed.
+    """
+    import faust
+
+    from monitor.app import create_app
+    from monitor.inference import load_inference
+    from monitor.settings import MonitorSettings
+
+    settings = MonitorSettings()
+    level = (log_level or settings.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    inference = load_inference(settings)
+    app = create_app(settings, inference)
+    faust.Worker(app, loglevel=level, quiet=True).execute_from_commandline()
+
+
+@click.command("replay")
+@click.option("--mode", type=click.Choice(["fill", "recompute"]), default="fill", show_default=True,
+              help="fill: count only posts not yet counted; recompute: clear the time range, then reprocess.")
+@click.option("--from-time", "from_time", default=None, help="Start at this record time (ISO 8601 or epoch ms).")
+@click.option("--from-offset", "from_offset", type=int, default=None, help="Start at this offset in every partition.")
+@click.option("--to-time", "to_time", default=None, help="Stop at this record time (default: the current end).")
+@click.option("--group-id", default=None, help="Replay consumer group (default: <EM_MONITOR_GROUP_ID>-replay).")
+@click.option("--publish/--no-publish", default=False, show_default=True,
+              help="Also send replayed posts to posts.classified.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def replay(mode: str, from_time: str | None, from_offset: int | None, to_time: str | None, group_id: str | None,
+           publish: bool, progress: bool) -> None:
+    """Replay/backfill the posts topic (from the beginning by default) up to a time or the current end."""
+    import asyncio
+
+    from monitor.replay import ReplayRange, run_replay
+    from monitor.settings import MonitorSettings
+
+    settings = MonitorSettings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if from_time is not None and from_offset is not None:
+        raise click.UsageError("give --from-time or --from-offset, not both")
+    span = ReplayRange.parse(from_time=from_time, from_offset=from_offset, to_time=to_time)
+    summary = asyncio.run(run_replay(settings, span, mode=mode, group_id=group_id, publish=publish, progress=progress))
+    click.echo(summary.describe())

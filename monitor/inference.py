@@ -1,0 +1,66 @@
+"""Inference for the stream: the trainer's classifier behind ONE dedicated thread, so the event loop never blocks.
+
+Torch releases the GIL inside its kernels, so while a batch runs on the inference thread the event loop keeps
+fetching, writing to Redis and heartbeating the consumer group. One thread (not a pool) keeps batches in order and
+the model's memory single; torch still uses every core inside that thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from monitor.settings import MonitorSettings
+
+__all__ = ["Inference", "load_inference"]
+
+log = logging.getLogger(__name__)
+
+
+class Inference:
+    """Wraps a loaded classifier (``labels``, ``thresholds``, ``version``, ``max_length``, ``predict_proba``)."""
+
+    def __init__(self, classifier: Any, batch_size: int, threshold_overrides: dict[str, float] | None = None):
+        self.classifier = classifier
+        self.labels: list[str] = list(classifier.labels)
+        self.version: str = str(classifier.version)
+        self.batch_size = batch_size
+        thresholds = np.asarray(classifier.thresholds, dtype=np.float32).copy()
+        for emotion, value in (threshold_overrides or {}).items():
+            if emotion not in self.labels:
+                raise ValueError(f"threshold override for unknown emotion {emotion!r}; known: {self.labels}")
+            thresholds[self.labels.index(emotion)] = float(value)
+        self.thresholds = thresholds
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+    def predict_blocking(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.classifier.predict_proba(texts, batch_size=self.batch_size), dtype=np.float32)
+
+    async def predict(self, texts: list[str]) -> tuple[np.ndarray, float]:
+        """Probabilities ``[n, n_labels]`` computed on the inference thread, and the seconds it took."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        proba = await loop.run_in_executor(self._executor, self.predict_blocking, texts)
+        return proba, time.perf_counter() - started
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def load_inference(settings: MonitorSettings, classifier: Any | None = None) -> Inference:
+    """Load the classifier named by the settings (the shipped default when ``model_path`` is empty)."""
+    if classifier is None:
+        from trainer import load_classifier
+
+        device = None if settings.device == "auto" else settings.device
+        started = time.perf_counter()
+        classifier = load_classifier(settings.model_path or None, device=device)
+        log.warning("loaded model %s in %.1f s", classifier.version, time.perf_counter() - started)
+    if hasattr(classifier, "max_length"):
+        classifier.max_length = min(int(classifier.max_length), settings.max_tokens)
+    return Inference(classifier, settings.max_batch, settings.threshold_overrides)

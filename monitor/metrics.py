@@ -1,0 +1,66 @@
+"""Prometheus metrics and the ``/health`` + ``/metrics`` HTTP endpoint of a worker.
+
+Posts per second is ``rate(em_posts_total[1m])``; batch size, batch latency, inference time and the end-to-end
+delay (Kafka record timestamp -> Redis write) are histograms; DLQ records and alerts are counters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["METRICS", "start_http"]
+
+log = logging.getLogger(__name__)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.posts = Counter("em_posts_total", "Posts processed, by outcome", ["outcome"])
+        self.dlq = Counter("em_dlq_total", "Records sent to the dead-letter topic, by reason", ["reason"])
+        self.alerts = Counter("em_alerts_total", "Spike alerts fired", ["emotion"])
+        self.batch_size = Histogram("em_batch_size", "Records per micro-batch", buckets=(1, 4, 16, 32, 64, 128, 256, 512))
+        self.batch_seconds = Histogram("em_batch_seconds", "Wall time per micro-batch (parse..commit-ready)")
+        self.inference_seconds = Histogram("em_inference_seconds", "Model time per micro-batch")
+        self.delay_seconds = Histogram(
+            "em_end_to_end_delay_seconds", "Kafka record timestamp -> Redis write",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+        )
+        self.redis_up = Gauge("em_redis_up", "1 when the last Redis write succeeded")
+        self.last_batch = Gauge("em_last_batch_timestamp_seconds", "Unix time of the last finished batch")
+
+
+METRICS = _Metrics()
+
+
+async def start_http(port: int, health) -> object | None:
+    """Serve ``/metrics`` and ``/health`` (``health`` is an async callable returning a dict with ``ok``)."""
+    from aiohttp import web
+
+    async def metrics(_request):
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_request):
+        state = await health()
+        return web.Response(text=json.dumps(state), status=200 if state.get("ok") else 503,
+                            content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "0.0.0.0", port).start()
+    except OSError as exc:  # another worker on this host holds the port: keep processing, say so
+        log.warning("metrics/health port %d unavailable (%s); endpoint disabled for this worker", port, exc)
+        await runner.cleanup()
+        return None
+    return runner
+
+
+def now_s() -> float:
+    return time.time()

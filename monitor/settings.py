@@ -1,0 +1,92 @@
+"""All monitor settings: one typed object, every field with a default, a description and an env var (``EM_MONITOR_*``).
+
+Lists are given as JSON in the environment (``EM_MONITOR_ALERT_EMOTIONS='["anger","disgust"]'``), mappings too
+(``EM_MONITOR_THRESHOLD_OVERRIDES='{"anger": 0.4}'``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from monitor.post import DEFAULT_MAX_BYTES
+
+__all__ = ["MonitorSettings"]
+
+_MINUTE_MS = 60_000
+_DAY_MS = 24 * 60 * _MINUTE_MS
+
+
+class MonitorSettings(BaseSettings):
+    """Settings of the worker and of replay (``EM_MONITOR_`` + the upper-cased field name)."""
+
+    model_config = SettingsConfigDict(env_prefix="EM_MONITOR_", extra="ignore")
+
+    # --- connections and topics
+    broker_url: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap URL (kafka://host:port)")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis (with TimeSeries) URL")
+    posts_topic: str = Field("posts", description="Input topic of JSON posts")
+    dlq_topic: str = Field("posts.dlq", description="Dead-letter topic: rejected records with reason + original bytes")
+    classified_topic: str = Field("posts.classified", description="Output topic: post + scores + labels + model")
+    alerts_topic: str = Field("alerts", description="Output topic of spike alerts")
+    topic_partitions: int = Field(4, ge=1, description="Partitions of the input topic when the worker creates it")
+    group_id: str = Field("emotion-monitor", description="Consumer group (Faust app id) shared by all workers")
+
+    # --- batching and inference
+    max_batch: int = Field(64, ge=1, description="Micro-batch size: most posts classified in one model call")
+    max_wait: float = Field(0.5, gt=0, description="Seconds to wait for a micro-batch to fill before running it")
+    max_tokens: int = Field(128, ge=8, description="Token limit per text; longer texts are truncated")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Inference device; auto = cuda when present")
+    model_path: str | None = Field(None, description="Model artifact folder; empty = the trainer's shipped default")
+    threshold_overrides: dict[str, float] = Field(
+        default_factory=dict, description="Per-emotion decision thresholds replacing the model's tuned ones"
+    )
+    max_post_bytes: int = Field(DEFAULT_MAX_BYTES, ge=256, description="Records larger than this go to the DLQ")
+
+    # --- Redis storage
+    retention_raw_ms: int = Field(7 * _DAY_MS, ge=0, description="Retention of raw samples (ms; 0 = forever)")
+    retention_1m_ms: int = Field(30 * _DAY_MS, ge=0, description="Retention of the 1-minute compactions (ms)")
+    retention_1h_ms: int = Field(400 * _DAY_MS, ge=0, description="Retention of the 1-hour compactions (ms)")
+    seen_ttl_ms: int = Field(
+        7 * _DAY_MS, ge=_MINUTE_MS, description="Lifetime of a post's idempotency marker (>= raw retention is safest)"
+    )
+    recent_posts_per_brand: int = Field(2000, ge=1, description="Bound of the recent classified posts kept per brand")
+    redis_retry_initial: float = Field(0.2, gt=0, description="First back-off (s) when Redis is unreachable")
+    redis_retry_max: float = Field(5.0, gt=0, description="Longest back-off (s) between Redis retries")
+
+    # --- alerts
+    alert_emotions: list[str] = Field(["anger"], description="Emotions watched for spikes, per brand")
+    alert_window_ms: int = Field(5 * _MINUTE_MS, ge=1000, description="Current window compared with the baseline")
+    alert_baseline_ms: int = Field(60 * _MINUTE_MS, ge=1000, description="Rolling baseline just before the window")
+    alert_min_volume: int = Field(10, ge=1, description="Fewest posts with the emotion in the window to alert")
+    alert_min_baseline_posts: int = Field(20, ge=1, description="Fewest baseline posts needed to judge a spike")
+    alert_ratio: float = Field(3.0, gt=1, description="Spike when window share >= ratio x baseline share")
+    alert_min_share: float = Field(0.2, ge=0, le=1, description="... and the window share is at least this")
+    alert_cooldown_ms: int = Field(15 * _MINUTE_MS, ge=0, description="No new alert for the same brand x emotion")
+    webhook_url: str | None = Field(None, description="HTTP endpoint POSTed a JSON alert; empty = no webhook")
+    webhook_timeout: float = Field(3.0, gt=0, description="Seconds per webhook attempt")
+    webhook_retries: int = Field(3, ge=0, description="Webhook retries after the first attempt (exponential back-off)")
+    webhook_backoff: float = Field(0.5, gt=0, description="First webhook back-off in seconds, doubled each retry")
+    webhook_allowed_hosts: list[str] = Field(
+        ["127.0.0.1", "localhost"], description="Hosts the webhook may target; others are refused and logged"
+    )
+
+    # --- operations
+    metrics_port: int = Field(9108, ge=0, description="Port of /metrics (Prometheus) and /health; 0 = off")
+    log_level: str = Field("warning", description="Worker log level")
+
+    @field_validator("alert_emotions")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [item.strip().lower() for item in value if item.strip()]
+
+    def broker_host_port(self) -> str:
+        """``host:port`` list for aiokafka, from ``kafka://host:port[;kafka://...]``."""
+        hosts = []
+        for part in self.broker_url.replace(";", ",").split(","):
+            parsed = urlparse(part.strip() if "://" in part else f"kafka://{part.strip()}")
+            hosts.append(f"{parsed.hostname}:{parsed.port or 9092}")
+        return ",".join(hosts)

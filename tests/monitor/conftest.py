@@ -1,0 +1,187 @@
+"""Monitor test helpers: a real model artifact, a real worker subprocess, real Kafka produce/consume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EMOTION_MONITOR = str(Path(sys.executable).parent / "emotion-monitor")
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(tmp_path_factory) -> Path:
+    """A real artifact written by the trainer's save function (untrained head): loads and predicts like a trained
+    one. Used where only counting matters; quality-dependent tests use the shipped default model."""
+    from trainer import make_untrained_artifact
+
+    return make_untrained_artifact(tmp_path_factory.mktemp("model") / "untrained", max_length=64)
+
+
+def kafka_bootstrap(broker) -> str:
+    return f"127.0.0.1:{broker.port}"
+
+
+def monitor_env(broker, redis_url: str, model_dir: Path | None, **overrides) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EM_MONITOR_")}
+    env.update({
+        "EM_MONITOR_BROKER_URL": broker.url,
+        "EM_MONITOR_REDIS_URL": redis_url,
+        "EM_MONITOR_MAX_BATCH": "32",
+        "EM_MONITOR_MAX_WAIT": "0.2",
+        "EM_MONITOR_METRICS_PORT": "0",
+        "EM_MONITOR_TOPIC_PARTITIONS": "3",
+        "EM_MONITOR_LOG_LEVEL": "warning",
+        "TOKENIZERS_PARALLELISM": "false",
+    })
+    if model_dir is not None:
+        env["EM_MONITOR_MODEL_PATH"] = str(model_dir)
+    for key, value in overrides.items():
+        env[f"EM_MONITOR_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+class Worker:
+    """``emotion-monitor worker`` as a real child process (own session, stopped by PID)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.process = subprocess.Popen([EMOTION_MONITOR, "worker"], env=env, cwd=ROOT, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def signal(self, sig: int) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:]
+
+
+@pytest.fixture()
+def start_worker(tmp_path):
+    workers: list[Worker] = []
+
+    def start(env: dict[str, str]) -> Worker:
+        worker = Worker(env, tmp_path / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def create_topic(broker, topic: str, partitions: int = 3) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def run():
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap(broker))
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, partitions, 1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(run())
+
+
+def produce(broker, topic: str, values: list[bytes], timestamps_ms: list[int] | None = None,
+            keys: list[bytes | None] | None = None) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    async def run():
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(broker), linger_ms=5)
+        await producer.start()
+        try:
+            futures = []
+            for i, value in enumerate(values):
+                futures.append(await producer.send(
+                    topic, value, key=keys[i] if keys else None,
+                    timestamp_ms=timestamps_ms[i] if timestamps_ms else None))
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def consume_all(broker, topic: str, expected: int, timeout: float = 30.0) -> list:
+    """Read a topic from the beginning (no group) until ``expected`` records arrived or the timeout passed."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def run():
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap(broker), auto_offset_reset="earliest",
+                                    enable_auto_commit=False)
+        await consumer.start()
+        records = []
+        try:
+            deadline = time.monotonic() + timeout
+            while len(records) < expected and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for rows in batch.values():
+                    records.extend(rows)
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(run())
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition", worker: Worker | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if worker is not None and worker.process.poll() is not None:
+            raise AssertionError(f"worker exited ({worker.process.returncode}) waiting for {what}:\n{worker.log_tail()}")
+        time.sleep(interval)
+    tail = f"\n{worker.log_tail()}" if worker else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{tail}")
+
+
+def posts_total(redis_client, brand: str) -> int:
+    from monitor import schema
+
+    key = schema.series_key(brand, schema.ALL_EMOTIONS, "posts")
+    if not redis_client.exists(key):
+        return 0
+    rows = redis_client.ts().range(key, 0, "+")
+    return int(sum(v for _, v in rows))
+
+
+def emotion_totals(redis_client, brand: str, metric: str = "count") -> dict[str, float]:
+    """Per-emotion totals through the dashboard's own query shape (MRANGE FILTER ... tier=raw GROUPBY emotion)."""
+    from monitor import schema
+
+    rows = redis_client.ts().mrange(
+        0, "+", [f"app={schema.APP_LABEL}", f"brand={brand}", f"metric={metric}", "tier=raw"],
+        aggregation_type="sum", bucket_size_msec=10**13, groupby="emotion", reduce="sum",
+    )
+    totals = {}
+    for row in rows:
+        for name, (labels, samples) in row.items():
+            totals[name.split("=", 1)[1]] = sum(v for _, v in samples)
+    return totals

@@ -1,0 +1,54 @@
+"""End to end through a real worker process: tansu -> worker -> Redis TimeSeries and posts.classified."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tests.monitor.conftest import (
+    consume_all, create_topic, emotion_totals, monitor_env, posts_total, produce, wait_until,
+)
+from tests.monitor.posts_data import encode, make_posts
+
+N = 240
+BRANDS = ("acme", "globex", "initech")
+
+
+def expected_counts(model_dir, posts, brand):
+    """(low, high) bounds per emotion from the same model in-process; texts within 1e-3 of a threshold may flip with
+    batch composition (padding), so they widen the bound instead of making the test flaky."""
+    from trainer import load_classifier
+
+    clf = load_classifier(model_dir, device="cpu")
+    texts = [p["text"] for p in posts if p["brand"] == brand]
+    proba = clf.predict_proba(texts)
+    sure = (proba >= clf.thresholds + 1e-3).sum(axis=0)
+    maybe = (proba >= clf.thresholds - 1e-3).sum(axis=0)
+    return {name: (int(sure[j]), int(maybe[j])) for j, name in enumerate(clf.labels)}
+
+
+def test_end_to_end_exact_totals_and_classified_topic(kafka_broker, redis_server, redis_client, small_model_dir,
+                                                     start_worker):
+    create_topic(kafka_broker, "posts", 3)
+    posts = make_posts(N, BRANDS)
+    produce(kafka_broker, "posts", encode(posts))
+    worker = start_worker(monitor_env(kafka_broker, redis_server.url, small_model_dir))
+    wait_until(lambda: sum(posts_total(redis_client, b) for b in BRANDS) >= N, 120, what="all posts counted",
+               worker=worker)
+    for brand in BRANDS:
+        assert posts_total(redis_client, brand) == N // 3
+        counts = emotion_totals(redis_client, brand, "count")
+        for emotion, (low, high) in expected_counts(small_model_dir, posts, brand).items():
+            assert low <= counts.get(emotion, 0) <= high, (brand, emotion, counts.get(emotion), low, high)
+        scores = emotion_totals(redis_client, brand, "score")
+        assert len(scores) == 28 and all(0 < v < N for v in scores.values())
+    assert redis_client.smembers("em:brands") == set(BRANDS)
+    classified = consume_all(kafka_broker, "posts.classified", N)
+    assert len(classified) == N
+    body = json.loads(classified[0].value)
+    assert set(body) >= {"id", "brands", "text", "created_at", "scores", "labels", "model_version"}
+    assert len(body["scores"]) == 28
+    assert {json.loads(r.value)["id"] for r in classified} == {p["id"] for p in posts}
+    recent = redis_client.zrangebyscore("em:posts:acme", 0, "+inf")
+    assert len(recent) == N // 3 and np.all(np.diff([json.loads(r)["created_at"] for r in recent]) > 0)
