@@ -88,11 +88,11 @@ def _time_range(range_key: str, custom: tuple[datetime, datetime] | None, now_ms
 
 
 def _emotion_chart(frame: pd.DataFrame, measure: str, several_brands: bool) -> alt.TopLevelMixin:
-    chart = alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("time:T", title="time (UTC)"),
+    chart = alt.Chart(frame).mark_line().encode(
+        x=alt.X("time:T", title="time (UTC)", scale=alt.Scale(type="utc"), axis=alt.Axis(format="%b %d %H:%M")),
         y=alt.Y("value:Q", title=MEASURES[measure]),
         color=alt.Color("emotion:N", title="emotion"),
-        tooltip=["brand:N", "emotion:N", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"),
+        tooltip=["brand:N", "emotion:N", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M UTC", formatType="utc"),
                  alt.Tooltip("value:Q", format=".1f")],
     ).properties(height=260)
     return chart.facet(row=alt.Row("brand:N", title=None)) if several_brands else chart
@@ -111,7 +111,8 @@ def _alerts_panel(client, settings: DashboardSettings, alerts: list[dict], malfo
         "message": a.get("message", ""),
     } for a in alerts])
     timeline = alt.Chart(table).mark_point(filled=True, size=90).encode(
-        x=alt.X("time:T", title="time (UTC)"), y=alt.Y("emotion:N"), color=alt.Color("brand:N"),
+        x=alt.X("time:T", title="time (UTC)", scale=alt.Scale(type="utc"), axis=alt.Axis(format="%b %d %H:%M")),
+        y=alt.Y("emotion:N"), color=alt.Color("brand:N"),
         tooltip=["time:T", "brand:N", "emotion:N", "value:Q", "baseline:Q", "count:Q", "message:N"],
     ).properties(height=max(80, 28 * table["emotion"].nunique()))
     st.altair_chart(timeline, width="stretch")
@@ -163,7 +164,7 @@ def _panels(settings: DashboardSettings, brands: list[str], range_key: str, cust
         posts = series[series["emotion"] == "_all"].groupby("brand")["count"].sum()
         st.caption(" · ".join(f"{brand}: {int(posts.get(brand, 0)):,} posts" for brand in brands)
                    + f" · bucket {_bucket_label(window.bucket_ms)} (tier {window.tier})")
-        frame = chart_frame(series, emotions, measure)
+        frame = chart_frame(series, emotions, measure, window.buckets)
         if frame.empty:
             st.info(f"None of {', '.join(emotions)} appears in this range.")
         else:

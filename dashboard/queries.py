@@ -74,6 +74,11 @@ class TimeWindow:
     def span_ms(self) -> int:
         return self.end_ms - self.start_ms
 
+    @property
+    def buckets(self) -> list[int]:
+        """Start times of every bucket in the window (what the server would return if none were empty)."""
+        return list(range(self.start_ms, self.end_ms + 1, self.bucket_ms))
+
 
 def choose_bucket(span_ms: int) -> int:
     for bucket in BUCKET_LADDER:

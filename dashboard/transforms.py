@@ -38,11 +38,20 @@ def top_emotions(frame: pd.DataFrame, n: int) -> list[str]:
     return [str(name) for name in totals.index[:n]]
 
 
-def chart_frame(frame: pd.DataFrame, emotions: list[str], measure: str) -> pd.DataFrame:
-    """Long frame ``brand, emotion, time (UTC), value`` for the chosen emotions, as counts or shares of posts."""
+def chart_frame(frame: pd.DataFrame, emotions: list[str], measure: str,
+                buckets: list[int] | None = None) -> pd.DataFrame:
+    """Long frame ``brand, emotion, time (UTC), value`` for the chosen emotions, as counts or shares of posts.
+
+    With ``buckets`` (bucket start times, ms), a bucket without posts is drawn as 0 posts rather than skipped (the
+    server leaves empty buckets out); its share stays empty, as there is nothing to divide by.
+    """
     if measure not in MEASURES:
         raise ValueError(f"unknown measure {measure!r}; expected one of {tuple(MEASURES)}")
     chosen = frame[frame["emotion"].isin(emotions)].copy()
+    if buckets is not None and not chosen.empty:
+        full = pd.MultiIndex.from_product(
+            [sorted(frame["brand"].unique()), list(dict.fromkeys(emotions)), buckets], names=["brand", "emotion", "ts"])
+        chosen = (chosen.set_index(["brand", "emotion", "ts"])["count"].reindex(full, fill_value=0.0).reset_index())
     if measure == "share":
         posts = frame[frame["emotion"] == ALL_EMOTIONS][["brand", "ts", "count"]].rename(columns={"count": "posts"})
         chosen = chosen.merge(posts, on=["brand", "ts"], how="left")
@@ -66,7 +75,7 @@ def shift_table(totals: pd.DataFrame, grouping: str = "emotions") -> pd.DataFram
     """
     if totals.empty:
         return pd.DataFrame(columns=SHIFT_COLUMNS)
-    grouped = apply_grouping(totals, grouping)
+    grouped = apply_grouping(totals, grouping).astype({"count": float})
     wide = grouped.pivot_table(index=["brand", "emotion"], columns="period", values="count", aggfunc="sum",
                                fill_value=0.0)
     for period in ("previous", "current"):

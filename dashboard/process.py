@@ -1,0 +1,50 @@
+"""Start ``emotion-monitor dashboard`` as a child process and wait until Streamlit answers its health check.
+
+Used by the real-browser test, the benchmark and anything else that needs a running dashboard; stopped by PID
+through the returned :class:`~emotion_monitor.servers.ServerProcess`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from emotion_monitor.servers import ServerProcess, ServerUnavailable, free_port
+
+__all__ = ["start_dashboard"]
+
+
+def _cli() -> list[str]:
+    installed = shutil.which("emotion-monitor", path=str(Path(sys.executable).parent))
+    return [installed] if installed else [sys.executable, "-m", "emotion_monitor"]
+
+
+def start_dashboard(redis_url: str, port: int | None = None, *, log_dir: Path | None = None,
+                    extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> ServerProcess:
+    """Run the dashboard on ``127.0.0.1:port`` against ``redis_url``; returns once ``/_stcore/health`` says ok."""
+    port = port or free_port()
+    env = {**os.environ, **(extra_env or {})}
+    command = [*_cli(), "dashboard", "--redis-url", redis_url, "--host", "127.0.0.1", "--port", str(port)]
+    log_path = (log_dir / f"dashboard-{port}.log") if log_dir else None
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    server = ServerProcess("dashboard", url, port, process, log_path, env=extra_env or {})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
+            raise ServerUnavailable(f"dashboard exited with code {process.returncode} during start-up:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as reply:
+                if reply.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.2)
+    server.stop()
+    raise ServerUnavailable(f"dashboard did not answer {url}/_stcore/health within {timeout:.0f} s")

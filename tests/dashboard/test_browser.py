@@ -1,0 +1,54 @@
+"""The real thing: `emotion-monitor dashboard` in a subprocess, seeded Redis, headless Debian chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dashboard.process import start_dashboard
+
+from .browser import CHART, browser_context, chromium_path
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_dashboard_in_a_real_browser(redis_server, seeded, tmp_path):
+    chromium_path()  # fail with the install hint before starting anything
+    from playwright.sync_api import sync_playwright
+
+    server = start_dashboard(redis_server.url, log_dir=tmp_path, extra_env={
+        "EM_DASHBOARD_DEFAULT_RANGE": "1h", "EM_DASHBOARD_REFRESH_SECONDS": "2",
+        "EM_DASHBOARD_PASSWORD": "", "EM_DASHBOARD_OIDC_PROVIDER": ""})
+    try:
+        with sync_playwright() as playwright:
+            context = browser_context(playwright, tmp_path / "chromium-profile")
+            try:
+                page = context.new_page()
+                page.goto(f"{server.url}/?brand=acme", wait_until="domcontentloaded")
+                page.wait_for_selector(CHART, timeout=60_000)
+                page.get_by_text(seeded.alert["message"], exact=False).first.wait_for(timeout=30_000)
+                body = page.inner_text("body")
+                assert "acme" in body
+                assert "anger" in body
+                assert "Redis is unreachable" not in body and "Traceback" not in body
+                # live refresh: the "Updated" line changes without a reload
+                stamp = page.get_by_text("refresh took").first.inner_text()
+                page.wait_for_function(
+                    "s => ![...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                    ".some(e => e.innerText === s)", arg=stamp, timeout=30_000)
+                page.wait_for_selector(CHART, timeout=30_000)
+                shot = tmp_path / "dashboard.png"
+                page.screenshot(path=str(shot), full_page=True)
+            finally:
+                context.close()
+    finally:
+        server.stop()
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("EM_DASHBOARD_SCREENSHOT"):
+        target = ROOT / "bench" / "results" / "dashboard_screenshot.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target)
