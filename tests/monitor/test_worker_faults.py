@@ -1,0 +1,98 @@
+"""Bad input, a killed worker and a Redis outage: nothing lost, nothing counted twice, the worker keeps going."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import time
+
+from emotion_monitor.servers import start_redis
+from tests.monitor.conftest import consume_all, create_topic, monitor_env, posts_total, produce, wait_until
+from tests.monitor.posts_data import encode, make_posts
+
+BRANDS = ("acme", "globex", "initech")
+
+MALFORMED = {
+    b"{this is not json": "not_json",
+    b"\xff\xfe\x00garbage": "not_json",
+    b'["a", "list"]': "not_object",
+    json.dumps({"brand": "acme", "text": "no id"}).encode(): "missing_field",
+    json.dumps({"id": "m1", "text": "no brand"}).encode(): "missing_field",
+    json.dumps({"id": "m2", "brand": "acme"}).encode(): "missing_field",
+    json.dumps({"id": 42, "brand": "acme", "text": "numeric id"}).encode(): "wrong_type",
+    json.dumps({"id": "m3", "brand": "acme", "text": {"nested": 1}}).encode(): "wrong_type",
+    json.dumps({"id": "m4", "brand": "acme", "text": "x", "created_at": "last tuesday"}).encode(): "invalid_value",
+    json.dumps({"id": "m5", "brand": "a=b", "text": "label breaker"}).encode(): "invalid_value",
+    json.dumps({"id": "m6", "brand": "acme", "text": "x" * 10, "pad": "y" * 300_000}).encode(): "oversize",
+}
+
+
+def test_malformed_records_go_to_dlq_with_reasons_and_processing_goes_on(
+        kafka_broker, redis_server, redis_client, small_model_dir, start_worker):
+    create_topic(kafka_broker, "posts", 3)
+    good = make_posts(60, BRANDS)
+    values = encode(good[:30]) + list(MALFORMED) + encode(good[30:])
+    produce(kafka_broker, "posts", values)
+    worker = start_worker(monitor_env(kafka_broker, redis_server.url, small_model_dir))
+    wait_until(lambda: sum(posts_total(redis_client, b) for b in BRANDS) >= 60, 120, what="good posts", worker=worker)
+    dlq = consume_all(kafka_broker, "posts.dlq", len(MALFORMED))
+    assert len(dlq) == len(MALFORMED)
+    got = {}
+    for record in dlq:
+        envelope = json.loads(record.value)
+        original = base64.b64decode(envelope["original_b64"])
+        got[original] = envelope["reason"]
+        assert envelope["detail"] and envelope["source_topic"] == "posts" and envelope["source_offset"] >= 0
+    assert got == MALFORMED
+    assert sum(posts_total(redis_client, b) for b in BRANDS) == 60
+    assert worker.process.poll() is None  # still running
+
+
+def test_kill_9_mid_stream_then_restart_counts_exactly(kafka_broker, redis_server, redis_client, small_model_dir,
+                                                       start_worker):
+    n = 450
+    create_topic(kafka_broker, "posts", 3)
+    produce(kafka_broker, "posts", encode(make_posts(n, BRANDS)))
+    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16")
+    first = start_worker(env)
+    wait_until(lambda: sum(posts_total(redis_client, b) for b in BRANDS) >= 60, 120, what="first posts", worker=first)
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    mid = sum(posts_total(redis_client, b) for b in BRANDS)
+    assert mid < n, "the worker finished before it could be killed; raise n"
+    second = start_worker(env)
+    wait_until(lambda: sum(posts_total(redis_client, b) for b in BRANDS) >= n, 150, what="all posts", worker=second)
+    time.sleep(2)  # redelivered posts, if any were going to be double counted, would land now
+    for brand in BRANDS:
+        assert posts_total(redis_client, brand) == n // 3
+    # graceful stop: SIGTERM ends the worker cleanly
+    second.signal(signal.SIGTERM)
+    assert second.wait(30) == 0
+
+
+def test_redis_outage_loses_nothing(kafka_broker, tmp_path, small_model_dir, start_worker):
+    import redis
+
+    data_dir = tmp_path / "redis-data"
+    server = start_redis(data_dir=data_dir, log_dir=tmp_path)
+    port = server.port
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        create_topic(kafka_broker, "posts", 3)
+        first, second = make_posts(120, BRANDS), make_posts(120, BRANDS, prefix="q", base_ms=1_795_655_000_000)
+        produce(kafka_broker, "posts", encode(first))
+        worker = start_worker(monitor_env(kafka_broker, server.url, small_model_dir))
+        wait_until(lambda: sum(posts_total(client, b) for b in BRANDS) >= 120, 120, what="first wave", worker=worker)
+        server.stop()  # SIGTERM: redis writes its append-only file
+        produce(kafka_broker, "posts", encode(second))  # arrives while Redis is down
+        time.sleep(4)
+        assert worker.process.poll() is None, worker.log_tail()
+        server = start_redis(port=port, data_dir=data_dir, log_dir=tmp_path)
+        wait_until(lambda: sum(posts_total(client, b) for b in BRANDS) >= 240, 120, what="second wave", worker=worker)
+        time.sleep(1)
+        for brand in BRANDS:
+            assert posts_total(client, brand) == 80
+    finally:
+        client.close()
+        server.stop()
