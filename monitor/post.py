@@ -40,6 +40,7 @@ __all__ = [
     "normalise_brand",
     "parse_post",
     "rejection_envelope",
+    "to_epoch_ms",
 ]
 
 DEFAULT_MAX_BYTES = 256 * 1024
@@ -78,7 +79,8 @@ def normalise_brand(value: Any) -> str:
     return brand
 
 
-def _to_epoch_ms(value: Any) -> int:
+def to_epoch_ms(value: Any) -> int:
+    """ISO 8601 (naive = UTC), digits or a number of epoch milliseconds -> epoch ms."""
     if isinstance(value, bool):
         raise TypeError("created_at must be an ISO 8601 string or epoch milliseconds, got a boolean")
     if isinstance(value, (int, float)):
@@ -137,7 +139,7 @@ class Post(BaseModel):
     @field_validator("created_at", mode="before")
     @classmethod
     def _parse_created_at(cls, value: Any) -> int:
-        return _checked(_to_epoch_ms, value)
+        return _checked(to_epoch_ms, value)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

@@ -1,0 +1,94 @@
+"""Replay through the real broker and Redis: fill twice changes nothing; recompute equals a fresh run; time bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+import pytest
+import redis
+
+from monitor.inference import load_inference
+from monitor.replay import ReplayRange, run_replay
+from monitor.settings import MonitorSettings
+from tests.monitor.conftest import EMOTION_MONITOR, ROOT, create_topic, emotion_totals, monitor_env, posts_total, produce
+from tests.monitor.posts_data import encode, make_posts
+
+BRANDS = ("acme", "globex", "initech")
+BASE_MS = 1_795_654_800_000
+
+
+def settings_for(kafka_broker, redis_url, model_dir, **extra) -> MonitorSettings:
+    return MonitorSettings(broker_url=kafka_broker.url, redis_url=redis_url, model_path=str(model_dir), max_batch=32,
+                           metrics_port=0, **extra)
+
+
+def snapshot(client) -> dict:
+    return {b: (posts_total(client, b), emotion_totals(client, b, "count")) for b in BRANDS}
+
+
+def replay(settings, span=ReplayRange(), mode="fill", inference=None):
+    return asyncio.run(run_replay(settings, span, mode=mode, progress=False, inference=inference))
+
+
+@pytest.fixture()
+def topic_with_posts(kafka_broker):
+    create_topic(kafka_broker, "posts", 1)  # one partition: identical batches in every run (exact float equality)
+    posts = make_posts(150, BRANDS, base_ms=BASE_MS)
+    produce(kafka_broker, "posts", encode(posts), timestamps_ms=[p["created_at"] for p in posts])
+    return posts
+
+
+def test_fill_twice_leaves_totals_unchanged(kafka_broker, redis_server, redis_client, small_model_dir,
+                                            topic_with_posts, tmp_path):
+    settings = settings_for(kafka_broker, redis_server.url, small_model_dir)
+    first = replay(settings)
+    assert (first.records, first.counted, first.duplicates) == (150, 150, 0)
+    before = snapshot(redis_client)
+    assert all(before[b][0] == 50 for b in BRANDS)
+    # the second run goes through the real CLI, with its progress bar
+    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, topic_partitions="1")
+    out = subprocess.run([EMOTION_MONITOR, "replay", "--mode", "fill"], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "150 records, 0 counted, 150 already counted" in out.stdout
+    assert "replay fill" in out.stderr  # tqdm progress bar
+    assert snapshot(redis_client) == before
+
+
+def test_recompute_after_threshold_change_matches_a_fresh_run(kafka_broker, redis_server, redis_client,
+                                                              small_model_dir, topic_with_posts):
+    old = settings_for(kafka_broker, redis_server.url, small_model_dir)
+    replay(old)
+    old_totals = snapshot(redis_client)
+    lowered = {"threshold_overrides": {name: 0.45 for name in ("anger", "joy", "neutral", "sadness", "admiration")}}
+    new = settings_for(kafka_broker, redis_server.url, small_model_dir, **lowered)
+    inference = load_inference(new)
+    result = replay(new, mode="recompute", inference=inference)
+    assert result.cleared_markers == 150 and result.counted == 150
+    recomputed = snapshot(redis_client)
+    fresh_url = redis_server.url.rsplit("/", 1)[0] + "/1"  # another database on the same server: a fresh run
+    replay(settings_for(kafka_broker, fresh_url, small_model_dir, **lowered), inference=inference)
+    fresh_client = redis.Redis.from_url(fresh_url, decode_responses=True)
+    try:
+        assert recomputed == snapshot(fresh_client)
+    finally:
+        fresh_client.close()
+    assert recomputed != old_totals  # the thresholds really changed the counts
+    assert all(recomputed[b][0] == 50 for b in BRANDS)  # and nothing was counted twice
+
+
+def test_time_bounds_and_future_times(kafka_broker, redis_server, redis_client, small_model_dir, topic_with_posts):
+    settings = settings_for(kafka_broker, redis_server.url, small_model_dir)
+    inference = load_inference(settings)
+    future = BASE_MS + 10**9
+    assert replay(settings, ReplayRange(from_time_ms=future), inference=inference).records == 0
+    window = replay(settings, ReplayRange(from_time_ms=BASE_MS + 30_000, to_time_ms=BASE_MS + 59_000),
+                    inference=inference)
+    assert window.records == 30 and window.counted == 30
+    rest = replay(settings, ReplayRange(from_offset=100, to_time_ms=future), inference=inference)
+    assert (rest.records, rest.counted) == (50, 50)
+    assert sum(posts_total(redis_client, b) for b in BRANDS) == 80
+    recent = [json.loads(m)["id"] for m in redis_client.zrangebyscore("em:posts:acme", 0, "+inf")]
+    assert all(30 <= int(i[1:]) < 60 or int(i[1:]) >= 100 for i in recent)
