@@ -185,3 +185,52 @@ def emotion_totals(redis_client, brand: str, metric: str = "count") -> dict[str,
         for name, (labels, samples) in row.items():
             totals[name.split("=", 1)[1]] = sum(v for _, v in samples)
     return totals
+
+
+class WebhookServer:
+    """A real local HTTP server recording POSTed JSON bodies; ``fail_first`` answers 500 that many times first."""
+
+    def __init__(self, fail_first: int = 0):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received, state = [], {"fail": fail_first, "attempts": 0}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                state["attempts"] += 1
+                if state["fail"] > 0:
+                    state["fail"] -= 1
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.received, self.state = received, state
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def webhook():
+    servers: list[WebhookServer] = []
+
+    def make(fail_first: int = 0) -> WebhookServer:
+        servers.append(WebhookServer(fail_first))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
