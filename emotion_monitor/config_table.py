@@ -130,7 +130,7 @@ def render_markdown() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--write", action="store_true", help=f"rewrite {DOC_PATH.relative_to(REPO_ROOT)}")
+    group.add_argument("--write", action="store_true", help="rewrite docs/configuration.md")
     group.add_argument("--check", action="store_true", help="exit 1 when the file is out of date")
     args = parser.parse_args(argv)
     text = render_markdown()

@@ -55,7 +55,7 @@ class UpSettings(BaseSettings):
     )
     run_dir: Path = Field(
         default=Path.home() / ".cache" / "emotion-monitor" / "run",
-        description="Folder for the logs of the servers and children of `up` and its pids.json",
+        description="Folder for the logs of the servers and children of `up` and its run.json (URLs and pids)",
     )
     s3rver_dir: Path = Field(
         default=Path.home() / ".cache" / "emotion-monitor" / "s3rver",
@@ -70,13 +70,13 @@ class UpSettings(BaseSettings):
         default=["acme coffee", "nimbus air", "velora"],
         description="Fictional brands of the demo posts (JSON list in the env var)",
     )
-    demo_rate: float = Field(default=6.0, gt=0, description="Mean demo posts per second at the daily peak (Poisson)")
+    demo_rate: float = Field(default=8.0, gt=0, description="Mean demo posts per second at the daily peak (Poisson)")
     demo_day_pattern: bool = Field(
         default=True, description="Scale the demo rate by the hour of day (quiet at night, busy in the evening)"
     )
     demo_spike_brand: str = Field(default="nimbus air", description="Brand that gets the injected anger spike")
-    demo_spike_after_s: float = Field(default=25.0, ge=0, description="Seconds after the demo starts that the spike begins")
-    demo_spike_duration_s: float = Field(default=30.0, gt=0, description="How long the anger spike lasts, seconds")
+    demo_spike_after_s: float = Field(default=30.0, ge=0, description="Seconds after the demo starts that the spike begins")
+    demo_spike_duration_s: float = Field(default=40.0, gt=0, description="How long the anger spike lasts, seconds")
     demo_spike_rate: float = Field(default=6.0, gt=0, description="Extra angry posts per second during the spike")
     demo_spike_every_s: float = Field(
         default=0.0, ge=0, description="Repeat the spike every this many seconds (0: once per demo run)"

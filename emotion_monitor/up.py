@@ -7,7 +7,7 @@ Children: every worker and the dashboard run as subprocesses, each in its own se
 pid and a terminal Ctrl-C reaches only ``up``). Shutdown goes in data-flow order: the demo source stops producing,
 the workers get SIGTERM (they finish the batch, write, commit) and SIGKILL after ``stop_timeout_s``, then the
 dashboard, then the servers. Each child is stopped by its process group, so whatever it spawned goes too; ``up``
-waits until every group is empty. ``<run_dir>/pids.json`` lists the pids while it runs.
+waits until every group is empty. ``<run_dir>/run.json`` lists the URLs and pids while it runs.
 
 With ``--persist DIR`` the broker stores its log in an on-disk S3 server (s3rver, ``DIR/s3``) and Redis keeps an
 append-only file and snapshots in ``DIR/redis``, so a restart of ``up`` continues where it stopped.
@@ -47,14 +47,6 @@ DEMO_ALERT_SETTINGS: dict[str, object] = {
     "alert_min_baseline_posts": 10,
     "alert_cooldown_ms": 120_000,
 }
-# Faust's group-join defaults take 30-110 s against the local broker (platform notes); these bring it under ~20 s.
-# Only applied when the worker's settings have such fields and the user's environment does not set them.
-FAST_GROUP_SETTINGS: dict[str, object] = {
-    "broker_session_timeout": 10,
-    "broker_rebalance_timeout": 10,
-    "broker_heartbeat_interval": 1,
-}
-
 
 @dataclass
 class Child:
@@ -235,7 +227,7 @@ class Runtime:
         }
         if self.model_path:
             values["model_path"] = self.model_path
-        defaults = {**FAST_GROUP_SETTINGS, **(DEMO_ALERT_SETTINGS if self.settings.demo else {})}
+        defaults = DEMO_ALERT_SETTINGS if self.settings.demo else {}
         extra = monitor_env(**{name: value for name, value in defaults.items() if name in known})
         env = {**os.environ, **{name: value for name, value in extra.items() if name not in os.environ}}
         env.update(monitor_env(**values))
@@ -261,10 +253,13 @@ class Runtime:
         self.dashboard_url = f"http://127.0.0.1:{port}"
 
     def _write_pids(self) -> None:
+        """``<run_dir>/run.json``: the URLs and the pid of every server and child, for scripts and tests."""
         pids = {server.name: server.pid for server in self.servers}
         pids.update({child.name: child.pid for child in self.children()})
         pids["up"] = os.getpid()
-        (self.settings.run_dir / "pids.json").write_text(json.dumps(pids, indent=2))
+        info = {"kafka_url": self.kafka_url, "redis_url": self.redis_url, "dashboard_url": self.dashboard_url,
+                "metrics_ports": self.metrics_ports, "pids": pids}
+        (self.settings.run_dir / "run.json").write_text(json.dumps(info, indent=2))
 
     def children(self) -> list[Child]:
         return [*self.workers, *([self.dashboard] if self.dashboard else [])]
@@ -357,7 +352,7 @@ def _run_loop(runtime: Runtime, stop: threading.Event) -> int:
 @click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False),
               help="Model artifact for the worker (default: the trainer's shipped model) [EM_MONITOR_MODEL_PATH].")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for logs and pids.json [EM_UP_RUN_DIR].")
+              help="Folder for logs and run.json (URLs, pids) [EM_UP_RUN_DIR].")
 def up(model_path: str | None, **options) -> None:
     """Start the whole product locally: broker, Redis, topics, worker, demo source and dashboard.
 
