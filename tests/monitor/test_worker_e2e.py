@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
 
 import numpy as np
+
+from emotion_monitor.servers import free_port
 
 from tests.monitor.conftest import (
     consume_all, create_topic, emotion_totals, monitor_env, posts_total, produce, wait_until,
@@ -33,9 +37,15 @@ def test_end_to_end_exact_totals_and_classified_topic(kafka_broker, redis_server
     create_topic(kafka_broker, "posts", 3)
     posts = make_posts(N, BRANDS)
     produce(kafka_broker, "posts", encode(posts))
-    worker = start_worker(monitor_env(kafka_broker, redis_server.url, small_model_dir))
+    port = free_port()
+    worker = start_worker(monitor_env(kafka_broker, redis_server.url, small_model_dir, metrics_port=str(port)))
     wait_until(lambda: sum(posts_total(redis_client, b) for b in BRANDS) >= N, 120, what="all posts counted",
                worker=worker)
+    health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
+    assert health["ok"] is True and health["model_version"].startswith("untrained-test-model")
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert float(re.search(r'em_posts_total\{outcome="counted"\} (\S+)', metrics).group(1)) == N
+    assert "em_end_to_end_delay_seconds_bucket" in metrics and "em_batch_size_count" in metrics
     for brand in BRANDS:
         assert posts_total(redis_client, brand) == N // 3
         counts = emotion_totals(redis_client, brand, "count")
