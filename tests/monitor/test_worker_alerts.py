@@ -1,0 +1,68 @@
+"""An anger spike through the whole product: the shipped default model, a worker process, a local webhook, `alerts`."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.monitor.conftest import consume_all, create_topic, monitor_env, posts_total, produce, wait_until
+
+T0 = 1_795_654_800_000
+CALM = [
+    "The package arrived on Tuesday as planned.",
+    "I love the new design, great job!",
+    "Thanks for the quick reply, that solved it.",
+    "What time does the store open on Sundays?",
+    "This is the best coffee I have had in years.",
+    "I switched plans last month and it works fine.",
+    "Very happy with the battery life so far.",
+    "Is there a student discount?",
+    "The update looks nice.",
+    "Thank you so much for the help!",
+]
+ANGRY = [
+    "I am absolutely furious with you, this is outrageous!",
+    "This makes me so angry, worst service ever!!",
+    "I'm livid. You charged me twice and nobody answers. Unacceptable!",
+    "I am so mad at this company right now, I hate this!",
+    "Furious. Third time the order is wrong. Disgraceful and infuriating.",
+    "How dare you cancel my account without asking?! I'm enraged.",
+    "This is infuriating, I am so angry I could scream.",
+    "Stop ignoring me, I am sick and tired of your garbage service, so angry!",
+]
+
+
+def post(i: int, brand: str, text: str, created_at: int) -> bytes:
+    return json.dumps({"id": f"{brand}-{i}", "brand": brand, "text": text, "created_at": created_at}).encode()
+
+
+def test_anger_spike_fires_exactly_one_alert_and_steady_traffic_none(
+        kafka_broker, redis_server, redis_client, start_worker, webhook):
+    hook = webhook()
+    create_topic(kafka_broker, "posts", 3)
+    # one hour of steady traffic for two brands (one post every 30 s each): calm texts only
+    steady = [post(i, brand, CALM[i % len(CALM)], T0 + i * 30_000) for i in range(120) for brand in ("acme", "globex")]
+    produce(kafka_broker, "posts", steady)
+    env = monitor_env(kafka_broker, redis_server.url, None, webhook_url=hook.url, alert_window_ms="300000",
+                      alert_baseline_ms="3600000", alert_min_volume="10", alert_cooldown_ms="900000")
+    worker = start_worker(env)  # model_path unset: the trainer's shipped default model
+    wait_until(lambda: posts_total(redis_client, "acme") + posts_total(redis_client, "globex") >= 240, 150,
+               what="steady traffic", worker=worker)
+    time.sleep(1)
+    assert redis_client.zcard("em:alerts") == 0 and hook.received == []
+    # then five minutes in which acme gets 24 unmistakably angry posts; globex stays calm
+    end = T0 + 120 * 30_000
+    spike = [post(1000 + i, "acme", ANGRY[i % len(ANGRY)], end + i * 12_000) for i in range(24)]
+    calm = [post(1000 + i, "globex", CALM[i % len(CALM)], end + i * 12_000) for i in range(24)]
+    produce(kafka_broker, "posts", spike + calm)
+    wait_until(lambda: posts_total(redis_client, "acme") >= 144 and posts_total(redis_client, "globex") >= 144, 120,
+               what="spike traffic", worker=worker)
+    wait_until(lambda: len(hook.received) >= 1, 30, what="webhook call", worker=worker)
+    time.sleep(2)
+    assert len(hook.received) == 1
+    alert = hook.received[0]
+    assert (alert["brand"], alert["emotion"]) == ("acme", "anger")
+    assert alert["window_end"] > end and alert["count"] >= 10 and alert["value"] > alert["baseline"]
+    on_topic = consume_all(kafka_broker, "alerts", 2, timeout=8)
+    assert len(on_topic) == 1 and json.loads(on_topic[0].value)["brand"] == "acme"
+    assert redis_client.zcard("em:alerts") == 1
