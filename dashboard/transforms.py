@@ -31,7 +31,7 @@ def apply_grouping(frame: pd.DataFrame, grouping: str) -> pd.DataFrame:
 
 def top_emotions(frame: pd.DataFrame, n: int) -> list[str]:
     """The ``n`` emotions (or groups) with the most posts in ``frame``, most first."""
-    emotions = frame[frame["emotion"] != ALL_EMOTIONS]
+    emotions = frame[(frame["emotion"] != ALL_EMOTIONS) & (frame["count"] > 0)]
     if emotions.empty:
         return []
     totals = emotions.groupby("emotion")["count"].sum().sort_values(ascending=False, kind="stable")
