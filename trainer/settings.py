@@ -97,6 +97,9 @@ class TrainerSettings(BaseSettings):
     epochs: float = Field(default=1.5, gt=0.0, description="Stage-1 epochs (fractions allowed).")
     max_steps: int | None = Field(default=None, ge=1, description="Cap on stage-1 optimiser steps (overrides epochs).")
     batch_size: int = Field(default=32, ge=1, description="Training batch size (padded to the longest text).")
+    length_bucketing: bool = Field(
+        default=True, description="Group texts of similar length into a batch (less padding, same data per epoch)."
+    )
     eval_batch_size: int = Field(default=128, ge=1, description="Batch size for embedding / prediction.")
     lr: float = Field(default=5e-4, gt=0.0, description="Peak one-cycle learning rate (LoRA and head).")
     weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")

@@ -1,0 +1,129 @@
+"""Click commands ``train``, ``evaluate``, ``classify``, ``ablation`` (mounted by ``emotion_monitor.cli``).
+
+``train`` gets one ``--<field>`` option per ``TrainerSettings`` field (env ``EM_TRAIN_<FIELD>`` also works;
+a flag wins over the env var), so every switch is reachable and recorded in the artifact's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from .settings import TrainerSettings
+
+__all__ = ["train", "evaluate", "classify", "ablation"]
+
+
+def _settings_options(func):
+    for name, field in reversed(list(TrainerSettings.model_fields.items())):
+        flag = "--" + name.replace("_", "-")
+        func = click.option(flag, name, default=None, help=field.description, metavar="VALUE")(func)
+    return func
+
+
+def _build_settings(overrides: dict) -> TrainerSettings:
+    clean = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        clean[key] = None if isinstance(value, str) and value.lower() in ("none", "null") else value
+    try:
+        return TrainerSettings(**clean)
+    except ValidationError as exc:
+        raise click.UsageError(f"invalid training settings:\n{exc}") from None
+
+
+def _setup_logging(verbose: bool = True) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+@click.command("train")
+@click.option("--stage2-from", "stage2_from", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Skip stage 1: take this trained artifact, retrain its head on real + ISMOTE embeddings "
+                   "(the --ismote-*/--stage2-* settings), write the result to --output.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_settings_options
+def train(stage2_from: str | None, quiet: bool, **overrides) -> None:
+    """Fine-tune a LoRA multi-label emotion classifier and write a model artifact."""
+    _setup_logging()
+    settings = _build_settings(overrides)
+    command = "emotion-monitor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if stage2_from:
+        from .stage2 import stage2_from_artifact
+
+        result = stage2_from_artifact(stage2_from, settings, progress=not quiet, command=command)
+    else:
+        from .trainer import train as run_training
+
+        result = run_training(settings, progress=not quiet, command=command)
+    test = result["metrics"]["test"]
+    click.echo(json.dumps({"artifact": str(result["path"]), "test_macro_f1_tuned": round(test["macro_f1_tuned"], 4),
+                           "test_macro_f1_at_0.5": round(test["macro_f1_at_0.5"], 4),
+                           "test_micro_f1_tuned": round(test["micro_f1_tuned"], 4)}))
+
+
+@click.command("evaluate")
+@click.option("--model", "model_path", type=click.Path(file_okay=False), default=None,
+              help="Artifact folder (default: the shipped model).")
+@click.option("--data", default=None, help="Dataset (default: EM_TRAIN_DATA / the GoEmotions folder).")
+@click.option("--taxonomy", default=None, help="Label set of the model (default: the model's own).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/eval", show_default=True,
+              help="Folder for report.md, report.json and per_label_f1.png.")
+@click.option("--eval-limit", type=int, default=None, help="Only the first N dev and test rows.")
+@click.option("--batch-size", type=int, default=None, help="Prediction batch size.")
+def evaluate(model_path, data, taxonomy, out_dir, eval_limit, batch_size) -> None:
+    """Evaluate a model artifact: per-label P/R/F1, tuned thresholds (dev) reported on test, groupings, PNG."""
+    _setup_logging()
+    from .evaluate import evaluate_artifact
+
+    report = evaluate_artifact(model_path, data=data, taxonomy=taxonomy, out_dir=out_dir, eval_limit=eval_limit,
+                               batch_size=batch_size)
+    click.echo(json.dumps({k: report["summary"][k] for k in sorted(report["summary"])}))
+
+
+@click.command("classify")
+@click.option("--model", "model_path", type=click.Path(file_okay=False), default=None,
+              help="Artifact folder (default: the shipped model).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Texts per model call.")
+@click.option("--top-k", type=int, default=None, help="Also cap the returned labels at the k most probable.")
+@click.option("--all-scores/--no-all-scores", default=True, show_default=True, help="Write every label's score.")
+@click.argument("input_file", type=click.File("r", encoding="utf-8"), default="-")
+def classify(model_path, batch_size, top_k, all_scores, input_file) -> None:
+    """Classify texts (JSONL with a "text" field, or plain lines) from INPUT_FILE or stdin into JSONL on stdout.
+
+    A bad line (empty, invalid JSON, no "text") is reported on stderr with its line number; the rest continue.
+    """
+    from .classify import classify_stream
+
+    errors = classify_stream(input_file, sys.stdout, model_path, batch_size=batch_size, top_k=top_k,
+                             all_scores=all_scores, err=sys.stderr)
+    if errors:
+        click.echo(f"{errors} line(s) skipped (see above)", err=True)
+
+
+@click.command("ablation")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench/results", show_default=True)
+@click.option("--train-limit", type=int, default=8000, show_default=True, help="Fixed training subset (rows).")
+@click.option("--steps", type=int, default=300, show_default=True, help="Stage-1 optimiser steps per row.")
+@click.option("--eval-limit", type=int, default=None, help="Only the first N dev/test rows (default: all).")
+@click.option("--rows", default=None, help="Comma-separated subset of rows to run (default: all six).")
+@click.option("--threads", type=int, default=2, show_default=True)
+def ablation(out_dir, train_limit, steps, eval_limit, rows, threads) -> None:
+    """Imbalance ablation (BCE; +undersampling; +loss weights; +focal; +ISMOTE; all) on one seed and budget."""
+    _setup_logging()
+    from .ablation import run_ablation
+
+    result = run_ablation(Path(out_dir), train_limit=train_limit, steps=steps, eval_limit=eval_limit,
+                          rows=rows.split(",") if rows else None, threads=threads)
+    click.echo(result["markdown"])

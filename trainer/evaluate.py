@@ -1,0 +1,105 @@
+"""``emotion-monitor evaluate``: score an artifact on dev/test and write report.md, report.json, per_label_f1.png.
+
+Thresholds are re-tuned per label on dev (the same procedure training used) and applied to test; test scores at a
+flat 0.5 are reported next to them. Ekman and sentiment groupings score the thresholded 28-label predictions
+projected onto the groups (a group is predicted when any member is).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["evaluate_artifact", "plot_per_label_f1", "report_markdown"]
+
+
+def plot_per_label_f1(metrics: dict, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_label = metrics["test"]["per_label"]
+    names = sorted(per_label, key=lambda n: per_label[n]["f1"], reverse=True)
+    tuned = [per_label[n]["f1"] for n in names]
+    flat = [per_label[n]["f1_at_0.5"] for n in names]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(8, len(names) * 0.45), 4.8))
+    ax.bar(x - 0.2, tuned, 0.4, label=f"dev-tuned thresholds (macro {metrics['test']['macro_f1_tuned']:.3f})")
+    ax.bar(x + 0.2, flat, 0.4, label=f"threshold 0.5 (macro {metrics['test']['macro_f1_at_0.5']:.3f})", alpha=0.7)
+    ax.set_xticks(x, names, rotation=60, ha="right")
+    ax.set_ylabel("test F1")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def report_markdown(metrics: dict, title: str) -> str:
+    test, dev = metrics["test"], metrics["dev"]
+    lines = [f"# {title}", "",
+             "| split | macro-F1 (dev-tuned thr.) | macro-F1 @0.5 | micro-F1 (tuned) | micro-F1 @0.5 | rows |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, m in (("dev", dev), ("test", test)):
+        lines.append(f"| {name} | {m['macro_f1_tuned']:.4f} | {m['macro_f1_at_0.5']:.4f} | {m['micro_f1_tuned']:.4f} | "
+                     f"{m['micro_f1_at_0.5']:.4f} | {m['n']} |")
+    lines += ["", "## Per label (test, dev-tuned thresholds)", "",
+              "| label | precision | recall | F1 | F1 @0.5 | support | threshold |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, m in test["per_label"].items():
+        lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['f1_at_0.5']:.3f} | "
+                     f"{m['support']} | {m['threshold']:.2f} |")
+    for key in sorted(k for k in metrics if k.startswith("test_")):
+        g = metrics[key]
+        lines += ["", f"## Grouping: {key[5:]} (test)", "",
+                  f"macro-F1 {g['macro_f1']:.4f}, micro-F1 {g['micro_f1']:.4f}", "",
+                  "| group | precision | recall | F1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
+        for name, m in g["per_group"].items():
+            lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_artifact(model_path: str | Path | None = None, data: str | None = None, taxonomy: str | None = None,
+                      out_dir: str | Path = "runs/eval", eval_limit: int | None = None,
+                      batch_size: int | None = None, progress: bool = True) -> dict:
+    """Evaluate an artifact (default: the shipped one); returns the metrics plus a ``summary``."""
+    from .artifact import load_classifier
+    from .data import load_dataset_splits
+    from .settings import default_data_dir
+    from .trainer import evaluate_classifier
+
+    classifier = load_classifier(model_path)
+    if batch_size:
+        classifier.batch_size = batch_size
+    source = data or classifier.config.get("data") or default_data_dir()
+    if not Path(source).exists() and source != "google-research-datasets/go_emotions":
+        source = default_data_dir()  # the artifact was trained elsewhere; use this machine's copy
+    dataset = load_dataset_splits(source, taxonomy or classifier.config.get("taxonomy", "goemotions"))
+    if dataset.labels != classifier.labels:
+        raise ValueError(f"model labels {classifier.labels} differ from the dataset's {dataset.labels}")
+    if eval_limit:
+        dataset.dev = dataset.dev.subset(np.arange(min(eval_limit, len(dataset.dev))))
+        dataset.test = dataset.test.subset(np.arange(min(eval_limit, len(dataset.test))))
+    metrics = evaluate_classifier(classifier, dataset, progress=progress)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"Evaluation of {classifier.version}"
+    metrics["summary"] = {
+        "model": classifier.version,
+        "test_macro_f1_tuned": round(metrics["test"]["macro_f1_tuned"], 4),
+        "test_macro_f1_at_0.5": round(metrics["test"]["macro_f1_at_0.5"], 4),
+        "test_micro_f1_tuned": round(metrics["test"]["micro_f1_tuned"], 4),
+        "test_micro_f1_at_0.5": round(metrics["test"]["micro_f1_at_0.5"], 4),
+        "dev_macro_f1_tuned": round(metrics["dev"]["macro_f1_tuned"], 4),
+        "report": str(out / "report.md"),
+        "plot": str(out / "per_label_f1.png"),
+    }
+    (out / "report.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (out / "report.md").write_text(report_markdown(metrics, title))
+    plot_per_label_f1(metrics, out / "per_label_f1.png", title)
+    return metrics
