@@ -107,7 +107,7 @@ def _alerts_panel(client, settings: DashboardSettings, alerts: list[dict], malfo
         return
     table = pd.DataFrame([{
         "time": pd.to_datetime(a["ts"], unit="ms", utc=True), "brand": a["brand"], "emotion": a["emotion"],
-        "value": a.get("value"), "baseline": a.get("baseline"), "count": a.get("count"),
+        "value": a.get("value"), "baseline": a.get("baseline"), "count": a.get("count"), "posts": a.get("posts"),
         "message": a.get("message", ""),
     } for a in alerts])
     timeline = alt.Chart(table).mark_point(filled=True, size=90).encode(
@@ -187,6 +187,8 @@ def _panels(settings: DashboardSettings, brands: list[str], range_key: str, cust
         _alerts_panel(client, settings, alerts, malformed)
     except queries.RedisUnavailable as exc:
         _unreachable(settings, exc)
+    except queries.QueryError as exc:
+        st.error(f"Could not read the posts behind the alert ({exc}).")
     refresh_ms = (time.perf_counter() - started) * 1000
     st.caption(f"Updated {_fmt_ms(now_ms)} · refresh took {refresh_ms:.0f} ms"
                + (f" · live every {settings.refresh_seconds:g} s" if settings.refresh_seconds else ""))
@@ -220,6 +222,8 @@ def main() -> None:
 
     with st.sidebar:
         brands = st.multiselect("Brands (several to compare)", known, default=_brand_defaults(known), key="em_brands")
+        if brands:  # keep the URL shareable: ?brand=a,b reopens this selection
+            st.query_params["brand"] = ",".join(brands)
         range_keys = list(RANGE_LABELS)
         range_key = st.radio("Time range", range_keys, index=range_keys.index(settings.default_range),
                              format_func=RANGE_LABELS.get, key="em_range")

@@ -202,7 +202,8 @@ def list_alerts(client: redis.Redis, brands: list[str], start_ms: int, end_ms: i
                 limit: int = 200) -> tuple[list[dict], int]:
     """Newest first, the alerts of ``brands`` raised in ``[start_ms, end_ms]``, and how many were malformed.
 
-    An alert missing one of ``brand, emotion, ts, window_start, window_end`` counts as malformed.
+    An alert missing one of ``brand, emotion, ts, window_start, window_end`` (or with a non-numeric time) counts as
+    malformed.
     """
     # Alerts of other brands share the zset, so read more than ``limit`` before filtering by brand.
     members = _guard(client.zrevrangebyscore, schema.ALERTS_KEY, end_ms, start_ms, start=0, num=limit * 20)
@@ -210,11 +211,34 @@ def list_alerts(client: redis.Redis, brands: list[str], start_ms: int, end_ms: i
     wanted = set(brands)
     alerts = []
     for alert in parsed:
-        if any(alert.get(name) is None for name in ALERT_FIELDS):
+        try:
+            if any(alert.get(name) is None for name in ALERT_FIELDS):
+                raise ValueError("missing field")
+            alert.update({name: int(alert[name]) for name in ("ts", "window_start", "window_end")})
+        except (TypeError, ValueError):
             malformed += 1
-        elif alert["brand"] in wanted:
+            continue
+        if alert["brand"] in wanted:
             alerts.append(alert)
     return alerts[:limit], malformed
+
+
+def _post_row(post: dict, emotion: str) -> dict:
+    scores = {str(k): float(v) for k, v in post.get("scores", {}).items()} if isinstance(post.get("scores"), dict) \
+        else {}
+    labels = post.get("labels") if isinstance(post.get("labels"), list) else []
+    top = sorted(scores.items(), key=lambda item: -item[1])[:3]
+    return {
+        "time": pd.to_datetime(int(post["created_at"]), unit="ms", utc=True),
+        "score": scores.get(emotion, 0.0),
+        "labelled": emotion in labels,
+        "text": str(post.get("text", "")),
+        "source": post.get("source"),
+        "author": post.get("author"),
+        "labels": ", ".join(map(str, labels)),
+        "top_scores": ", ".join(f"{name} {value:.2f}" for name, value in top),
+        "id": post.get("id"),
+    }
 
 
 POST_COLUMNS = ["time", "score", "labelled", "text", "source", "author", "labels", "top_scores", "id"]
@@ -233,20 +257,10 @@ def alert_posts(client: redis.Redis, alert: dict, limit: int = 200) -> tuple[pd.
     emotion = alert["emotion"]
     rows = []
     for post in posts:
-        scores = post.get("scores") if isinstance(post.get("scores"), dict) else {}
-        labels = post.get("labels") if isinstance(post.get("labels"), list) else []
-        top = sorted(scores.items(), key=lambda item: -float(item[1]))[:3]
-        rows.append({
-            "time": pd.to_datetime(post.get("created_at"), unit="ms", utc=True, errors="coerce"),
-            "score": float(scores.get(emotion, 0.0)),
-            "labelled": emotion in labels,
-            "text": str(post.get("text", "")),
-            "source": post.get("source"),
-            "author": post.get("author"),
-            "labels": ", ".join(map(str, labels)),
-            "top_scores": ", ".join(f"{name} {float(value):.2f}" for name, value in top),
-            "id": post.get("id"),
-        })
+        try:
+            rows.append(_post_row(post, emotion))
+        except (TypeError, ValueError):
+            malformed += 1
     frame = pd.DataFrame(rows, columns=POST_COLUMNS)
     if not frame.empty:
         frame = frame.sort_values(["labelled", "score"], ascending=False).head(limit).reset_index(drop=True)

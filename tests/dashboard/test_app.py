@@ -197,3 +197,31 @@ def test_oidc_gate_asks_for_login(dashboard_env, seeded):
     at.button[0].click().run()  # no [auth] secrets here: a clear message, not a traceback
     assert not at.exception
     assert "not usable" in " ".join(e.value for e in at.error)
+
+
+def test_malformed_alerts_and_posts_are_skipped_and_counted(dashboard_env, seeded, redis_client):
+    redis_client.zadd("em:alerts", {"not json": seeded.t1, '{"brand": "acme", "emotion": "fear"}': seeded.t1,
+                                    '{"brand": "acme", "emotion": "fear", "ts": "soon", "window_start": 1, '
+                                    '"window_end": 2}': seeded.t1})
+    redis_client.zadd("em:posts:acme", {"{broken": seeded.t1 + 5, '{"created_at": "x", "text": "bad"}': seeded.t1 + 6})
+    at = run_app()
+    assert "3 malformed alert record(s) ignored" in texts(at)
+    assert "2 malformed ignored" in texts(at)
+    posts = next(d.value for d in at.dataframe if "text" in d.value.columns)
+    assert list(posts["text"]) == seeded.window_texts
+
+
+def test_custom_range(dashboard_env, seeded):
+    from datetime import datetime, timezone
+
+    at = run_app()
+    at.radio(key="em_range").set_value("custom").run()
+    start = datetime.fromtimestamp((seeded.t0 - 60_000) / 1000, tz=timezone.utc).replace(tzinfo=None)
+    end = datetime.fromtimestamp((seeded.t0 + 20 * 60_000) / 1000, tz=timezone.utc).replace(tzinfo=None)
+    at.datetime_input(key="em_from").set_value(start).run()
+    at.datetime_input(key="em_to").set_value(end).run()
+    assert not at.exception
+    frame = chart_data(at)
+    assert at_time(frame, "joy", seeded.t0) == 5  # only the previous hour's spike is inside this window
+    assert frame["time"].max() < pd.Timestamp(seeded.t1, unit="ms", tz="UTC")
+    assert "Shifts vs the previous period of the same length" in texts(at)
