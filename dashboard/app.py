@@ -236,8 +236,9 @@ def main() -> None:
                 custom = tuple(d if d.tzinfo else d.replace(tzinfo=timezone.utc) for d in (start, end))
         measure = st.radio("Measure", list(MEASURES), format_func=lambda m: MEASURES[m].capitalize(), key="em_measure")
         grouping = st.radio("Grouping", list(GROUPING_LABELS), format_func=GROUPING_LABELS.get, key="em_grouping")
+        # new options accepted: a model trained on another label set writes emotions outside the 28 GoEmotions names
         requested = st.multiselect(f"Emotions (empty: top {settings.top_n})", group_names(grouping),
-                                   key=f"em_emotions_{grouping}")
+                                   key=f"em_emotions_{grouping}", accept_new_options=True)
         live = st.toggle("Live refresh", value=settings.refresh_seconds > 0, disabled=not settings.refresh_seconds,
                          key="em_live")
 

@@ -225,3 +225,13 @@ def test_custom_range(dashboard_env, seeded):
     assert at_time(frame, "joy", seeded.t0) == 5  # only the previous hour's spike is inside this window
     assert frame["time"].max() < pd.Timestamp(seeded.t1, unit="ms", tz="UTC")
     assert "Shifts vs the previous period of the same length" in texts(at)
+
+
+def test_emotion_outside_the_goemotions_names_can_be_requested(dashboard_env, seeded, redis_client):
+    from dashboard.seed import write_counts
+
+    write_counts(redis_client, "acme", "raw", [(seeded.t2, "trust", 6)])  # a model with another label set
+    at = run_app()
+    at.multiselect(key="em_emotions_emotions").set_value(["trust"]).run()
+    frame = chart_data(at)
+    assert set(frame["emotion"]) == {"trust"} and at_time(frame, "trust", seeded.t2) == 6
