@@ -52,3 +52,28 @@ def test_dashboard_in_a_real_browser(redis_server, seeded, tmp_path):
         target = ROOT / "bench" / "results" / "dashboard_screenshot.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
+
+
+def test_page_waits_for_first_data_then_draws_it(redis_server, redis_client, tmp_path):
+    chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    from .conftest import seed_known
+
+    server = start_dashboard(redis_server.url, log_dir=tmp_path, extra_env={
+        "EM_DASHBOARD_DEFAULT_RANGE": "1h", "EM_DASHBOARD_REFRESH_SECONDS": "1",
+        "EM_DASHBOARD_PASSWORD": "", "EM_DASHBOARD_OIDC_PROVIDER": ""})
+    try:
+        with sync_playwright() as playwright:
+            context = browser_context(playwright, tmp_path / "chromium-profile")
+            try:
+                page = context.new_page()
+                page.goto(server.url, wait_until="domcontentloaded")
+                page.get_by_text("No data yet").first.wait_for(timeout=60_000)
+                seed_known(redis_client)  # the worker's first posts arrive while the page is open
+                page.wait_for_selector(CHART, timeout=30_000)  # no reload: the page polls and redraws itself
+                assert "acme" in page.inner_text("body")
+            finally:
+                context.close()
+    finally:
+        server.stop()
