@@ -1,0 +1,42 @@
+"""`up` fails fast and clearly, and leaves nothing running, when something it needs is missing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run_up(args: list[str], env_extra: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EM_UP_RUN_DIR": str(tmp_path / "run"), **env_extra}
+    return subprocess.run([sys.executable, "-m", "emotion_monitor", "up", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_missing_openssl11_names_the_fix(kafka_broker, tmp_path):
+    listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    if "libssl.so.1.1 " in listing:
+        pytest.skip("this system has OpenSSL 1.1 installed: the missing-library path cannot be reproduced")
+    # A home without ~/.cache/emotion-monitor/libssl1.1 and no EMOTION_MONITOR_LIBSSL_DIR: as on a fresh Debian 12.
+    env = {"HOME": str(tmp_path / "home"), "EMOTION_MONITOR_LIBSSL_DIR": ""}
+    result = _run_up(["--kafka-url", kafka_broker.url, "--redis-port", "0"], env, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "OpenSSL 1.1" in result.stderr and "deploy/fetch-libssl11.sh" in result.stderr
+    assert "stopped:" in result.stdout  # whatever had started was stopped
+    assert not (tmp_path / "run" / "run.json").exists()  # no worker or dashboard was started
+
+
+def test_busy_port_says_how_to_pick_another(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _run_up(["--kafka-port", str(port)], {}, tmp_path)
+    assert result.returncode == 1
+    assert f"port {port} for the broker is already in use" in result.stderr and "--kafka-port 0" in result.stderr
