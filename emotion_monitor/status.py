@@ -1,9 +1,10 @@
-"""The live status line of ``up``: posts/s and alerts, read from what the worker wrote to Redis (:mod:`monitor.schema`).
+"""The live status line of ``up``: posts/s, dead letters and alerts.
 
-Reading Redis rather than a worker's memory makes the line right for any number of workers, and for workers that
-``up`` did not start. posts/s is the sum of every brand's ``posts`` series over the last complete seconds (one
-``TS.MRANGE`` aggregated on the server); alerts are the ``em:alerts`` sorted set, and alerts newer than the last read
-are returned so ``up`` can print them as they fire.
+* posts/s: the processing rate, from the workers' Prometheus counters (``em_posts_total{outcome="counted"}``,
+  summed over the workers ``up`` started, differenced between reads). Without reachable workers it falls back to
+  Redis: every brand's ``posts`` series over the last complete seconds of event time (one ``TS.MRANGE``).
+* posts (1 h), brands, alerts: from Redis (:mod:`monitor.schema`), so they are right for any number of workers;
+  alerts newer than the last read are returned so ``up`` can print them as they fire.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _LAG_MS = 2_000  # the newest seconds are still in the worker's current batch
 @dataclass
 class Status:
     posts_per_s: float | None = None
+    dead_letters: int | None = None
     posts_last_hour: int | None = None
     brands: int | None = None
     alerts: int | None = None
@@ -32,8 +34,9 @@ class Status:
     def line(self) -> str:
         if self.error:
             return f"status: Redis unreachable ({self.error})"
+        dlq = "" if self.dead_letters is None else f" | dead letters {self.dead_letters}"
         return (f"posts/s {self.posts_per_s:6.1f} | posts (1 h) {self.posts_last_hour:7d} | brands {self.brands} "
-                f"| alerts {self.alerts}")
+                f"| alerts {self.alerts}{dlq}")
 
 
 def _describe(raw: str) -> str:
@@ -54,6 +57,37 @@ class StatusReader:
 
         self._client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=2)
         self._last_alert_ms: float = time.time() * 1000 - 3_600_000
+        self._metrics_ports = list(metrics_ports or [])
+        self._last_counted: tuple[float, float] | None = None  # (monotonic time, counted posts)
+
+    def _scrape(self) -> tuple[float, int] | None:
+        """(posts counted, dead letters) summed over the workers' /metrics; None when none answers."""
+        import urllib.request
+
+        counted, dead, answered = 0.0, 0.0, False
+        for port in self._metrics_ports:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:  # noqa: S310
+                    text = response.read().decode()
+            except OSError:
+                continue
+            answered = True
+            for line in text.splitlines():
+                if line.startswith('em_posts_total{') and 'outcome="counted"' in line:
+                    counted += float(line.rsplit(" ", 1)[1])
+                elif line.startswith("em_dlq_total{"):
+                    dead += float(line.rsplit(" ", 1)[1])
+        return (counted, int(dead)) if answered else None
+
+    def _processing_rate(self) -> tuple[float | None, int | None]:
+        scraped = self._scrape()
+        if scraped is None:
+            return None, None
+        now, (counted, dead) = time.monotonic(), scraped
+        previous, self._last_counted = self._last_counted, (now, counted)
+        if previous is None or now <= previous[0]:
+            return None, dead
+        return max(0.0, counted - previous[1]) / (now - previous[0]), dead
 
     def _posts_sum(self, start_ms: int, end_ms: int) -> int:
         rows = self._client.ts().mrange(
@@ -80,4 +114,7 @@ class StatusReader:
             return Status(error=str(exc))
         if fresh:
             self._last_alert_ms = max(score for _member, score in fresh)
-        return Status(window / (_RATE_WINDOW_MS / 1000), hour, brands, alerts, [_describe(m) for m, _ in fresh])
+        rate, dead = self._processing_rate()
+        if rate is None:
+            rate = window / (_RATE_WINDOW_MS / 1000)
+        return Status(rate, dead, hour, brands, alerts, [_describe(m) for m, _ in fresh])

@@ -1,0 +1,63 @@
+"""The status line reader against a real Redis (seeded with the monitor's schema) and a worker-style /metrics page."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+
+from emotion_monitor.status import StatusReader
+from monitor import schema
+
+
+class _Metrics(http.server.BaseHTTPRequestHandler):
+    counted = 100.0
+
+    def do_GET(self):  # noqa: N802
+        body = (f'em_posts_total{{outcome="counted"}} {self.counted}\n'
+                'em_posts_total{outcome="rejected"} 7.0\n'
+                'em_dlq_total{reason="not_json"} 4.0\nem_dlq_total{reason="missing_field"} 3.0\n').encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_status_reads_redis_and_worker_metrics(redis_client, redis_server):
+    now = int(time.time() * 1000)
+    for brand, count in (("acme", 12), ("velora", 5)):
+        key = schema.series_key(brand, schema.ALL_EMOTIONS, "posts")
+        redis_client.ts().create(key, labels=schema.series_labels(brand, schema.ALL_EMOTIONS, "posts"))
+        redis_client.ts().madd([(key, now - 60_000 + i, 1) for i in range(count)])
+        compaction = schema.series_key(brand, schema.ALL_EMOTIONS, "posts", "1m")  # must not be double counted
+        redis_client.ts().create(compaction, labels=schema.series_labels(brand, schema.ALL_EMOTIONS, "posts", "1m"))
+        redis_client.ts().add(compaction, now - 60_000, count)
+        redis_client.sadd(schema.BRANDS_KEY, brand)
+    alert = {"brand": "velora", "emotion": "anger", "ts": now, "message": "anger 45% vs 4% baseline"}
+    redis_client.zadd(schema.ALERTS_KEY, {json.dumps(alert): now})
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reader = StatusReader(redis_server.url, [server.server_address[1]])
+        first = reader.read()
+        assert (first.posts_last_hour, first.brands, first.alerts, first.dead_letters) == (17, 2, 1, 7)
+        assert first.new_alerts == ["velora / anger: anger 45% vs 4% baseline"]
+        _Metrics.counted = 130.0
+        time.sleep(1.0)
+        second = reader.read()
+        assert second.new_alerts == []  # printed once
+        assert 20 <= second.posts_per_s <= 31  # 30 more posts counted in ~1 s
+        assert "alerts 1" in second.line() and "dead letters 7" in second.line()
+    finally:
+        server.shutdown()
+
+
+def test_status_survives_redis_going_away(redis_server):
+    reader = StatusReader(redis_server.url)
+    redis_server.stop()
+    status = reader.read()
+    assert status.error and "Redis unreachable" in status.line()
