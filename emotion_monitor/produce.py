@@ -154,7 +154,11 @@ def _default_topic() -> str:
 def produce(file: Path, kafka_url: str | None, topic: str | None, fmt: str | None, rejects_path: Path | None,
             no_progress: bool) -> None:
     """Send the posts in FILE (JSONL or CSV) to the posts topic, reporting every rejected row with its reason."""
-    settings = UpSettings()
+    if kafka_url is None:
+        try:
+            kafka_url = f"kafka://127.0.0.1:{UpSettings().kafka_port}"
+        except ValueError as exc:  # pydantic's ValidationError: name the field, no traceback
+            raise click.ClickException(f"invalid EM_UP_* settings:\n{exc}") from exc
     kafka_url = kafka_url or f"kafka://127.0.0.1:{settings.kafka_port}"
     topic = topic or _default_topic()
     report = asyncio.run(send_file(file, _detect_format(file, fmt), kafka_url, topic, progress=not no_progress))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["UpSettings", "default_goemotions_dir"]
@@ -92,6 +92,18 @@ class UpSettings(BaseSettings):
     @field_validator("demo_brands", mode="after")
     @classmethod
     def _brands_not_empty(cls, brands: list[str]) -> list[str]:
-        if not brands:
-            raise ValueError("demo_brands must name at least one brand")
+        brands = [" ".join(brand.split()).lower() for brand in brands]  # as the worker normalises them
+        if not brands or not all(brands):
+            raise ValueError("demo_brands must name at least one brand, none empty")
         return brands
+
+    @field_validator("demo_spike_brand", mode="after")
+    @classmethod
+    def _normalise_spike_brand(cls, brand: str) -> str:
+        return " ".join(brand.split()).lower()
+
+    @model_validator(mode="after")
+    def _spike_brand_is_a_demo_brand(self) -> "UpSettings":
+        if self.demo_spike_brand not in self.demo_brands:
+            raise ValueError(f"demo_spike_brand {self.demo_spike_brand!r} is not one of demo_brands {self.demo_brands}")
+        return self

@@ -160,14 +160,15 @@ class Runtime:
         settings = self.settings
         log_dir = settings.run_dir
         log_dir.mkdir(parents=True, exist_ok=True)
+        corpus = self._load_demo_corpus() if settings.demo else None  # a wrong data path fails before anything starts
         self._start_servers(log_dir, echo)
         self._create_topics(echo)
         self._start_workers(log_dir, echo)
         self._start_dashboard(log_dir)
         self._write_pids()
         self._wait_ready(echo)
-        if settings.demo and not self.stop_requested.is_set():
-            self._start_demo(echo)
+        if corpus is not None and not self.stop_requested.is_set():
+            self._start_demo(corpus, echo)
 
     def _start_servers(self, log_dir: Path, echo) -> None:
         from emotion_monitor.servers import start_redis, start_s3rver, start_tansu
@@ -176,7 +177,7 @@ class Runtime:
         persist = settings.persist_dir.resolve() if settings.persist_dir else None
         if settings.kafka_url:
             self.kafka_url = settings.kafka_url
-            echo(f"broker: using {self.kafka_url}")
+            echo(f"broker: using {self.kafka_url}" + (" (--persist does not apply to it)" if persist else ""))
         else:
             port = _pick_port(settings.kafka_port, "broker", "--kafka-port")
             if persist:
@@ -192,7 +193,7 @@ class Runtime:
             echo(f"broker: tansu at {broker.url}, {where}")
         if settings.redis_url:
             self.redis_url = settings.redis_url
-            echo(f"redis: using {self.redis_url}")
+            echo(f"redis: using {self.redis_url}" + (" (--persist does not apply to it)" if persist else ""))
         else:
             port = _pick_port(settings.redis_port, "Redis", "--redis-port")
             data_dir = persist / "redis" if persist else None
@@ -284,10 +285,17 @@ class Runtime:
             raise click.ClickException(f"not ready within {self.settings.start_timeout_s:.0f} s: {', '.join(pending)} "
                                        f"(logs in {self.settings.run_dir})")
 
-    def _start_demo(self, echo) -> None:
-        from emotion_monitor.demo import DemoSource, load_corpus
+    def _load_demo_corpus(self):
+        from emotion_monitor.demo import load_corpus
 
-        corpus = load_corpus(self.settings.demo_data_dir)
+        try:
+            return load_corpus(self.settings.demo_data_dir)
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    def _start_demo(self, corpus, echo) -> None:
+        from emotion_monitor.demo import DemoSource
+
         self._demo = DemoSource(self.settings, corpus)
         self._demo_thread, self._demo_stop = self._demo.run_in_thread(self.kafka_url, self.topics["posts"])
         echo(f"demo: ~{self._demo.rate_now():.1f} posts/s for {', '.join(self.settings.demo_brands)}; "

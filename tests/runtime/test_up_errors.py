@@ -40,3 +40,17 @@ def test_busy_port_says_how_to_pick_another(tmp_path):
         result = _run_up(["--kafka-port", str(port)], {}, tmp_path)
     assert result.returncode == 1
     assert f"port {port} for the broker is already in use" in result.stderr and "--kafka-port 0" in result.stderr
+
+
+def test_wrong_demo_data_path_fails_before_anything_starts(tmp_path):
+    result = _run_up(["--kafka-port", "0", "--redis-port", "0"], {"EM_UP_DEMO_DATA_DIR": str(tmp_path / "nowhere")},
+                     tmp_path)
+    assert result.returncode == 1
+    assert f"{tmp_path / 'nowhere' / 'emotions.txt'} not found" in result.stderr
+    assert "broker:" not in result.stdout  # nothing was started
+
+
+def test_invalid_settings_name_the_field(tmp_path):
+    result = _run_up([], {"EM_UP_DEMO_SPIKE_BRAND": "nobody"}, tmp_path)
+    assert result.returncode == 1
+    assert "demo_spike_brand 'nobody' is not one of demo_brands" in result.stderr
