@@ -159,7 +159,6 @@ def produce(file: Path, kafka_url: str | None, topic: str | None, fmt: str | Non
             kafka_url = f"kafka://127.0.0.1:{UpSettings().kafka_port}"
         except ValueError as exc:  # pydantic's ValidationError: name the field, no traceback
             raise click.ClickException(f"invalid EM_UP_* settings:\n{exc}") from exc
-    kafka_url = kafka_url or f"kafka://127.0.0.1:{settings.kafka_port}"
     topic = topic or _default_topic()
     report = asyncio.run(send_file(file, _detect_format(file, fmt), kafka_url, topic, progress=not no_progress))
     for item in report.rejected:
