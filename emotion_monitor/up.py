@@ -321,7 +321,9 @@ class Runtime:
         # the broker after the s3 server would lose its last writes: stop in reverse start order (redis, broker, s3)
         for server in reversed(self.servers):
             server.stop()
-        echo("stopped: " + ", ".join([child.name for child in self.children()] + [s.name for s in self.servers]))
+        stopped = [child.name for child in self.children()] + [server.name for server in self.servers]
+        if stopped:
+            echo("stopped: " + ", ".join(stopped))
 
 
 def _run_loop(runtime: Runtime, stop: threading.Event) -> int:
