@@ -12,6 +12,7 @@ import asyncio
 
 import faust
 
+from monitor.faust_tuning import MonitorApp
 from monitor.inference import Inference
 from monitor.metrics import start_http
 from monitor.pipeline import BatchProcessor, Record
@@ -22,8 +23,9 @@ __all__ = ["create_app"]
 
 
 def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
-    app = faust.App(
-        settings.group_id, broker=settings.broker_url, web_enabled=False, store="memory://",
+    app = MonitorApp(
+        settings.group_id, broker=settings.broker_url, fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        web_enabled=False, store="memory://",
         topic_partitions=settings.topic_partitions, topic_replication_factor=1,
         consumer_auto_offset_reset="earliest", stream_wait_empty=False,
         # join the group in seconds rather than minutes (platform notes)

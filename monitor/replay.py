@@ -145,7 +145,8 @@ async def run_replay(settings: MonitorSettings, span: ReplayRange, *, mode: str 
     inference = inference or load_inference(settings)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker_host_port(), enable_auto_commit=False,
                                 group_id=group_id or f"{settings.group_id}-replay", auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
+                                max_partition_fetch_bytes=4 * 1024 * 1024,
+                                fetch_max_wait_ms=settings.fetch_max_wait_ms)
     producer = AIOKafkaProducer(bootstrap_servers=settings.broker_host_port(), linger_ms=5) if publish else None
     store = RedisStore(settings, inference.labels)
     await consumer.start()

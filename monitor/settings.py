@@ -34,6 +34,9 @@ class MonitorSettings(BaseSettings):
     alerts_topic: str = Field("alerts", description="Output topic of spike alerts")
     topic_partitions: int = Field(4, ge=1, description="Partitions of the input topic when the worker creates it")
     group_id: str = Field("emotion-monitor", description="Consumer group (Faust app id) shared by all workers")
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, le=5000, description="Longest a fetch waits for data (tansu always waits this long; see faust_tuning)"
+    )
 
     # --- batching and inference
     max_batch: int = Field(64, ge=1, description="Micro-batch size: most posts classified in one model call")

@@ -150,9 +150,14 @@ def consume_all(broker, topic: str, expected: int, timeout: float = 30.0) -> lis
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition", worker: Worker | None = None):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except RedisConnectionError:  # includes "loading the dataset" right after a Redis restart
+            value = None
         if value:
             return value
         if worker is not None and worker.process.poll() is not None:

@@ -1,0 +1,281 @@
+"""Monitor throughput benchmark: end-to-end posts/s (produce -> Redis) vs bare model inference vs a naive consumer,
+and the p95 produce-to-Redis delay at half the end-to-end rate. Prints a table and writes JSON to bench/results/.
+
+    python bench/throughput.py                                   # CPU, default model, batch 64
+    python bench/throughput.py --device cuda --batch 32,64,128,256 --posts 20000
+
+Everything runs against real servers (tansu + Redis TimeSeries started here) and a real `emotion-monitor worker`
+subprocess. The same texts (GoEmotions dev) and batch size feed every mode.
+
+* bare:     ``predict_proba(texts, batch_size=B)`` in this process — the ceiling.
+* e2e:      the worker is started and warmed up, then N posts are produced at once; rate = N / (time until the
+            TimeSeries posts total reaches N, measured from the first send).
+* naive:    one message at a time: fetch, parse, classify a batch of 1, write to Redis, commit.
+* latency:  posts produced at half the e2e rate for ``--latency-seconds``; delay per post = arrival on
+            ``posts.classified`` (published right after its Redis write) - its ``created_at`` (the send time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from emotion_monitor.servers import start_redis, start_tansu  # noqa: E402
+from monitor import schema  # noqa: E402
+
+DATA = Path(os.environ.get("EMOTION_MONITOR_DATA_DIR", ROOT.parent / "shared" / "data" / "goemotions")) / "dev.tsv"
+BRAND = "bench"
+
+
+def load_texts(n: int) -> list[str]:
+    lines = [line.split("\t")[0] for line in DATA.read_text(encoding="utf-8").splitlines()]
+    return [lines[i % len(lines)] for i in range(n)]
+
+
+def posts_total(client) -> int:
+    key = schema.series_key(BRAND, schema.ALL_EMOTIONS, "posts")
+    if not client.exists(key):
+        return 0
+    return int(sum(v for _, v in client.ts().range(key, 0, "+")))
+
+
+async def produce(bootstrap: str, posts: list[dict], rate: float | None = None) -> float:
+    """Send posts (``created_at`` = send time when rate-limited); returns the first send time."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    await producer.start()
+    try:
+        first = time.time()
+        futures = []
+        for i, post in enumerate(posts):
+            if rate:
+                target = first + i / rate
+                if target > time.time():
+                    await asyncio.sleep(target - time.time())
+                post = {**post, "created_at": int(time.time() * 1000)}
+            futures.append(await producer.send("posts", json.dumps(post).encode()))
+        await asyncio.gather(*futures)
+        return first
+    finally:
+        await producer.stop()
+
+
+def bare_rate(clf, texts: list[str], batch: int) -> float:
+    clf.predict_proba(texts[: batch * 2], batch_size=batch)  # warm-up
+    started = time.perf_counter()
+    clf.predict_proba(texts, batch_size=batch)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def start_worker(kafka, redis_url: str, args, batch: int, log_path: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EM_MONITOR_")}
+    env.update({
+        "EM_MONITOR_BROKER_URL": kafka.url, "EM_MONITOR_REDIS_URL": redis_url, "EM_MONITOR_MAX_BATCH": str(batch),
+        "EM_MONITOR_MAX_WAIT": str(args.max_wait), "EM_MONITOR_DEVICE": args.device, "EM_MONITOR_METRICS_PORT": "0",
+        "EM_MONITOR_TOPIC_PARTITIONS": str(args.partitions), "TOKENIZERS_PARALLELISM": "false",
+    })
+    if args.model:
+        env["EM_MONITOR_MODEL_PATH"] = args.model
+    exe = str(Path(sys.executable).parent / "emotion-monitor")
+    return subprocess.Popen([exe, "worker"], env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_total(client, n: int, timeout: float, worker: subprocess.Popen) -> float:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if posts_total(client) >= n:
+            return time.time()
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited with {worker.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(f"only {posts_total(client)} of {n} posts counted within {timeout:.0f} s")
+
+
+async def classified_delays(bootstrap: str, expected: int, timeout: float) -> list[float]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer("posts.classified", bootstrap_servers=bootstrap, auto_offset_reset="latest",
+                                fetch_max_wait_ms=50,
+                                enable_auto_commit=False)
+    await consumer.start()
+    delays: list[float] = []
+    try:
+        deadline = time.time() + timeout
+        while len(delays) < expected and time.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            now_ms = time.time() * 1000
+            for rows in batch.values():
+                for row in rows:
+                    body = json.loads(row.value)
+                    if body["id"].startswith("lat-"):
+                        delays.append((now_ms - body["created_at"]) / 1000)
+    finally:
+        await consumer.stop()
+    return delays
+
+
+async def naive_rate(settings, inference, bootstrap: str, n: int) -> float:
+    """One message at a time through the same parse/classify/store code, committing after each."""
+    from aiokafka import AIOKafkaConsumer
+
+    from monitor.post import parse_post
+    from monitor.store import ClassifiedPost, RedisStore
+
+    store = RedisStore(settings, inference.labels)
+    consumer = AIOKafkaConsumer("posts-naive", bootstrap_servers=bootstrap, group_id="naive",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    done, started = 0, None
+    try:
+        while done < n:
+            record = await consumer.getone()
+            started = started or time.perf_counter()
+            post = parse_post(record.value, record.timestamp)
+            proba = inference.predict_blocking([post.text])[0]
+            scores = {name: float(proba[j]) for j, name in enumerate(inference.labels)}
+            labels = [name for j, name in enumerate(inference.labels) if proba[j] >= inference.thresholds[j]]
+            await store.write([ClassifiedPost(post, scores, labels, inference.version)], inference.thresholds)
+            await consumer.commit()
+            done += 1
+    finally:
+        await consumer.stop()
+        await store.close()
+    return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--batch", default="64", help="Batch size(s), comma separated, e.g. 32,64,128,256")
+    parser.add_argument("--posts", type=int, default=2000, help="Posts for the bare and e2e runs")
+    parser.add_argument("--naive-posts", type=int, default=300, help="Posts for the naive consumer")
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--max-wait", type=float, default=0.5, help="EM_MONITOR_MAX_WAIT of the worker")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--model", default=None, help="Model artifact folder (default: the shipped default model)")
+    parser.add_argument("--out", default=None, help="JSON output (default bench/results/throughput-<device>.json)")
+    args = parser.parse_args()
+    batches = [int(b) for b in args.batch.split(",")]
+
+    import redis
+
+    from monitor.inference import load_inference
+    from monitor.settings import MonitorSettings
+
+    texts = load_texts(max(args.posts, args.naive_posts))
+    workdir = Path(tempfile.mkdtemp(prefix="em-bench-"))
+    kafka, redis_server = start_tansu(log_dir=workdir), start_redis(log_dir=workdir)
+    bootstrap = f"127.0.0.1:{kafka.port}"
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    settings = MonitorSettings(broker_url=kafka.url, redis_url=redis_server.url, model_path=args.model,
+                               device=args.device, max_batch=batches[0], metrics_port=0)
+    inference = load_inference(settings)
+    clf = inference.classifier
+    results = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(clf.device),
+                    "gpu": _gpu_name()},
+        "model_version": inference.version, "max_tokens": settings.max_tokens, "posts": args.posts,
+        "runs": [],
+    }
+    try:
+        for batch in batches:
+            run: dict = {"batch": batch}
+            run["bare_posts_per_s"] = bare_rate(clf, texts[: args.posts], batch)
+            client.flushdb()
+            worker = start_worker(kafka, redis_server.url, args, batch, workdir / f"worker-{batch}.log")
+            try:
+                warm = [{"id": f"w{batch}-{i}", "brand": BRAND, "text": t} for i, t in enumerate(texts[:batch])]
+                asyncio.run(produce(bootstrap, warm))
+                wait_total(client, len(warm), 180, worker)
+                posts = [{"id": f"e{batch}-{i}", "brand": BRAND, "text": t} for i, t in enumerate(texts[: args.posts])]
+                first = asyncio.run(produce(bootstrap, posts))
+                done = wait_total(client, len(warm) + len(posts), 60 + args.posts / 5, worker)
+                run["e2e_posts_per_s"] = len(posts) / (done - first)
+                rate = run["e2e_posts_per_s"] / 2
+                n_lat = int(rate * args.latency_seconds)
+                lat_posts = [{"id": f"lat-{batch}-{i}", "brand": BRAND, "text": texts[i % len(texts)]}
+                             for i in range(n_lat)]
+
+                async def latency():
+                    watcher = asyncio.create_task(classified_delays(bootstrap, n_lat, args.latency_seconds + 60))
+                    await asyncio.sleep(1.0)  # the watcher joins at the topic's end first
+                    await produce(bootstrap, lat_posts, rate=rate)
+                    return await watcher
+
+                delays = asyncio.run(latency())
+                run.update({"latency_rate_posts_per_s": rate, "latency_posts": len(delays),
+                            "p50_delay_s": float(np.percentile(delays, 50)), "p95_delay_s": float(np.percentile(delays, 95)),
+                            "max_delay_s": float(np.max(delays))})
+            finally:
+                worker.terminate()
+                worker.wait(60)
+            run["e2e_vs_bare"] = run["e2e_posts_per_s"] / run["bare_posts_per_s"]
+            results["runs"].append(run)
+            _print_run(run)
+        # the naive consumer (once, batch 1 by construction)
+        naive_posts = [{"id": f"n{i}", "brand": BRAND, "text": t} for i, t in enumerate(texts[: args.naive_posts])]
+
+        async def naive():
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+            await producer.start()
+            await asyncio.gather(*[await producer.send("posts-naive", json.dumps(p).encode()) for p in naive_posts])
+            await producer.stop()
+            return await naive_rate(settings, inference, bootstrap, len(naive_posts))
+
+        client.flushdb()
+        results["naive_posts_per_s"] = asyncio.run(naive())
+        for run in results["runs"]:
+            run["e2e_vs_naive"] = run["e2e_posts_per_s"] / results["naive_posts_per_s"]
+        best = max(results["runs"], key=lambda r: r["e2e_posts_per_s"])
+        results["targets"] = {
+            "e2e_ge_85pct_bare": best["e2e_vs_bare"] >= 0.85,
+            "e2e_ge_5x_naive": best["e2e_vs_naive"] >= 5,
+            "p95_lt_2s": best["p95_delay_s"] < 2.0,
+        }
+        print(f"naive consumer: {results['naive_posts_per_s']:.1f} posts/s")
+        print(json.dumps(results["targets"]))
+    finally:
+        inference.close()
+        client.close()
+        kafka.stop()
+        redis_server.stop()
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"throughput-{args.device}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+def _gpu_name() -> str | None:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # pragma: no cover
+        return None
+
+
+def _print_run(run: dict) -> None:
+    print(f"batch {run['batch']:>4}: bare {run['bare_posts_per_s']:8.1f}/s  e2e {run['e2e_posts_per_s']:8.1f}/s "
+          f"({run['e2e_vs_bare']:.0%} of bare)  at {run['latency_rate_posts_per_s']:.0f}/s: "
+          f"p50 {run['p50_delay_s']:.2f} s  p95 {run['p95_delay_s']:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

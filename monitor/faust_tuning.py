@@ -1,0 +1,44 @@
+"""A Faust app whose Kafka consumer asks for short fetch waits.
+
+Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. A real Kafka broker answers a fetch as soon as
+``fetch_min_bytes`` arrive, so that value only matters for idle topics; the tansu broker (platform notes) does not
+answer early — it holds every fetch for the full wait. Measured here: one record sent every 0.37 s reached a consumer
+after 0.5-1.3 s with a 1500 ms wait, 0.01-0.02 s with 100 ms. This subclass only lowers that one number.
+"""
+
+from __future__ import annotations
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+__all__ = ["MonitorApp"]
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    fetch_max_wait_ms = 100
+
+    def _create_worker_consumer(self, transport):
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms  # read when the consumer's fetcher starts
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self):
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class MonitorApp(faust.App):
+    """``faust.App`` with the short-fetch-wait consumer (``kafka://`` brokers only)."""
+
+    def __init__(self, *args, fetch_max_wait_ms: int = 100, **kwargs):
+        self._fetch_max_wait_ms = fetch_max_wait_ms
+        super().__init__(*args, **kwargs)
+
+    def _new_transport(self):
+        _ConsumerThread.fetch_max_wait_ms = getattr(self, "_fetch_max_wait_ms", 100)
+        return _Transport(self.conf.broker_consumer, self)
