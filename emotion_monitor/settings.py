@@ -70,7 +70,7 @@ class UpSettings(BaseSettings):
         default=["acme coffee", "nimbus air", "velora"],
         description="Fictional brands of the demo posts (JSON list in the env var)",
     )
-    demo_rate: float = Field(default=8.0, gt=0, description="Mean demo posts per second at the daily peak (Poisson)")
+    demo_rate: float = Field(default=10.0, gt=0, description="Mean demo posts per second at the daily peak (Poisson)")
     demo_day_pattern: bool = Field(
         default=True, description="Scale the demo rate by the hour of day (quiet at night, busy in the evening)"
     )
