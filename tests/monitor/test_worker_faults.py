@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import signal
 import time
+import urllib.request
 
-from emotion_monitor.servers import start_redis
+from emotion_monitor.servers import free_port, start_redis
 from tests.monitor.conftest import consume_all, create_topic, monitor_env, posts_total, produce, wait_until
 from tests.monitor.posts_data import encode, make_posts
 
@@ -49,26 +51,41 @@ def test_malformed_records_go_to_dlq_with_reasons_and_processing_goes_on(
     assert worker.process.poll() is None  # still running
 
 
+def _counted(port: int) -> float:
+    """The worker's own Prometheus counter of posts it counted (0 while its endpoint is not up)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    match = re.search(r'em_posts_total\{outcome="counted"\} (\S+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
 def test_kill_9_mid_stream_then_restart_counts_exactly(kafka_broker, redis_server, redis_client, small_model_dir,
                                                        start_worker):
-    n = 450
+    """Two workers share the partitions; one is killed -9 mid-stream and restarted: totals stay exact."""
+    n = 600
     create_topic(kafka_broker, "posts", 3)
     produce(kafka_broker, "posts", encode(make_posts(n, BRANDS)))
+    port_a, port_b = free_port(), free_port()
     env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16")
-    first = start_worker(env)
-    wait_until(lambda: sum(posts_total(redis_client, b) for b in BRANDS) >= 60, 120, what="first posts", worker=first)
+    first = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port_a)})
+    other = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port_b)})
+    wait_until(lambda: _counted(port_a) > 0 and _counted(port_b) > 0, 150, what="both workers counting", worker=first)
     first.signal(signal.SIGKILL)
     first.wait(10)
     mid = sum(posts_total(redis_client, b) for b in BRANDS)
-    assert mid < n, "the worker finished before it could be killed; raise n"
-    second = start_worker(env)
-    wait_until(lambda: sum(posts_total(redis_client, b) for b in BRANDS) >= n, 150, what="all posts", worker=second)
+    assert mid < n, "the workers finished before one could be killed; raise n"
+    restarted = start_worker(env)
+    wait_until(lambda: sum(posts_total(redis_client, b) for b in BRANDS) >= n, 150, what="all posts", worker=other)
     time.sleep(2)  # redelivered posts, if any were going to be double counted, would land now
     for brand in BRANDS:
         assert posts_total(redis_client, brand) == n // 3
-    # graceful stop: SIGTERM ends the worker cleanly
-    second.signal(signal.SIGTERM)
-    assert second.wait(30) == 0
+    assert 0 < _counted(port_b) < n  # the surviving worker did part of the work, not all of it
+    # graceful stop: SIGTERM ends a worker cleanly
+    for worker in (other, restarted):
+        worker.signal(signal.SIGTERM)
+    assert other.wait(30) == 0 and restarted.wait(30) == 0
 
 
 def test_redis_outage_loses_nothing(kafka_broker, tmp_path, small_model_dir, start_worker):
