@@ -154,6 +154,8 @@ def train(settings: TrainerSettings, progress: bool = True, command: str | None 
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, loss_history, epoch_seconds = state["step"], state["loss_history"], state["epoch_seconds"]
+        if "torch_rng" in state:  # same dropout masks as an uninterrupted run
+            torch.set_rng_state(state["torch_rng"])
         log.info("resumed from %s at step %d/%d", checkpoint_dir, step, total_steps)
 
     def save_checkpoint() -> None:
@@ -161,7 +163,8 @@ def train(settings: TrainerSettings, progress: bool = True, command: str | None 
         tmp = checkpoint_dir / "state.pt.tmp"
         torch.save({"trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "step": step, "total_steps": total_steps,
-                    "labels": data.labels, "loss_history": loss_history, "epoch_seconds": epoch_seconds}, tmp)
+                    "labels": data.labels, "loss_history": loss_history, "epoch_seconds": epoch_seconds,
+                    "torch_rng": torch.get_rng_state()}, tmp)
         os.replace(tmp, checkpoint_dir / "state.pt")  # atomic: a crash never leaves a half-written checkpoint
 
     from tqdm.auto import tqdm

@@ -1,0 +1,99 @@
+"""Artifact save/load round trip and the predict_proba contract the monitor relies on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from trainer import load_classifier
+from trainer.data import GOEMOTIONS_LABELS
+
+
+def test_contract(untrained_classifier):
+    clf = untrained_classifier
+    assert clf.labels == GOEMOTIONS_LABELS
+    assert isinstance(clf.thresholds, np.ndarray) and clf.thresholds.dtype == np.float32 and clf.thresholds.shape == (28,)
+    assert clf.version.startswith("untrained-test-model-") and len(clf.version.split("-")[-1]) == 10
+    assert clf.max_length == 32 and clf.device == torch.device("cpu")
+    texts = ["I love this so much!", "word " * 500, "meh", "Why would they do that?"]
+    proba = clf.predict_proba(texts, batch_size=2)
+    assert proba.shape == (4, 28) and proba.dtype == np.float32
+    assert ((proba > 0) & (proba < 1)).all()
+    # rows come back in input order whatever the length-sorted batching did
+    single = np.stack([clf.predict_proba([t])[0] for t in texts])
+    assert np.allclose(proba, single, atol=1e-5)
+    # the 500-word text is truncated to max_length, not rejected: same as its first ~30 tokens
+    assert np.allclose(clf.predict_proba(["word " * 500]), clf.predict_proba(["word " * 40]), atol=1e-5)
+    assert clf.predict_proba([]).shape == (0, 28)
+
+
+def test_round_trip_reproduces_predictions(tmp_path, untrained_classifier, untrained_artifact):
+    from trainer.artifact import save_classifier
+
+    clf = untrained_classifier
+    # perturb the head so the round trip has something non-trivial to carry
+    with torch.no_grad():
+        clf.model.head.bias.add_(torch.linspace(-1, 1, 28))
+    try:
+        texts = ["thanks a lot", "this is terrible", "ok"]
+        before = clf.predict_proba(texts)
+        thresholds = np.linspace(0.1, 0.9, 28)
+        # a merged model saves its adapter folder from the source; copy it, then overwrite head/thresholds
+        out = tmp_path / "copy"
+        shutil.copytree(untrained_artifact, out)
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in clf.model.head.state_dict().items()}, str(out / "head.safetensors"))
+        (out / "thresholds.json").write_text(json.dumps(dict(zip(clf.labels, thresholds.tolist()))))
+        again = load_classifier(out, device="cpu")
+        assert np.allclose(again.predict_proba(texts), before, atol=1e-5)
+        assert np.allclose(again.thresholds, thresholds, atol=1e-6)
+        assert again.version != clf.version  # different head/thresholds -> different version hash
+    finally:
+        with torch.no_grad():
+            clf.model.head.bias.sub_(torch.linspace(-1, 1, 28))
+    assert save_classifier  # the writer used by training is importable from the public module
+
+
+def test_artifact_files_and_model_card(untrained_artifact):
+    names = {p.name for p in untrained_artifact.iterdir()}
+    assert {"adapter", "head.safetensors", "tokenizer", "labels.json", "thresholds.json", "config.json",
+            "metrics.json", "README.md"} <= names
+    config = json.loads((untrained_artifact / "config.json").read_text())
+    assert config["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and config["pooling"] == "mean"
+    adapter = json.loads((untrained_artifact / "adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"  # portable, no local path
+    card = (untrained_artifact / "README.md").read_text()
+    assert "Untrained test artifact" in card and "## Intended use" in card and "| neutral |" in card
+    size = sum(p.stat().st_size for p in untrained_artifact.rglob("*") if p.is_file())
+    assert size < 5_000_000  # no base weights
+
+
+def test_missing_and_corrupt_files_fail_naming_the_file(tmp_path, untrained_artifact):
+    broken = tmp_path / "broken"
+    shutil.copytree(untrained_artifact, broken)
+    (broken / "thresholds.json").unlink()
+    with pytest.raises(FileNotFoundError, match="thresholds.json"):
+        load_classifier(broken)
+    (broken / "thresholds.json").write_text(json.dumps({"admiration": 0.5}))
+    with pytest.raises(ValueError, match="no threshold for"):
+        load_classifier(broken)
+    (broken / "thresholds.json").write_text("{oops")
+    with pytest.raises(ValueError, match="corrupt JSON"):
+        load_classifier(broken)
+
+
+@pytest.mark.gpu
+def test_bf16_predict_proba_on_cuda(untrained_artifact):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    gpu = load_classifier(untrained_artifact, device="cuda")
+    cpu = load_classifier(untrained_artifact, device="cpu")
+    texts = ["I am so happy for you!", "This is outrageous.", "ok " * 300]
+    p_gpu, p_cpu = gpu.predict_proba(texts), cpu.predict_proba(texts)
+    assert gpu.device.type == "cuda" and p_gpu.dtype == np.float32 and p_gpu.shape == (3, 28)
+    assert np.abs(p_gpu - p_cpu).max() < 0.03  # bf16 autocast stays close to fp32
