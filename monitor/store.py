@@ -159,8 +159,9 @@ class RedisStore:
             for brand in brands:
                 for j, emotion in enumerate(self.emotions):
                     score = item.scores[emotion]
-                    keys.append(schema.series_key(brand, emotion, "count"))
-                    values.append("1" if score >= thresholds[j] else "0")
+                    if score >= thresholds[j]:  # a zero adds nothing to a SUM: skip it (half the writes)
+                        keys.append(schema.series_key(brand, emotion, "count"))
+                        values.append("1")
                     keys.append(schema.series_key(brand, emotion, "score"))
                     values.append(repr(round(score, 6)))
                 keys.append(schema.series_key(brand, schema.ALL_EMOTIONS, "posts"))
