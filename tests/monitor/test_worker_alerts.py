@@ -21,14 +21,14 @@ CALM = [
     "Thank you so much for the help!",
 ]
 ANGRY = [
-    "I am absolutely furious with you, this is outrageous!",
-    "This makes me so angry, worst service ever!!",
-    "I'm livid. You charged me twice and nobody answers. Unacceptable!",
-    "I am so mad at this company right now, I hate this!",
-    "Furious. Third time the order is wrong. Disgraceful and infuriating.",
-    "How dare you cancel my account without asking?! I'm enraged.",
-    "This is infuriating, I am so angry I could scream.",
-    "Stop ignoring me, I am sick and tired of your garbage service, so angry!",
+    "I am so angry right now!!",
+    "This makes me furious. I hate you.",
+    "I'm so pissed off at this company.",
+    "Absolutely furious, I hate this so much!",
+    "I am angry and fed up with this crap.",
+    "Damn you, I'm so angry!",
+    "You make me so mad, stop it!",
+    "I hate this stupid app, it makes me so angry",
 ]
 
 
