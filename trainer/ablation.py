@@ -129,6 +129,9 @@ def run_ablation(out_dir: Path, train_limit: int | None = 8000, steps: int = 300
                        "test_per_label_f1": {k: round(v["f1"], 4) for k, v in metrics["test"]["per_label"].items()},
                        "row_seconds": round(time.time() - row_started, 1)})
         results[name] = record
+        # partial results after every row, so a run cut short still leaves its finished rows
+        (out_dir / f"{tag}.partial.json").write_text(json.dumps(results, indent=2))
+    (out_dir / f"{tag}.partial.json").unlink(missing_ok=True)
     results = {k: v for k, v in results.items() if v is not None}
     device = "cuda:" + torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"cpu ({torch.get_num_threads()} torch threads)"

@@ -76,8 +76,12 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_base(path: str, device: torch.device, load_in_4bit: bool = False, bf16: bool = True):
-    """The bare backbone (``AutoModel``) on ``device``; 4-bit needs CUDA and bitsandbytes and says so otherwise."""
+def load_base(path: str, device: torch.device, load_in_4bit: bool = False, bf16: bool = True,
+              for_training: bool = False):
+    """The bare backbone (``AutoModel``) on ``device``; 4-bit needs CUDA and bitsandbytes and says so otherwise.
+
+    Inference on CUDA loads bf16 weights; training keeps fp32 master weights (LoRA and AdamW in fp32) and relies
+    on bf16 autocast for speed."""
     from transformers import AutoModel
 
     kwargs: dict = {}
@@ -92,8 +96,10 @@ def load_base(path: str, device: torch.device, load_in_4bit: bool = False, bf16:
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
         )
         kwargs["device_map"] = {"": device.index or 0}
-    elif device.type == "cuda" and bf16:
+    elif device.type == "cuda" and bf16 and not for_training:
         kwargs["dtype"] = torch.bfloat16
+    else:
+        kwargs["dtype"] = torch.float32  # also upcasts a half-precision checkpoint
     model = AutoModel.from_pretrained(path, **kwargs)
     if not load_in_4bit:
         model.to(device)
@@ -139,7 +145,7 @@ def build_classifier(settings, n_labels: int, device: torch.device) -> tuple[Emo
 
     path = resolve_base_model(settings.base_model)
     tokenizer = load_tokenizer(path)
-    base = load_base(path, device, settings.load_in_4bit, settings.bf16)
+    base = load_base(path, device, settings.load_in_4bit, settings.bf16, for_training=True)
     if settings.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 

@@ -152,6 +152,8 @@ def stage2_from_artifact(source: str | Path, settings, progress: bool = True, co
     from .trainer import evaluate_classifier
 
     source, output = Path(source), Path(settings.output)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     classifier = load_classifier(source)
     # Rebuild exactly the stage-1 data (taxonomy, limits, undersampling) from the artifact's recorded settings.
     from .settings import TrainerSettings
