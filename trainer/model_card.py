@@ -12,6 +12,12 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _stage2(record: dict) -> str:
+    return (f" ({record.get('method')}: +{record.get('synthetic_rows')} synthetic rows, label mode "
+            f"{record.get('label_mode')}, radius {record.get('radius')}, k {record.get('k')}, head epoch "
+            f"{record.get('best_epoch')} of {record.get('epochs')} chosen on dev)")
+
+
 def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds: dict[str, float]) -> str:
     lines = [f"# {config.get('name', 'emotion classifier')}", ""]
     if config.get("untrained"):
@@ -38,7 +44,7 @@ def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds
         f"- undersampling of `{config.get('majority_label')}`: {config.get('undersample_ratio') or 'off'}"
         + (f" ({config['undersampling']})" if config.get("undersampling") else ""),
         f"- ISMOTE stage-2 head retraining: {'on' if config.get('ismote') else 'off'}"
-        + (f" ({config['stage2']})" if config.get("stage2") else ""),
+        + (_stage2(config["stage2"]) if config.get("stage2") else ""),
         f"- optimiser: AdamW, one-cycle lr {config.get('lr')}, batch {config.get('batch_size')}, "
         f"epochs {config.get('epochs')}, seed {config.get('seed')}",
         f"- hardware / time: {config.get('hardware', '?')}, {config.get('train_seconds', '?')} s",
@@ -52,6 +58,11 @@ def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds
             if isinstance(m, dict):
                 lines.append(f"- {split}: macro-F1 {_fmt(m.get('macro_f1_tuned'))} (tuned thresholds), "
                              f"{_fmt(m.get('macro_f1_at_0.5'))} at 0.5; micro-F1 {_fmt(m.get('micro_f1_tuned'))}")
+        for key in ("test_ekman", "test_sentiment"):
+            if isinstance(metrics.get(key), dict):
+                lines.append(f"- {key[5:]} grouping (test): macro-F1 {_fmt(metrics[key].get('macro_f1'))}")
+        if metrics.get("stage1_test"):
+            lines.append(f"- before stage 2 (test): {metrics['stage1_test']}")
         if "note" in metrics:
             lines.append(f"- {metrics['note']}")
     else:

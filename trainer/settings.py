@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["TrainerSettings", "DEFAULT_BASE_MODEL", "default_data_dir"]
@@ -119,12 +119,6 @@ class TrainerSettings(BaseSettings):
         if not [m for m in value.split(",") if m.strip()]:
             raise ValueError("lora_target_modules needs at least one module name")
         return value
-
-    @model_validator(mode="after")
-    def _check(self) -> "TrainerSettings":
-        if self.load_in_4bit and self.lora_r < 1:
-            raise ValueError("4-bit loading needs LoRA")
-        return self
 
     @property
     def target_modules(self) -> list[str]:

@@ -49,3 +49,15 @@ def test_ablation_command_writes_table(goemotions_dir, tmp_path, monkeypatch):
     assert payload["rows"]["+ISMOTE"]["synthetic_rows"] > 0
     assert "| +ISMOTE |" in (tmp_path / "res" / "trainer_ablation.md").read_text()
     assert (tmp_path / "res" / "trainer_ablation.png").stat().st_size > 10_000
+
+
+def test_evaluate_command(untrained_artifact, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(untrained_artifact), "--out", str(tmp_path / "ev"),
+                                       "--eval-limit", "50", "--batch-size", "25"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert summary["test_macro_f1_tuned"] == round(report["test"]["macro_f1_tuned"], 4)
+    assert report["test"]["n"] == 50 and len(report["test"]["per_label"]) == 28
+    assert {"test_ekman", "test_sentiment"} <= set(report)
+    assert (tmp_path / "ev" / "per_label_f1.png").exists() and "| neutral |" in (tmp_path / "ev" / "report.md").read_text()
