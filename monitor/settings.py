@@ -40,7 +40,7 @@ class MonitorSettings(BaseSettings):
 
     # --- batching and inference
     max_batch: int = Field(64, ge=1, description="Micro-batch size: most posts classified in one model call")
-    max_wait: float = Field(0.5, gt=0, description="Seconds to wait for a micro-batch to fill before running it")
+    max_wait: float = Field(0.25, gt=0, description="Seconds to wait for a micro-batch to fill before running it")
     max_tokens: int = Field(128, ge=8, description="Token limit per text; longer texts are truncated")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Inference device; auto = cuda when present")
     model_path: str | None = Field(None, description="Model artifact folder; empty = the trainer's shipped default")
