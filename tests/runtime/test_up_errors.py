@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,16 +20,20 @@ def _run_up(args: list[str], env_extra: dict[str, str], tmp_path: Path) -> subpr
                           capture_output=True, text=True, timeout=120)
 
 
-def test_missing_openssl11_names_the_fix(kafka_broker, tmp_path):
+def test_missing_openssl11_names_the_fix(tmp_path):
     listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
     if "libssl.so.1.1 " in listing:
         pytest.skip("this system has OpenSSL 1.1 installed: the missing-library path cannot be reproduced")
     # A home without ~/.cache/emotion-monitor/libssl1.1 and no EMOTION_MONITOR_LIBSSL_DIR: as on a fresh Debian 12.
+    # The broker starts first (its binary needs no OpenSSL 1.1), then Redis fails: the broker must be stopped again.
     env = {"HOME": str(tmp_path / "home"), "EMOTION_MONITOR_LIBSSL_DIR": ""}
-    result = _run_up(["--kafka-url", kafka_broker.url, "--redis-port", "0"], env, tmp_path)
+    result = _run_up(["--kafka-port", "0", "--redis-port", "0"], env, tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "OpenSSL 1.1" in result.stderr and "deploy/fetch-libssl11.sh" in result.stderr
-    assert "stopped:" not in result.stdout  # the broker was given, Redis failed: nothing of ours was running
+    port = int(re.search(r"tansu at kafka://127.0.0.1:(\d+)", result.stdout).group(1))
+    assert "stopped: kafka" in result.stdout
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # the broker it had started is gone
     assert not (tmp_path / "run" / "run.json").exists()  # no worker or dashboard was started
 
 
