@@ -48,6 +48,11 @@ DEMO_ALERT_SETTINGS: dict[str, object] = {
     "alert_cooldown_ms": 120_000,
 }
 
+# Dashboard settings while the demo runs (again unless the environment sets them): the last hour, refreshed every
+# 5 s, shows the demo's minutes of data as a moving chart rather than a sliver at the edge of 24 hours.
+DEMO_DASHBOARD_SETTINGS: dict[str, object] = {"default_range": "1h", "refresh_seconds": 5}
+
+
 @dataclass
 class Child:
     """A subprocess in its own process group, stopped as a group."""
@@ -249,7 +254,9 @@ class Runtime:
         from emotion_monitor.components import dashboard_env
 
         port = _pick_port(self.settings.dashboard_port, "dashboard", "--dashboard-port")
-        env = {**os.environ, **dashboard_env(redis_url=self.redis_url, port=port, host="127.0.0.1")}
+        demo_env = dashboard_env(**DEMO_DASHBOARD_SETTINGS) if self.settings.demo else {}
+        env = {**os.environ, **{name: value for name, value in demo_env.items() if name not in os.environ}}
+        env.update(dashboard_env(redis_url=self.redis_url, port=port, host="127.0.0.1"))
         self.dashboard = _spawn("dashboard", _cli_args("dashboard"), env, log_dir)
         self.dashboard_url = f"http://127.0.0.1:{port}"
 

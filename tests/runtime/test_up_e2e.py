@@ -96,6 +96,10 @@ def test_up_runs_everything_fires_the_demo_alert_and_stops_cleanly(tmp_path, goe
         assert set(info["pids"]) >= {"kafka", "redis", "worker-0", "dashboard", "up"}
         assert info["pids"]["up"] == proc.pid
         client = redis.Redis.from_url(info["redis_url"], decode_responses=True)
+        environ = dict(item.split("=", 1) for item in
+                       Path(f"/proc/{info['pids']['dashboard']}/environ").read_text().split("\0") if "=" in item)
+        assert environ["EM_DASHBOARD_DEFAULT_RANGE"] == "1h"  # the demo's minutes fill the chart
+        assert environ["EM_DASHBOARD_REDIS_URL"] == info["redis_url"]
 
         with urllib.request.urlopen(f"{info['dashboard_url']}/_stcore/health", timeout=5) as response:
             assert response.status == 200 and response.read().decode().strip() == "ok"
