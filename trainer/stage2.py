@@ -167,7 +167,11 @@ def stage2_from_artifact(source: str | Path, settings, progress: bool = True, co
         raise ValueError(f"{source}: labels differ from the dataset's {settings.taxonomy} labels")
     embeddings = embed_splits(classifier, data, cache_root / classifier.version, progress=progress)
     record = retrain_head(classifier, data, settings, progress=progress, embeddings=embeddings, method=method)
-    metrics = evaluate_classifier(classifier, data, progress=progress)
+    head = classifier.model.head
+    with torch.no_grad():  # the encoder is frozen: probabilities follow from the cached embeddings
+        proba = {name: torch.sigmoid(head(torch.from_numpy(embeddings[name]).to(next(head.parameters()).device)))
+                 .float().cpu().numpy() for name in ("dev", "test")}
+    metrics = evaluate_classifier(classifier, data, progress=progress, dev_proba=proba["dev"], test_proba=proba["test"])
     metrics["stage1_test"] = {k: classifier.metrics.get("test", {}).get(k) for k in
                               ("macro_f1_tuned", "macro_f1_at_0.5", "micro_f1_tuned")}
     metrics["loss_history"] = classifier.metrics.get("loss_history", [])

@@ -99,12 +99,16 @@ def _trainable_state(model) -> dict:
 
 
 def evaluate_classifier(classifier: Classifier, data: DatasetSplits, thresholds: np.ndarray | None = None,
-                        progress: bool = True) -> dict:
-    """Dev (tunes thresholds unless given) and test metrics, incl. Ekman/sentiment groupings when defined."""
-    dev_proba = classifier.predict_proba(data.dev.texts, progress=progress)
+                        progress: bool = True, dev_proba: np.ndarray | None = None,
+                        test_proba: np.ndarray | None = None) -> dict:
+    """Dev (tunes thresholds unless given) and test metrics, incl. Ekman/sentiment groupings when defined.
+    Probabilities already computed (e.g. from cached embeddings) can be passed in."""
+    if dev_proba is None:
+        dev_proba = classifier.predict_proba(data.dev.texts, progress=progress)
     if thresholds is None:
         thresholds = tune_thresholds(data.dev.labels, dev_proba)
-    test_proba = classifier.predict_proba(data.test.texts, progress=progress)
+    if test_proba is None:
+        test_proba = classifier.predict_proba(data.test.texts, progress=progress)
     metrics = {"dev": evaluate_predictions(data.dev.labels, dev_proba, data.labels, thresholds),
                "test": evaluate_predictions(data.test.labels, test_proba, data.labels, thresholds)}
     predicted = (test_proba >= thresholds[None, :]).astype(int)
