@@ -10,7 +10,7 @@ rm -rf .carry && mkdir -p .carry/whl
 for spec in faust-streaming==0.15.3 mode-streaming==0.7.1 aiokafka==0.14.0 pydantic-settings==2.16.3 pydantic==2.14.4 \
     pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 python-dotenv==1.2.4 imbalanced-learn==0.14.2 \
     sklearn-compat==0.1.6 redis==8.1.0 aiohttp_cors==0.8.1 croniter==5.0.1 intervaltree==3.2.1 venusian==3.1.0 \
-    terminaltables==3.1.10 colorlog==6.12.0 async-timeout==5.0.1 click==8.3.3; do
+    terminaltables==3.1.10 colorlog==6.12.0 async-timeout==5.0.1 click==8.3.3 pytz==2026.6; do
   "$venv/bin/pip" download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform any -d .carry/whl "$spec"

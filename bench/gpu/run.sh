@@ -18,6 +18,6 @@ bin=$(dirname "$(command -v python3)")
 printf '#!%s\nfrom emotion_monitor.cli import main\nmain()\n' "$bin/python3" > "$bin/emotion-monitor" && chmod +x "$bin/emotion-monitor"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu-info.txt"
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)" | tee -a "$out/gpu-info.txt"
-timeout 150 python3 -m pytest tests -m gpu -q -p no:cacheprovider 2>&1 | tee "$out/gpu-tests.log"
+timeout 150 python3 -m pytest tests/trainer tests/monitor -m gpu -q -p no:cacheprovider 2>&1 | tee "$out/gpu-tests.log"
 timeout ${THROUGHPUT_TIMEOUT:-330} python3 bench/throughput.py --device cuda --batch ${GPU_BATCHES:-32,64,128,256} \
   --posts ${GPU_POSTS:-4000} --naive-posts 300 --latency-seconds 10 --out "$out/throughput-cuda.json" 2>&1 | tail -40
