@@ -7,10 +7,13 @@ and the p95 produce-to-Redis delay at half the end-to-end rate. Prints a table a
 Everything runs against real servers (tansu + Redis TimeSeries started here) and a real `emotion-monitor worker`
 subprocess. The same texts (GoEmotions dev) and batch size feed every mode.
 
-* bare:     ``predict_proba(texts, batch_size=B)`` in this process — the ceiling.
+* bare:     the model alone on a dedicated thread, same texts, batch size B: ``bare`` calls ``predict_proba`` once per
+            B texts in arrival order (the batches a stream sees); ``bare_sorted`` makes one call over all texts,
+            which length-sorts them globally before batching — the model's real ceiling, no stream can beat it.
 * e2e:      the worker is started and warmed up, then N posts are produced at once; rate = N / (time until the
             TimeSeries posts total reaches N, measured from the first send).
-* naive:    one message at a time: fetch, parse, classify a batch of 1, write to Redis, commit.
+* naive:    one message at a time: fetch, parse, classify a batch of 1 (same inference thread), write, commit.
+* The worker runs with its defaults (``EM_MONITOR_INFERENCE_BATCH`` auto: length-sorted calls of 16 on CPU).
 * latency:  posts produced at half the e2e rate for ``--latency-seconds``; delay per post = arrival on
             ``posts.classified`` (published right after its Redis write) - its ``created_at`` (the send time).
 """
@@ -107,7 +110,7 @@ def start_worker(kafka, redis_url: str, args, batch: int, log_path: Path) -> sub
     env.update({
         "EM_MONITOR_BROKER_URL": kafka.url, "EM_MONITOR_REDIS_URL": redis_url, "EM_MONITOR_MAX_BATCH": str(batch),
         "EM_MONITOR_MAX_WAIT": str(args.max_wait), "EM_MONITOR_DEVICE": args.device,
-        "EM_MONITOR_METRICS_PORT": str(args.metrics_port),
+        "EM_MONITOR_METRICS_PORT": str(args.metrics_port), "EM_MONITOR_INFERENCE_BATCH": str(args.inference_batch),
         "EM_MONITOR_TOPIC_PARTITIONS": str(args.partitions), "TOKENIZERS_PARALLELISM": "false",
     })
     if args.model:
@@ -208,6 +211,7 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--max-wait", type=float, default=0.25, help="EM_MONITOR_MAX_WAIT of the worker")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--inference-batch", type=int, default=0, help="EM_MONITOR_INFERENCE_BATCH (0 = auto)")
     parser.add_argument("--metrics-port", type=int, default=9118, help="The worker's /metrics port (time split)")
     parser.add_argument("--model", default=None, help="Model artifact folder (default: the shipped default model)")
     parser.add_argument("--out", default=None, help="JSON output (default bench/results/throughput-<device>.json)")
@@ -271,6 +275,7 @@ def main() -> None:
                 worker.wait(60)
             run["load_avg_after"] = os.getloadavg()[0]  # other jobs on a shared machine skew every figure
             run["e2e_vs_bare"] = run["e2e_posts_per_s"] / run["bare_posts_per_s"]
+            run["e2e_vs_bare_sorted"] = run["e2e_posts_per_s"] / run["bare_sorted_posts_per_s"]
             results["runs"].append(run)
             _print_run(run)
         # the naive consumer (once, batch 1 by construction)
@@ -292,6 +297,7 @@ def main() -> None:
         best = max(results["runs"], key=lambda r: r["e2e_posts_per_s"])
         results["targets"] = {
             "e2e_ge_85pct_bare": best["e2e_vs_bare"] >= 0.85,
+            "e2e_ge_85pct_bare_sorted": best["e2e_vs_bare_sorted"] >= 0.85,
             "e2e_ge_5x_naive": best["e2e_vs_naive"] >= 5,
             "p95_lt_2s": best["p95_delay_s"] < 2.0,
         }
@@ -319,7 +325,7 @@ def _gpu_name() -> str | None:
 
 def _print_run(run: dict) -> None:
     print(f"batch {run['batch']:>4}: bare {run['bare_posts_per_s']:8.1f}/s (sorted {run['bare_sorted_posts_per_s']:.1f}/s)  e2e {run['e2e_posts_per_s']:8.1f}/s "
-          f"({run['e2e_vs_bare']:.0%} of bare)  at {run['latency_rate_posts_per_s']:.0f}/s: "
+          f"({run['e2e_vs_bare']:.0%} of bare, {run['e2e_vs_bare_sorted']:.0%} of sorted)  at {run['latency_rate_posts_per_s']:.0f}/s: "
           f"p50 {run['p50_delay_s']:.2f} s  p95 {run['p95_delay_s']:.2f} s")
 
 

@@ -63,4 +63,14 @@ def load_inference(settings: MonitorSettings, classifier: Any | None = None) -> 
         log.warning("loaded model %s in %.1f s", classifier.version, time.perf_counter() - started)
     if hasattr(classifier, "max_length"):
         classifier.max_length = min(int(classifier.max_length), settings.max_tokens)
-    return Inference(classifier, settings.max_batch, settings.threshold_overrides)
+    return Inference(classifier, inference_batch(settings, classifier), settings.threshold_overrides)
+
+
+def inference_batch(settings: MonitorSettings, classifier: Any) -> int:
+    """Texts per model call. The classifier sorts a micro-batch by length and pads each call to its longest text;
+    on CPU compute grows with the padded size, so calls of 16 similar lengths beat one call of 64 mixed lengths
+    (measured here: ~145 vs ~70-90 texts/s on GoEmotions dev); a GPU pads for free, so it takes the whole batch."""
+    if settings.inference_batch:
+        return min(settings.inference_batch, settings.max_batch)
+    on_gpu = getattr(getattr(classifier, "device", None), "type", "cpu") == "cuda"
+    return settings.max_batch if on_gpu else min(16, settings.max_batch)

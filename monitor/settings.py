@@ -41,6 +41,10 @@ class MonitorSettings(BaseSettings):
     # --- batching and inference
     max_batch: int = Field(64, ge=1, description="Micro-batch size: most posts classified in one model call")
     max_wait: float = Field(0.25, gt=0, description="Seconds to wait for a micro-batch to fill before running it")
+    inference_batch: int = Field(
+        0, ge=0, description="Texts per model call inside a micro-batch, length-sorted (0 = auto: 16 on CPU, "
+        "max_batch on GPU). On CPU, small length-sorted calls pad far less than one call of max_batch"
+    )
     max_tokens: int = Field(128, ge=8, description="Token limit per text; longer texts are truncated")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Inference device; auto = cuda when present")
     model_path: str | None = Field(None, description="Model artifact folder; empty = the trainer's shipped default")
