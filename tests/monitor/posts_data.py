@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "goemotions" / "dev.tsv"
+from tests.conftest import GOEMOTIONS_DIR
+
+DATA = GOEMOTIONS_DIR / "dev.tsv"  # EMOTION_MONITOR_DATA_DIR, else ../shared/data/goemotions
 
 
 def texts(n: int, offset: int = 0) -> list[str]:
