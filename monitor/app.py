@@ -50,7 +50,7 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
         async for events in stream.noack_take(settings.max_batch, within=settings.max_wait):
             records = [Record(e.message.value, e.message.timestamp and int(e.message.timestamp * 1000),
                               e.message.topic, e.message.partition, e.message.offset, e.message.key) for e in events]
-            work = asyncio.ensure_future(processor().process(records))
+            work = asyncio.ensure_future(processor().process_until_done(records))
             try:
                 await asyncio.shield(work)
             except asyncio.CancelledError:  # shutting down: finish this batch so it can be committed

@@ -9,6 +9,7 @@ Input never crashes the batch: anything :func:`monitor.post.parse_post` rejects 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,6 +67,18 @@ class BatchProcessor:
         pending = await self.send(topic, key, value)
         if pending is not None:
             await pending
+
+    async def process_until_done(self, records: Sequence[Record]) -> BatchResult:
+        """:meth:`process`, retried with back-off on any unexpected failure (a broker send error, a bug): the batch
+        is never acked half done, and a rerun cannot double count (idempotent Redis writes)."""
+        delay = self.settings.redis_retry_initial
+        while True:
+            try:
+                return await self.process(records)
+            except Exception:
+                log.exception("batch of %d failed; retrying in %.1f s (offsets not committed)", len(records), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.redis_retry_max)
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
         started = time.perf_counter()
