@@ -6,6 +6,7 @@ TimeSeries (one per brand x emotion x metric, plus one per brand for the total),
 key                                         meaning
 ==========================================  ==============================================================================
 ``em:ts:{brand}:{emotion}:count``           1 per post whose probability for ``emotion`` is at or above its threshold
+                                            (posts below it add no sample: a missing sample counts 0)
 ``em:ts:{brand}:{emotion}:score``           the post's probability for ``emotion`` (sum it, divide by ``posts``: mean)
 ``em:ts:{brand}:_all:posts``                1 per post mentioning ``brand`` (the denominator for shares and means)
 ``...:{metric}:1m`` / ``...:{metric}:1h``   compactions (SUM over 1 minute / 1 hour) of the raw series above
@@ -29,11 +30,13 @@ Other keys:
 * ``em:posts:{brand}`` (sorted set, score = created_at ms, member = JSON of the classified post): the bounded store
   of recent posts behind a spike; ``ZRANGEBYSCORE`` by time range.
   Post JSON fields: ``id``, ``text``, ``brands``, ``created_at`` (ms), ``source``, ``author``, ``scores``
-  (emotion -> probability), ``labels`` (emotions at or above threshold), ``model_version``.
+  (emotion -> probability), ``labels`` (emotions at or above threshold), ``model_version``; ``source``, ``lang`` and
+  ``author`` only when the post had them. The same JSON is the value of the ``posts.classified`` topic.
 * ``em:alerts`` (sorted set, score = alert time ms, member = JSON of the alert): the alert timeline.
   Alert JSON fields: ``brand``, ``emotion``, ``ts`` (ms), ``window_start`` / ``window_end`` (ms, the spike's window;
-  its posts are ``ZRANGEBYSCORE em:posts:{brand} window_start window_end``), ``value``, ``baseline``, ``count``,
-  ``message``.
+  its posts are ``ZRANGEBYSCORE em:posts:{brand} window_start window_end``), ``value`` (the emotion's share of the
+  window's posts), ``baseline`` (its share in the baseline before), ``count`` (posts with the emotion in the
+  window), ``posts`` (all posts in the window), ``message``, ``model_version``.
 * ``em:alert:last:{brand}:{emotion}`` (string, TTL = cooldown): the alert cooldown marker.
 """
 
