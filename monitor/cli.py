@@ -9,6 +9,19 @@ import click
 __all__ = ["replay", "worker"]
 
 
+def _settings():
+    """The settings from the environment, or a clear error naming the bad EM_MONITOR_* variable."""
+    from pydantic import ValidationError
+
+    from monitor.settings import MonitorSettings
+
+    try:
+        return MonitorSettings()
+    except ValidationError as exc:
+        problems = "; ".join(f"EM_MONITOR_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        raise click.ClickException(f"invalid monitor settings: {problems}") from None
+
+
 @click.command("worker")
 @click.option("--log-level", default=None, help="Override EM_MONITOR_LOG_LEVEL (debug, info, warning, error).")
 def worker(log_level: str | None) -> None:
@@ -21,12 +34,16 @@ def worker(log_level: str | None) -> None:
 
     from monitor.app import create_app
     from monitor.inference import load_inference
-    from monitor.settings import MonitorSettings
+    from monitor.pipeline import check_alert_emotions
 
-    settings = MonitorSettings()
+    settings = _settings()
     level = (log_level or settings.log_level).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     inference = load_inference(settings)
+    try:
+        check_alert_emotions(settings, inference.labels)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     app = create_app(settings, inference)
     faust.Worker(app, loglevel=level, quiet=True).execute_from_commandline()
 
@@ -47,9 +64,8 @@ def replay(mode: str, from_time: str | None, from_offset: int | None, to_time: s
     import asyncio
 
     from monitor.replay import ReplayRange, run_replay
-    from monitor.settings import MonitorSettings
 
-    settings = MonitorSettings()
+    settings = _settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if from_time is not None and from_offset is not None:
         raise click.UsageError("give --from-time or --from-offset, not both")

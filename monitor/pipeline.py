@@ -22,7 +22,7 @@ from monitor.post import Post, PostRejected, parse_post, rejection_envelope
 from monitor.settings import MonitorSettings
 from monitor.store import ClassifiedPost, RedisStore
 
-__all__ = ["BatchProcessor", "BatchResult", "Record"]
+__all__ = ["BatchProcessor", "BatchResult", "Record", "check_alert_emotions"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,13 @@ class BatchResult:
     alerts: list = field(default_factory=list)
 
 
+def check_alert_emotions(settings: MonitorSettings, labels: Sequence[str]) -> None:
+    """Fail fast: an emotion the model does not know would silently never alert."""
+    unknown = [e for e in settings.alert_emotions if e not in labels]
+    if unknown:
+        raise ValueError(f"EM_MONITOR_ALERT_EMOTIONS: unknown emotion(s) {unknown}; the model knows {list(labels)}")
+
+
 class BatchProcessor:
     def __init__(self, settings: MonitorSettings, inference: Inference, store: RedisStore, send: Send,
                  *, publish_classified: bool = True, evaluate_alerts: bool = True):
@@ -60,6 +67,7 @@ class BatchProcessor:
         self.send = send
         self.publish_classified = publish_classified
         self.evaluate_alerts = evaluate_alerts
+        check_alert_emotions(settings, inference.labels)
         self.alerts = AlertEngine(settings, store, self._send_and_wait, inference.version,
                                   on_alert=lambda alert: METRICS.alerts.labels(alert.emotion).inc())
 
