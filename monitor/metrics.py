@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
@@ -60,7 +59,3 @@ async def start_http(port: int, health) -> object | None:
         await runner.cleanup()
         return None
     return runner
-
-
-def now_s() -> float:
-    return time.time()

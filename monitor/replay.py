@@ -18,7 +18,6 @@ Delivery: offsets of the replay group are committed after each batch's Redis wri
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
