@@ -52,9 +52,11 @@ def _setup_logging(verbose: bool = True) -> None:
 @click.option("--stage2-from", "stage2_from", type=click.Path(exists=True, file_okay=False), default=None,
               help="Skip stage 1: take this trained artifact, retrain its head on real + ISMOTE embeddings "
                    "(the --ismote-*/--stage2-* settings), write the result to --output.")
+@click.option("--stage2-method", type=click.Choice(["ismote", "smote", "none"]), default="ismote", show_default=True,
+              help="With --stage2-from: oversampler for the head re-training (none: real embeddings only).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_settings_options
-def train(stage2_from: str | None, quiet: bool, **overrides) -> None:
+def train(stage2_from: str | None, stage2_method: str, quiet: bool, **overrides) -> None:
     """Fine-tune a LoRA multi-label emotion classifier and write a model artifact."""
     _setup_logging()
     settings = _build_settings(overrides)
@@ -62,7 +64,7 @@ def train(stage2_from: str | None, quiet: bool, **overrides) -> None:
     if stage2_from:
         from .stage2 import stage2_from_artifact
 
-        result = stage2_from_artifact(stage2_from, settings, progress=not quiet, command=command)
+        result = stage2_from_artifact(stage2_from, settings, progress=not quiet, command=command, method=stage2_method)
     else:
         from .trainer import train as run_training
 

@@ -13,9 +13,12 @@ def _fmt(value) -> str:
 
 
 def _stage2(record: dict) -> str:
-    return (f" ({record.get('method')}: +{record.get('synthetic_rows')} synthetic rows, label mode "
-            f"{record.get('label_mode')}, radius {record.get('radius')}, k {record.get('k')}, head epoch "
-            f"{record.get('best_epoch')} of {record.get('epochs')} chosen on dev)")
+    method = record.get("method")
+    sampler = {"none": "real embeddings only", "smote": "real + SMOTE embeddings",
+               "ismote": "real + ISMOTE embeddings"}.get(method, method)
+    details = (f", +{record.get('synthetic_rows')} synthetic rows (label mode {record.get('label_mode')}, radius "
+               f"{record.get('radius')}, k {record.get('k')})" if method != "none" else "")
+    return f"{sampler}{details}, head epoch {record.get('best_epoch')} of {record.get('epochs')} chosen on dev"
 
 
 def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds: dict[str, float]) -> str:
@@ -39,16 +42,16 @@ def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds
         "",
         "## Training",
         f"- data: {config.get('data_source', config.get('data'))} (taxonomy `{config.get('taxonomy')}`)",
-        f"- loss: {config.get('loss')} (gamma {config.get('focal_gamma')} if focal), label weights: "
-        f"{config.get('label_weights')}",
+        f"- loss: {config.get('loss')}" + (f" (gamma {config.get('focal_gamma')})" if config.get("loss") == "focal" else "")
+        + f", label weights: {config.get('label_weights')}",
         f"- undersampling of `{config.get('majority_label')}`: {config.get('undersample_ratio') or 'off'}"
         + (f" ({config['undersampling']})" if config.get("undersampling") else ""),
-        f"- ISMOTE stage-2 head retraining: {'on' if config.get('ismote') else 'off'}"
-        + (_stage2(config["stage2"]) if config.get("stage2") else ""),
+        "- stage-2 head re-training: " + (_stage2(config["stage2"]) if config.get("stage2") else "off"),
         f"- optimiser: AdamW, one-cycle lr {config.get('lr')}, batch {config.get('batch_size')}, "
         f"epochs {config.get('epochs')}, seed {config.get('seed')}",
         f"- hardware / time: {config.get('hardware', '?')}, {config.get('train_seconds', '?')} s",
         f"- command: `{config.get('command', '?')}`",
+    ] + ([f"- selection: {config['selection']}"] if config.get("selection") else []) + [
         "",
         "## Evaluation",
     ]
