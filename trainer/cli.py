@@ -106,6 +106,7 @@ def classify(model_path, batch_size, top_k, all_scores, input_file) -> None:
 
     A bad line (empty, invalid JSON, no "text") is reported on stderr with its line number; the rest continue.
     """
+    _setup_logging(verbose=False)  # stderr carries only the bad-line reports
     from .classify import classify_stream
 
     errors = classify_stream(input_file, sys.stdout, model_path, batch_size=batch_size, top_k=top_k,
