@@ -19,6 +19,19 @@ def test_configuration_doc_is_up_to_date():
     )
 
 
+def test_readme_configuration_block_is_up_to_date():
+    readme = config_table.README_PATH.read_text()
+    assert readme == config_table.render_readme(readme), (
+        "README.md's configuration block is out of date: run python -m emotion_monitor.config_table --write"
+    )
+    assert "| `EM_MONITOR_MAX_BATCH` |" in readme
+
+
+def test_readme_without_markers_is_a_clear_error():
+    with pytest.raises(ValueError, match="configuration markers"):
+        config_table.render_readme("# no markers here\n")
+
+
 def test_every_field_of_every_component_is_in_the_table():
     text = config_table.render_markdown()
     classes = config_table.settings_classes()
@@ -34,7 +47,11 @@ def test_every_field_of_every_component_is_in_the_table():
 
 def test_check_mode_flags_a_stale_file(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(config_table, "DOC_PATH", tmp_path / "configuration.md")
+    monkeypatch.setattr(config_table, "README_PATH", tmp_path / "README.md")
     (tmp_path / "configuration.md").write_text("stale\n")
+    (tmp_path / "README.md").write_text(f"intro\n{config_table.README_START}\nstale\n{config_table.README_END}\noutro\n")
     assert config_table.main(["--check"]) == 1
     assert config_table.main(["--write"]) == 0
     assert config_table.main(["--check"]) == 0
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.startswith("intro\n") and readme.endswith("outro\n") and "stale" not in readme
