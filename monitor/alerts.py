@@ -79,6 +79,11 @@ class Alert:
         return json.dumps(asdict(self), separators=(",", ":"))
 
 
+def _duration(ms: int) -> str:
+    """A window length as people say it: whole minutes as "N min", anything else in seconds."""
+    return f"{ms // 60_000} min" if ms >= 60_000 and ms % 60_000 == 0 else f"{ms / 1000:g} s"
+
+
 class AlertEngine:
     """Evaluates the spike rule after each batch and dispatches alerts to Redis, the log, Kafka and a webhook."""
 
@@ -126,7 +131,7 @@ class AlertEngine:
         window_start = now_ms - self.settings.alert_window_ms + 1
         message = (
             f"{emotion} spike for {brand}: {counts.window_share:.0%} of {int(counts.window_posts)} posts in the last "
-            f"{self.settings.alert_window_ms // 60000 or 1} min vs {counts.baseline_share:.0%} before"
+            f"{_duration(self.settings.alert_window_ms)} vs {counts.baseline_share:.0%} before"
         )
         return Alert(brand, emotion, int(time.time() * 1000), window_start, now_ms, round(counts.window_share, 4),
                      round(counts.baseline_share, 4), int(counts.window_count), int(counts.window_posts), message,

@@ -45,6 +45,13 @@ def _classified(i: int, brand: str, created_at: int, angry: bool) -> ClassifiedP
     return ClassifiedPost(post, scores, [k for k, v in scores.items() if v >= 0.5], "test")
 
 
+@pytest.mark.parametrize("window_ms, said", [(5 * MIN, "5 min"), (20_000, "20 s"), (90_000, "90 s")])
+def test_alert_message_states_the_real_window(window_ms, said):
+    from monitor.alerts import _duration
+
+    assert _duration(window_ms) == said
+
+
 def test_engine_fires_once_to_redis_topic_and_webhook_with_retries(redis_server, redis_client, webhook):
     hook = webhook(fail_first=2)  # two 500s, then success: retries with back-off
     cfg = settings(redis_url=redis_server.url, webhook_url=hook.url, webhook_backoff=0.05, webhook_retries=3)
@@ -76,6 +83,7 @@ def test_engine_fires_once_to_redis_topic_and_webhook_with_retries(redis_server,
     fired = asyncio.run(run())
     assert len(fired) == 1 and fired[0].brand == "acme" and fired[0].emotion == "anger"
     assert fired[0].count >= 10 and fired[0].value >= 0.6 and fired[0].baseline == pytest.approx(0.1, abs=0.02)
+    assert "in the last 5 min vs 10% before" in fired[0].message
     assert [t for t, _, _ in sent] == ["alerts"]
     assert len(hook.received) == 1 and hook.received[0]["brand"] == "acme" and hook.state["attempts"] == 3
     stored = redis_client.zrange("em:alerts", 0, -1)
