@@ -34,11 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dashboard import queries  # noqa: E402
-from dashboard.process import start_dashboard  # noqa: E402
+from dashboard.browser import CHART, dashboard_page  # noqa: E402
 from dashboard.seed import add_alert, add_post, write_counts  # noqa: E402
 from dashboard.taxonomy import EMOTIONS  # noqa: E402
 from emotion_monitor.servers import start_redis  # noqa: E402
-from tests.dashboard.browser import CHART, browser_context  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MINUTE, HOUR = 60_000, 3_600_000
@@ -125,35 +124,22 @@ def time_queries(client: redis.Redis, brands: list[str], repeats: int) -> list[d
 
 def time_browser(redis_url: str, range_key: str, brand_query: str, refreshes: int, workdir: Path,
                  screenshot: Path | None) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    server = start_dashboard(redis_url, log_dir=workdir, extra_env={
-        "EM_DASHBOARD_DEFAULT_RANGE": range_key, "EM_DASHBOARD_REFRESH_SECONDS": "2",
-        "EM_DASHBOARD_PASSWORD": "", "EM_DASHBOARD_OIDC_PROVIDER": ""})
-    try:
-        with sync_playwright() as playwright:
-            context = browser_context(playwright, workdir / f"profile-{range_key}")
-            try:
-                page = context.new_page()
-                started = time.perf_counter()
-                page.goto(f"{server.url}/?brand={brand_query}", wait_until="commit")
-                page.wait_for_selector(CHART, timeout=120_000)
-                first_chart_s = time.perf_counter() - started
-                refresh_ms, seen = [], set()
-                deadline = time.monotonic() + 10 * refreshes + 30
-                while len(refresh_ms) < refreshes and time.monotonic() < deadline:
-                    for caption in page.locator('[data-testid="stCaptionContainer"]').all_inner_texts():
-                        match = re.search(r"Updated (.+?) · refresh took (\d+) ms", caption)
-                        if match and match.group(1) not in seen:
-                            seen.add(match.group(1))
-                            refresh_ms.append(int(match.group(2)))
-                    page.wait_for_timeout(500)
-                if screenshot:
-                    page.screenshot(path=str(screenshot), full_page=True)
-            finally:
-                context.close()
-    finally:
-        server.stop()
+    with dashboard_page(redis_url, workdir, default_range=range_key, refresh_seconds=2) as (server, page):
+        started = time.perf_counter()
+        page.goto(f"{server.url}/?brand={brand_query}", wait_until="commit")
+        page.wait_for_selector(CHART, timeout=120_000)
+        first_chart_s = time.perf_counter() - started
+        refresh_ms, seen = [], set()
+        deadline = time.monotonic() + 10 * refreshes + 30
+        while len(refresh_ms) < refreshes and time.monotonic() < deadline:
+            for caption in page.locator('[data-testid="stCaptionContainer"]').all_inner_texts():
+                match = re.search(r"Updated (.+?) · refresh took (\d+) ms", caption)
+                if match and match.group(1) not in seen:
+                    seen.add(match.group(1))
+                    refresh_ms.append(int(match.group(2)))
+            page.wait_for_timeout(500)
+        if screenshot:
+            page.screenshot(path=str(screenshot), full_page=True)
     return {"range": range_key, "brands": brand_query, "first_chart_s": round(first_chart_s, 2),
             "refresh_ms": refresh_ms,
             "refresh_median_ms": statistics.median(refresh_ms) if refresh_ms else None,
