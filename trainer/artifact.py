@@ -155,6 +155,14 @@ def save_classifier(model: EmotionClassifier, tokenizer, labels: list[str], thre
 # ------------------------------------------------------------------------------------------------- load
 
 
+def _read_json(path: Path):
+    """Parsed JSON; a corrupt file fails naming that file (not just its folder) and the position."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: corrupt JSON file: {exc}") from None
+
+
 def load_classifier(path: str | Path | None = None, device: str | torch.device | None = None) -> Classifier:
     """Load an artifact folder (default: the shipped ``trainer/default_model``) for inference.
 
@@ -168,16 +176,15 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device |
     for name in _FILES:
         if not (folder / name).exists():
             raise FileNotFoundError(f"{folder / name}: missing (not a model artifact folder?)")
-    try:
-        labels = json.loads((folder / "labels.json").read_text())
-        threshold_map = json.loads((folder / "thresholds.json").read_text())
-        config = json.loads((folder / "config.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{folder}: corrupt JSON file: {exc}") from None
+    labels = _read_json(folder / "labels.json")
+    threshold_map = _read_json(folder / "thresholds.json")
+    config = _read_json(folder / "config.json")
     missing = [name for name in labels if name not in threshold_map]
     if missing:
         raise ValueError(f"{folder / 'thresholds.json'}: no threshold for {missing}")
-    metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+    if "base_model" not in config:
+        raise ValueError(f"{folder / 'config.json'}: missing field 'base_model'")
+    metrics = _read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
     torch_device = device if isinstance(device, torch.device) else pick_device(device)
     base_path = resolve_base_model(config["base_model"])
     tokenizer_dir = folder / "tokenizer"

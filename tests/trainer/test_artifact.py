@@ -83,7 +83,11 @@ def test_missing_and_corrupt_files_fail_naming_the_file(tmp_path, untrained_arti
     with pytest.raises(ValueError, match="no threshold for"):
         load_classifier(broken)
     (broken / "thresholds.json").write_text("{oops")
-    with pytest.raises(ValueError, match="corrupt JSON"):
+    with pytest.raises(ValueError, match=r"thresholds\.json: corrupt JSON"):
+        load_classifier(broken)
+    (broken / "thresholds.json").write_text(json.dumps({name: 0.5 for name in GOEMOTIONS_LABELS}))
+    (broken / "metrics.json").write_text("[1,")
+    with pytest.raises(ValueError, match=r"metrics\.json: corrupt JSON"):
         load_classifier(broken)
 
 
