@@ -10,11 +10,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from emotion_monitor.servers import ServerProcess, ServerUnavailable, free_port
+from emotion_monitor.servers import ServerProcess, ServerUnavailable, free_port, http_ok, wait_until_ready
 
 __all__ = ["start_dashboard"]
 
@@ -35,16 +33,7 @@ def start_dashboard(redis_url: str, port: int | None = None, *, log_dir: Path | 
     process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     server = ServerProcess("dashboard", url, port, process, log_path, env=extra_env or {})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
-            raise ServerUnavailable(f"dashboard exited with code {process.returncode} during start-up:\n{tail}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as reply:
-                if reply.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.2)
+    if wait_until_ready(process, "dashboard", lambda: http_ok(f"{url}/_stcore/health"), timeout, log_path, poll=0.2):
+        return server
     server.stop()
     raise ServerUnavailable(f"dashboard did not answer {url}/_stcore/health within {timeout:.0f} s")

@@ -14,6 +14,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +23,16 @@ __all__ = [
     "ServerProcess",
     "ServerUnavailable",
     "free_port",
+    "http_ok",
     "libssl11_dir",
+    "listening",
     "redis_server_paths",
     "s3rver_binary",
     "start_redis",
     "start_s3rver",
     "start_tansu",
     "tansu_binary",
+    "wait_until_ready",
 ]
 
 LIBSSL_DIR_ENV = "EMOTION_MONITOR_LIBSSL_DIR"
@@ -83,19 +88,45 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: float, log_path: Path | None) -> None:
+def wait_until_ready(process: subprocess.Popen, name: str, ready: Callable[[], bool], timeout: float,
+                     log_path: Path | None, *, poll: float = 0.05) -> bool:
+    """Poll ``ready()`` until it is true (returns True) or ``timeout`` seconds pass (returns False).
+
+    Raises :class:`ServerUnavailable` with the tail of ``log_path`` as soon as ``process`` exits during start-up.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
             raise ServerUnavailable(f"{name} exited with code {process.returncode} during start-up:\n{tail}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise ServerUnavailable(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+        if ready():
+            return True
+        time.sleep(poll)
+    return False
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on ``127.0.0.1:port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """Whether ``url`` answers HTTP 200 within ``timeout`` seconds (a health check)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URLs we built
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: float, log_path: Path | None) -> None:
+    if not wait_until_ready(process, name, lambda: listening(port), timeout, log_path):
+        process.kill()
+        raise ServerUnavailable(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
 def tansu_binary() -> str:

@@ -23,14 +23,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
-from emotion_monitor.servers import ServerProcess, ServerUnavailable, free_port
+from emotion_monitor.servers import ServerProcess, ServerUnavailable, free_port, http_ok, listening
 from emotion_monitor.settings import UpSettings
 
 __all__ = ["Child", "Runtime", "up"]
@@ -114,26 +113,10 @@ def _cli_args(*subcommand: str) -> list[str]:
     return [sys.executable, "-m", "emotion_monitor", *subcommand]
 
 
-def _port_in_use(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _http_ok(url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URL we built
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def _pick_port(port: int, what: str, flag: str) -> int:
     if port == 0:
         return free_port()
-    if _port_in_use(port):
+    if listening(port):
         raise click.ClickException(
             f"port {port} for the {what} is already in use (another `emotion-monitor up`?). "
             f"Stop it, or pass {flag} 0 for a free port."
@@ -284,7 +267,7 @@ class Runtime:
                         f"{child.name} exited with code {child.process.returncode} during start-up; "
                         f"its log ({child.log_path}) ends with:\n{child.log_tail()}")
             for name, url in list(pending.items()):
-                if _http_ok(url):
+                if http_ok(url):
                     del pending[name]
                     echo(f"{name}: ready")
             time.sleep(0.5)
