@@ -96,6 +96,12 @@ class DatasetSplits:
     def counts(self) -> dict[str, int]:
         return {name: int(c) for name, c in zip(self.labels, self.train.labels.sum(axis=0))}
 
+    def limit_eval(self, limit: int | None) -> None:
+        """Keep only the first ``limit`` dev and test rows (in place; None: all)."""
+        if limit:
+            self.dev = self.dev.subset(np.arange(min(limit, len(self.dev))))
+            self.test = self.test.subset(np.arange(min(limit, len(self.test))))
+
 
 # ------------------------------------------------------------------------------------------------- readers
 

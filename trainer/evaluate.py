@@ -69,7 +69,7 @@ def evaluate_artifact(model_path: str | Path | None = None, data: str | None = N
                       batch_size: int | None = None, progress: bool = True) -> dict:
     """Evaluate an artifact (default: the shipped one); returns the metrics plus a ``summary``."""
     from .artifact import load_classifier
-    from .data import load_dataset_splits
+    from .data import HF_DATASET_ID, load_dataset_splits
     from .settings import default_data_dir
     from .trainer import evaluate_classifier
 
@@ -77,14 +77,12 @@ def evaluate_artifact(model_path: str | Path | None = None, data: str | None = N
     if batch_size:
         classifier.batch_size = batch_size
     source = data or classifier.config.get("data") or default_data_dir()
-    if not Path(source).exists() and source != "google-research-datasets/go_emotions":
+    if not Path(source).exists() and source != HF_DATASET_ID:
         source = default_data_dir()  # the artifact was trained elsewhere; use this machine's copy
     dataset = load_dataset_splits(source, taxonomy or classifier.config.get("taxonomy", "goemotions"))
     if dataset.labels != classifier.labels:
         raise ValueError(f"model labels {classifier.labels} differ from the dataset's {dataset.labels}")
-    if eval_limit:
-        dataset.dev = dataset.dev.subset(np.arange(min(eval_limit, len(dataset.dev))))
-        dataset.test = dataset.test.subset(np.arange(min(eval_limit, len(dataset.test))))
+    dataset.limit_eval(eval_limit)
     metrics = evaluate_classifier(classifier, dataset, progress=progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -55,9 +55,7 @@ def prepare_data(settings: TrainerSettings) -> tuple[DatasetSplits, dict]:
     if settings.train_limit and settings.train_limit < len(data.train):
         order = np.random.default_rng(settings.seed).permutation(len(data.train))[: settings.train_limit]
         data.train = data.train.subset(np.sort(order))
-    if settings.eval_limit:
-        data.dev = data.dev.subset(np.arange(min(settings.eval_limit, len(data.dev))))
-        data.test = data.test.subset(np.arange(min(settings.eval_limit, len(data.test))))
+    data.limit_eval(settings.eval_limit)
     if settings.undersample_ratio:
         data.train, info = undersample_majority(data.train, data.labels, settings.undersample_ratio,
                                                 settings.majority_label, settings.seed)
