@@ -202,8 +202,8 @@ def list_alerts(client: redis.Redis, brands: list[str], start_ms: int, end_ms: i
                 limit: int = 200) -> tuple[list[dict], int]:
     """Newest first, the alerts of ``brands`` raised in ``[start_ms, end_ms]``, and how many were malformed.
 
-    An alert missing one of ``brand, emotion, ts, window_start, window_end`` (or with a non-numeric time) counts as
-    malformed.
+    An alert missing one of ``brand, emotion, ts, window_start, window_end`` (or with a non-string brand or emotion,
+    or a non-numeric time) counts as malformed.
     """
     # Alerts of other brands share the zset, so read more than ``limit`` before filtering by brand.
     members = _guard(client.zrevrangebyscore, schema.ALERTS_KEY, end_ms, start_ms, start=0, num=limit * 20)
@@ -214,6 +214,8 @@ def list_alerts(client: redis.Redis, brands: list[str], start_ms: int, end_ms: i
         try:
             if any(alert.get(name) is None for name in ALERT_FIELDS):
                 raise ValueError("missing field")
+            if not isinstance(alert["brand"], str) or not isinstance(alert["emotion"], str):
+                raise TypeError("brand and emotion must be strings")  # a list brand would break the lookup below
             alert.update({name: int(alert[name]) for name in ("ts", "window_start", "window_end")})
         except (TypeError, ValueError):
             malformed += 1
@@ -259,7 +261,7 @@ def alert_posts(client: redis.Redis, alert: dict, limit: int = 200) -> tuple[pd.
     for post in posts:
         try:
             rows.append(_post_row(post, emotion))
-        except (TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):  # KeyError: no created_at
             malformed += 1
     frame = pd.DataFrame(rows, columns=POST_COLUMNS)
     if not frame.empty:

@@ -235,3 +235,14 @@ def test_emotion_outside_the_goemotions_names_can_be_requested(dashboard_env, se
     at.multiselect(key="em_emotions_emotions").set_value(["trust"]).run()
     frame = chart_data(at)
     assert set(frame["emotion"]) == {"trust"} and at_time(frame, "trust", seeded.t2) == 6
+
+
+def test_post_without_a_time_and_alert_with_an_odd_brand_are_counted_not_fatal(dashboard_env, seeded, redis_client):
+    redis_client.zadd("em:alerts", {'{"brand": ["acme"], "emotion": "fear", "ts": 1, "window_start": 1, '
+                                    '"window_end": 2}': seeded.t1})
+    redis_client.zadd("em:posts:acme", {'{"text": "no created_at"}': seeded.t1 + 5})
+    at = run_app()  # asserts no exception on the page
+    assert "1 malformed alert record(s) ignored" in texts(at)
+    assert "1 malformed ignored" in texts(at)
+    posts = next(d.value for d in at.dataframe if "text" in d.value.columns)
+    assert list(posts["text"]) == seeded.window_texts
