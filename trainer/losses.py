@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FocalLoss", "BCELoss", "label_weights", "build_loss"]
+__all__ = ["FocalLoss", "BCELoss", "label_weights", "build_loss", "loss_for_labels"]
 
 
 def label_weights(positive_counts: np.ndarray, n_rows: int, scheme: str, beta: float = 0.999) -> np.ndarray:
@@ -91,3 +91,12 @@ def build_loss(kind: str, weights: np.ndarray | None, gamma: float = 2.0) -> nn.
     if kind == "focal":
         return FocalLoss(gamma=gamma, alpha=w, alpha_mode="positive")
     raise ValueError(f"unknown loss {kind!r}")
+
+
+def loss_for_labels(settings, Y: np.ndarray) -> tuple[nn.Module, np.ndarray | None]:
+    """The loss ``settings`` asks for (``loss``, ``label_weights``, ``effective_beta``, ``focal_gamma``) with label
+    weights counted on the training label matrix ``Y``; returns (loss, weights or None when weighting is off)."""
+    Y = np.asarray(Y)
+    weights = None if settings.label_weights == "none" else label_weights(
+        Y.sum(axis=0), len(Y), settings.label_weights, settings.effective_beta)
+    return build_loss(settings.loss, weights, settings.focal_gamma), weights

@@ -20,7 +20,7 @@ import torch
 from .artifact import Classifier, load_classifier
 from .data import DatasetSplits
 from .ismote import ISMOTE, minority_targets
-from .losses import build_loss, label_weights
+from .losses import loss_for_labels
 from .metrics import macro_f1, tune_thresholds
 
 __all__ = ["resample", "smote_resample", "fit_head", "retrain_head", "stage2_from_artifact", "embed_splits"]
@@ -71,9 +71,7 @@ def fit_head(X: np.ndarray, Y: np.ndarray, X_dev: np.ndarray, Y_dev: np.ndarray,
     torch.manual_seed(settings.seed)
     head = torch.nn.Linear(init.in_features, init.out_features)
     head.load_state_dict({k: v.detach().float().cpu() for k, v in init.state_dict().items()})
-    weights = None if settings.label_weights == "none" else label_weights(
-        Y.sum(axis=0), len(Y), settings.label_weights, settings.effective_beta)
-    loss_fn = build_loss(settings.loss, weights, settings.focal_gamma)
+    loss_fn, _ = loss_for_labels(settings, Y)  # weights from the resampled counts
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.stage2_lr, weight_decay=settings.weight_decay)
     xt, yt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)), torch.from_numpy(Y.astype(np.float32))
     xd = torch.from_numpy(np.ascontiguousarray(X_dev, dtype=np.float32))
@@ -124,7 +122,7 @@ def embed_splits(classifier: Classifier, data: DatasetSplits, cache_dir: Path | 
     return out
 
 
-def retrain_head(classifier: Classifier, data: DatasetSplits, settings, loss_fn=None, progress: bool = True,
+def retrain_head(classifier: Classifier, data: DatasetSplits, settings, progress: bool = True,
                  embeddings: dict[str, np.ndarray] | None = None, method: str = "ismote") -> dict:
     """Stage 2 in place on ``classifier.model.head``; returns the record stored in the artifact's config."""
     started = time.time()

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -27,7 +26,7 @@ import torch
 
 from .artifact import Classifier, save_classifier
 from .data import DatasetSplits, load_dataset_splits, undersample_majority
-from .losses import build_loss, label_weights
+from .losses import loss_for_labels
 from .metrics import evaluate_predictions, grouped, tune_thresholds
 from .modeling import autocast, build_classifier, pick_device
 from .settings import TrainerSettings
@@ -127,10 +126,8 @@ def train(settings: TrainerSettings, progress: bool = True, command: str | None 
     n_labels = len(data.labels)
     model, tokenizer, base_path, pooling = build_classifier(settings, n_labels, device)
 
-    counts = data.train.labels.sum(axis=0)
-    weights = None if settings.label_weights == "none" else label_weights(
-        counts, len(data.train), settings.label_weights, settings.effective_beta)
-    loss_fn = build_loss(settings.loss, weights, settings.focal_gamma).to(device)
+    loss_fn, weights = loss_for_labels(settings, data.train.labels)
+    loss_fn = loss_fn.to(device)
 
     encoded = tokenizer(data.train.texts, truncation=True, max_length=settings.max_length)["input_ids"]
     lengths = [len(ids) for ids in encoded]
@@ -217,7 +214,7 @@ def train(settings: TrainerSettings, progress: bool = True, command: str | None 
     if settings.ismote:
         from .stage2 import retrain_head
 
-        config["stage2"] = retrain_head(classifier, data, settings, loss_fn, progress=progress)
+        config["stage2"] = retrain_head(classifier, data, settings, progress=progress)
     metrics = evaluate_classifier(classifier, data, progress=progress)
     thresholds = np.array([metrics["thresholds"][n] for n in data.labels])
     metrics["loss_history"] = loss_history
@@ -235,7 +232,3 @@ def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {platform.machine()})"
-
-
-def write_json(path: str | Path, payload: dict) -> None:
-    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))

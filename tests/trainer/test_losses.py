@@ -61,3 +61,15 @@ def test_label_weight_schemes():
     assert np.allclose(label_weights(counts, n, "none"), 1.0)
     assert isinstance(build_loss("focal", inv, 2.0), FocalLoss)
     assert isinstance(build_loss("bce", None), BCELoss)
+
+
+def test_loss_for_labels_counts_weights_on_the_given_matrix():
+    from trainer.losses import loss_for_labels
+    from trainer.settings import TrainerSettings
+
+    Y = np.array([[1, 0], [1, 0], [1, 1], [0, 0]])
+    loss, weights = loss_for_labels(TrainerSettings(loss="bce", label_weights="sqrt_inverse"), Y)
+    assert isinstance(loss, BCELoss) and np.allclose(weights, np.sqrt([1 / 3, 3 / 1]))
+    assert torch.allclose(loss.pos_weight, torch.tensor(weights, dtype=torch.float32))
+    loss, weights = loss_for_labels(TrainerSettings(loss="focal", label_weights="none", focal_gamma=1.5), Y)
+    assert isinstance(loss, FocalLoss) and weights is None and loss.alpha is None and loss.gamma == 1.5
