@@ -44,6 +44,8 @@ def _describe(raw: str) -> str:
         alert = json.loads(raw)
     except json.JSONDecodeError:
         return raw
+    if not isinstance(alert, dict):  # valid JSON but not an alert object: show it as stored rather than crash `up`
+        return raw
     if alert.get("message"):
         return f"{alert.get('brand')} / {alert.get('emotion')}: {alert['message']}"
     return f"{alert.get('brand')} / {alert.get('emotion')}: value {alert.get('value')} vs baseline {alert.get('baseline')}"

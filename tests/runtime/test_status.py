@@ -61,3 +61,11 @@ def test_status_survives_redis_going_away(redis_server):
     redis_server.stop()
     status = reader.read()
     assert status.error and "Redis unreachable" in status.line()
+
+
+def test_status_shows_an_alert_that_is_not_a_json_object_as_stored(redis_client, redis_server):
+    now = int(time.time() * 1000)
+    redis_client.zadd(schema.ALERTS_KEY, {'["not", "an", "object"]': now, "plain text": now + 1})
+    status = StatusReader(redis_server.url).read()
+    assert status.error is None
+    assert status.new_alerts == ['["not", "an", "object"]', "plain text"]
