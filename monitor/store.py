@@ -87,6 +87,9 @@ class RedisStore:
         )
         self._script = self.redis.register_script(_WRITE_POST)
         self._ready_brands: set[str] = set()
+        # (emotion, metric) of every series a brand has: the same list for every brand
+        self._series = [(emotion, metric) for emotion in self.emotions for metric in ("count", "score")]
+        self._series.append((schema.ALL_EMOTIONS, "posts"))
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -98,10 +101,6 @@ class RedisStore:
             return False
 
     # ------------------------------------------------------------------ series creation
-
-    def _series(self, brand: str) -> list[tuple[str, str]]:
-        pairs = [(emotion, metric) for emotion in self.emotions for metric in ("count", "score")]
-        return pairs + [(schema.ALL_EMOTIONS, "posts")]
 
     async def _create(self, key: str, retention: int, labels: dict[str, str]) -> None:
         try:
@@ -122,7 +121,7 @@ class RedisStore:
             return
         s = self.settings
         retention = {"raw": s.retention_raw_ms, "1m": s.retention_1m_ms, "1h": s.retention_1h_ms}
-        for emotion, metric in self._series(brand):
+        for emotion, metric in self._series:
             raw_key = schema.series_key(brand, emotion, metric)
             if await self._has_rules(raw_key):
                 continue  # created, rules included, by this or another worker
@@ -176,8 +175,7 @@ class RedisStore:
             fresh.append(bool(written))
         return fresh
 
-    async def write_with_retry(self, posts: Sequence[ClassifiedPost], thresholds: np.ndarray,
-                               stopping: asyncio.Event | None = None) -> list[bool]:
+    async def write_with_retry(self, posts: Sequence[ClassifiedPost], thresholds: np.ndarray) -> list[bool]:
         """:meth:`write`, retried with exponential back-off for as long as Redis is unreachable (never dropped)."""
         delay = self.settings.redis_retry_initial
         while True:
