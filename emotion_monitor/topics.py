@@ -25,18 +25,26 @@ def bootstrap_servers(kafka_url: str) -> str:
     return ",".join(hosts)
 
 
-async def topic_partitions(kafka_url: str, topic: str) -> int | None:
-    """Number of partitions of ``topic``, or None when it does not exist."""
+async def _partition_counts(kafka_url: str, topics: list[str]) -> dict[str, int | None]:
+    """Partitions of each topic (None when it does not exist), from one metadata request."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(kafka_url))
     await consumer.start()
     try:
-        partitions = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - the only metadata call without auto-create
-        found = partitions.partitions_for_topic(topic)
-        return len(found) if found else None
+        metadata = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - the only metadata call without auto-create
     finally:
         await consumer.stop()
+    counts = {}
+    for topic in topics:
+        found = metadata.partitions_for_topic(topic)
+        counts[topic] = len(found) if found else None
+    return counts
+
+
+async def topic_partitions(kafka_url: str, topic: str) -> int | None:
+    """Number of partitions of ``topic``, or None when it does not exist."""
+    return (await _partition_counts(kafka_url, [topic]))[topic]
 
 
 async def _ensure_topics(kafka_url: str, partitions: dict[str, int], timeout_s: float) -> dict[str, int]:
@@ -55,7 +63,8 @@ async def _ensure_topics(kafka_url: str, partitions: dict[str, int], timeout_s: 
                 pass
     finally:
         await admin.close()
-    return {name: (await topic_partitions(kafka_url, name)) or 0 for name in partitions}
+    counts = await _partition_counts(kafka_url, list(partitions))  # one connection, not one per topic
+    return {name: count or 0 for name, count in counts.items()}
 
 
 def ensure_topics(kafka_url: str, partitions: dict[str, int], timeout_s: float = 30.0) -> dict[str, int]:
