@@ -103,7 +103,8 @@ async def send_file(path: Path, fmt: str, kafka_url: str, topic: str, progress: 
         raise click.ClickException(
             f"cannot reach Kafka at {kafka_url} ({exc}); is `emotion-monitor up` running? Pass --kafka-url otherwise."
         ) from None
-    total_lines = sum(1 for _ in path.open("rb"))
+    with path.open("rb") as counting:  # for the progress bar's total
+        total_lines = sum(1 for _ in counting)
     pending: list[tuple[int, asyncio.Future]] = []
     try:
         with tqdm(total=total_lines, unit="line", desc=f"producing {path.name}", disable=not progress,
