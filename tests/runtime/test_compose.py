@@ -139,6 +139,8 @@ def test_trainer_job_reads_the_data_it_mounts(compose):
     mounts = {volume.split(":")[1] for volume in trainer["volumes"]}
     assert env["EM_TRAIN_DATA"] in mounts
     assert env["EM_TRAIN_OUTPUT"].startswith("/models/") and "/models" in mounts
+    for worker in ("worker", "worker-gpu"):  # both workers can serve the model the trainer job writes
+        assert "models:/models:ro" in compose["services"][worker]["volumes"]
     declared = set(compose["volumes"])
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
