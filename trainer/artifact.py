@@ -124,10 +124,6 @@ def _digest(folder: Path) -> str:
 def save_classifier(model: EmotionClassifier, tokenizer, labels: list[str], thresholds: np.ndarray, config: dict,
                     path: str | Path, metrics: dict | None = None) -> Path:
     """Write the artifact folder (see the module docstring) and its model card; returns the folder."""
-    from safetensors.torch import save_file
-
-    from .model_card import write_model_card
-
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(str(folder / "adapter"))
@@ -137,9 +133,21 @@ def save_classifier(model: EmotionClassifier, tokenizer, labels: list[str], thre
         data = json.loads(adapter_config.read_text())
         data["base_model_name_or_path"] = config.get("base_model", data.get("base_model_name_or_path"))
         adapter_config.write_text(json.dumps(data, indent=2, sort_keys=True))
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in model.head.state_dict().items()},
-              str(folder / "head.safetensors"))
     tokenizer.save_pretrained(str(folder / "tokenizer"))
+    write_head_and_records(folder, model.head, labels, thresholds, config, metrics)
+    return folder
+
+
+def write_head_and_records(folder: Path, head: torch.nn.Linear, labels: list[str], thresholds, config: dict,
+                           metrics: dict | None) -> None:
+    """The head weights, labels, thresholds, config, metrics and model card of an artifact folder (everything but
+    the adapter and tokenizer); stage-2 head re-training rewrites exactly these in a copied artifact."""
+    from safetensors.torch import save_file
+
+    from .model_card import write_model_card
+
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()},
+              str(folder / "head.safetensors"))
     (folder / "labels.json").write_text(json.dumps(list(labels), indent=1))
     thresholds = np.asarray(thresholds, dtype=float)
     (folder / "thresholds.json").write_text(
@@ -149,7 +157,6 @@ def save_classifier(model: EmotionClassifier, tokenizer, labels: list[str], thre
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
     (folder / "metrics.json").write_text(json.dumps(metrics or {}, indent=2, sort_keys=True))
     write_model_card(folder)
-    return folder
 
 
 # ------------------------------------------------------------------------------------------------- load

@@ -8,7 +8,6 @@ on dev (test is never looked at). Label weights for the stage-2 loss are recompu
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifact import Classifier, load_classifier
+from .artifact import Classifier, load_classifier, write_head_and_records
 from .data import DatasetSplits
 from .ismote import ISMOTE, minority_targets
 from .losses import loss_for_labels
@@ -144,9 +143,6 @@ def retrain_head(classifier: Classifier, data: DatasetSplits, settings, progress
 def stage2_from_artifact(source: str | Path, settings, progress: bool = True, command: str | None = None,
                          method: str = "ismote", cache_root: Path = Path("runs/embeddings")) -> dict:
     """Copy a stage-1 artifact to ``settings.output`` and retrain its head there (adapter unchanged)."""
-    from safetensors.torch import save_file
-
-    from .model_card import write_model_card
     from .trainer import evaluate_classifier
 
     source, output = Path(source), Path(settings.output)
@@ -177,9 +173,6 @@ def stage2_from_artifact(source: str | Path, settings, progress: bool = True, co
         if output.exists():
             shutil.rmtree(output)
         shutil.copytree(source, output)
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in classifier.model.head.state_dict().items()},
-              str(output / "head.safetensors"))
-    (output / "thresholds.json").write_text(json.dumps({n: round(t, 4) for n, t in metrics["thresholds"].items()}, indent=1))
     config = dict(classifier.config)
     stage2_settings = {k: getattr(settings, k) for k in ("ismote", "ismote_k", "ismote_target", "ismote_radius",
                                                          "ismote_label_mode", "stage2_epochs", "stage2_lr", "loss",
@@ -187,7 +180,6 @@ def stage2_from_artifact(source: str | Path, settings, progress: bool = True, co
     config.update({"ismote": method == "ismote", "stage2": record, "stage2_settings": stage2_settings,
                    "stage2_from": str(source), "name": settings.name})
     config["command"] = (config.get("command", "") + " && " + (command or "")).strip(" &")
-    (output / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    write_model_card(output)
+    thresholds = [metrics["thresholds"][name] for name in classifier.labels]
+    write_head_and_records(output, classifier.model.head, classifier.labels, thresholds, config, metrics)
     return {"path": output, "metrics": metrics, "config": config}

@@ -105,6 +105,8 @@ def test_stage2_ismote_and_evaluate(tiny_run, tmp_path):
     assert out["config"]["stage2_from"] == str(tiny_run["path"])
     clf = load_classifier(out["path"], device="cpu")
     assert clf.config["ismote"] is True
+    # the artifact carries stage 2's own dev-tuned thresholds, not the copied stage-1 ones
+    assert np.allclose(clf.thresholds, [out["metrics"]["thresholds"][n] for n in clf.labels], atol=1e-4)
     report = evaluate_artifact(out["path"], out_dir=tmp_path / "eval", eval_limit=100, progress=False)
     assert (tmp_path / "eval" / "per_label_f1.png").stat().st_size > 10_000
     md = (tmp_path / "eval" / "report.md").read_text()
