@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from emotion_monitor.servers import ServerProcess, ServerUnavailable, free_port, http_ok, listening
 from emotion_monitor.settings import UpSettings
+from emotion_monitor.topics import bootstrap_servers
 
 __all__ = ["Child", "Runtime", "up"]
 
@@ -164,6 +165,10 @@ class Runtime:
         settings = self.settings
         persist = settings.persist_dir.resolve() if settings.persist_dir else None
         if settings.kafka_url:
+            try:
+                bootstrap_servers(settings.kafka_url)  # a malformed URL fails here, before anything starts
+            except ValueError as exc:
+                raise click.ClickException(f"--kafka-url / EM_UP_KAFKA_URL: {exc}") from exc
             self.kafka_url = settings.kafka_url
             echo(f"broker: using {self.kafka_url}" + (" (--persist does not apply to it)" if persist else ""))
         else:
@@ -192,6 +197,8 @@ class Runtime:
             echo(f"redis: Redis Stack with TimeSeries at {redis_server.url}, {where}")
 
     def _create_topics(self, echo) -> None:
+        from aiokafka.errors import KafkaError
+
         from emotion_monitor.components import monitor_topics
         from emotion_monitor.topics import ensure_topics
 
@@ -199,7 +206,10 @@ class Runtime:
         wanted = max(self.settings.partitions, self.settings.workers)
         counts = {self.topics["posts"]: wanted, self.topics["dlq"]: 1, self.topics["classified"]: wanted,
                   self.topics["alerts"]: 1}
-        have = ensure_topics(self.kafka_url, counts)
+        try:
+            have = ensure_topics(self.kafka_url, counts)
+        except KafkaError as exc:
+            raise click.ClickException(f"cannot create the topics on Kafka at {self.kafka_url}: {exc}") from exc
         posts = have[self.topics["posts"]]
         echo(f"topics: {', '.join(f'{name} ({count}p)' for name, count in have.items())}")
         if posts < self.settings.workers:

@@ -59,3 +59,20 @@ def test_invalid_settings_name_the_field(tmp_path):
     result = _run_up([], {"EM_UP_DEMO_SPIKE_BRAND": "nobody"}, tmp_path)
     assert result.returncode == 1
     assert "demo_spike_brand 'nobody' is not one of demo_brands" in result.stderr
+
+
+def test_given_kafka_url_malformed_or_unreachable_is_a_clear_error(tmp_path):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: nothing answers there
+        redis_url = f"redis://127.0.0.1:{port}/0"
+        malformed = _run_up(["--kafka-url", "nohost", "--redis-url", redis_url, "--no-demo"], {}, tmp_path)
+        unreachable = _run_up(["--kafka-url", f"kafka://127.0.0.1:{port}", "--redis-url", redis_url, "--no-demo"],
+                              {}, tmp_path)
+    assert malformed.returncode == 1, malformed.stderr
+    assert "EM_UP_KAFKA_URL" in malformed.stderr and "has no port" in malformed.stderr
+    assert "Traceback" not in malformed.stderr and "broker:" not in malformed.stdout
+    assert unreachable.returncode == 1, unreachable.stderr
+    assert f"cannot create the topics on Kafka at kafka://127.0.0.1:{port}" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
+    assert not (tmp_path / "run" / "run.json").exists()  # no worker or dashboard was started
