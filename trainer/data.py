@@ -108,8 +108,11 @@ class DatasetSplits:
 
 def _read_label_names(path: Path) -> list[str]:
     names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    if not names or any(not n for n in names):
-        raise DataError(path, None, "empty label name in the label list")
+    if not names:
+        raise DataError(path, None, "empty label list")
+    for line_no, name in enumerate(names, start=1):
+        if not name:
+            raise DataError(path, line_no, "empty label name in the label list")
     return names
 
 

@@ -107,6 +107,10 @@ def test_user_csv_and_jsonl(tmp_path):
     (folder / "train.csv").write_text("text,labels\nfine,bug,extra\n")
     with pytest.raises(DataError, match=r"train.csv:2: wrong column count"):
         load_user_files(folder)
+    (folder / "train.csv").write_text("text,labels\nfine,bug\n")
+    (folder / "labels.txt").write_text("billing\n\npraise\n")
+    with pytest.raises(DataError, match=r"labels.txt:2: empty label name"):
+        load_user_files(folder)
 
 
 def test_undersampling_thins_only_pure_neutral_rows(goemotions):
