@@ -153,12 +153,13 @@ def stage2_from_artifact(source: str | Path, settings, progress: bool = True, co
     from .settings import TrainerSettings
     from .trainer import prepare_data
 
-    recorded = {k: v for k, v in classifier.config.items() if k in TrainerSettings.model_fields}
-    if not Path(str(recorded.get("data", ""))).exists():
-        recorded["data"] = settings.data  # trained on another machine: use this machine's copy
-    data, _ = prepare_data(TrainerSettings(**recorded))
+    recorded = TrainerSettings(**{k: v for k, v in classifier.config.items() if k in TrainerSettings.model_fields})
+    if not Path(recorded.data).exists():
+        recorded.data = settings.data  # trained on another machine: use this machine's copy
+    data, _ = prepare_data(recorded)
     if data.labels != classifier.labels:
-        raise ValueError(f"{source}: labels differ from the dataset's {settings.taxonomy} labels")
+        raise ValueError(f"{source}: labels {classifier.labels} differ from the dataset's {recorded.taxonomy!r} "
+                         f"labels {data.labels}")
     embeddings = embed_splits(classifier, data, cache_root / classifier.version, progress=progress)
     record = retrain_head(classifier, data, settings, progress=progress, embeddings=embeddings, method=method)
     head = classifier.model.head
