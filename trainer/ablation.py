@@ -135,9 +135,13 @@ def run_ablation(out_dir: Path, train_limit: int | None = 8000, steps: int = 300
     results = {k: v for k, v in results.items() if v is not None}
     device = "cuda:" + torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"cpu ({torch.get_num_threads()} torch threads)"
-    budget = {"train_limit": train_limit, "steps": steps, "batch_size": 32, "eval_limit": eval_limit, "seed": 42,
-              "device": device,
-              "description": f"seed 42, {train_limit or 'all'} training rows, {steps} stage-1 steps of batch 32, "
+    # what the rows actually ran with (``extra`` or EM_TRAIN_* may set the seed or the batch size)
+    ran_with = TrainerSettings(**common)
+    seed, batch_size = ran_with.seed, ran_with.batch_size
+    budget = {"train_limit": train_limit, "steps": steps, "batch_size": batch_size, "eval_limit": eval_limit,
+              "seed": seed, "device": device,
+              "description": f"seed {seed}, {train_limit or 'all'} training rows, {steps} stage-1 steps of batch "
+                             f"{batch_size}, "
                              f"dev/test {'first ' + str(eval_limit) + ' rows' if eval_limit else 'full'}, on {device}"}
     markdown = _markdown(results, budget)
     payload = {"budget": budget, "rows": results, "total_seconds": round(time.time() - started, 1)}

@@ -40,6 +40,7 @@ def test_ablation_command_writes_table(goemotions_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("EM_TRAIN_MAX_LENGTH", "24")
     monkeypatch.setenv("EM_TRAIN_ISMOTE_TARGET", "1.0")  # 64 rows: grow every label to the median count
     monkeypatch.setenv("EM_TRAIN_STAGE2_EPOCHS", "3")
+    monkeypatch.setenv("EM_TRAIN_BATCH_SIZE", "16")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["ablation", "--out", "res", "--train-limit", "64", "--steps", "2",
                                        "--eval-limit", "40", "--rows", "bce,+ISMOTE", "--threads", "2"])
@@ -47,6 +48,9 @@ def test_ablation_command_writes_table(goemotions_dir, tmp_path, monkeypatch):
     payload = json.loads((tmp_path / "res" / "trainer_ablation.json").read_text())
     assert list(payload["rows"]) == ["bce", "+ISMOTE"]
     assert payload["rows"]["+ISMOTE"]["synthetic_rows"] > 0
+    # the recorded budget is the one the rows ran with, not a hard-coded default
+    assert payload["budget"]["batch_size"] == 16 and payload["budget"]["seed"] == 42
+    assert "steps of batch 16" in payload["budget"]["description"]
     assert "| +ISMOTE |" in (tmp_path / "res" / "trainer_ablation.md").read_text()
     assert (tmp_path / "res" / "trainer_ablation.png").stat().st_size > 10_000
 
