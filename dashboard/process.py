@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from emotion_monitor.servers import ServerProcess, ServerUnavailable, free_port, http_ok, wait_until_ready
+from emotion_monitor.servers import ServerProcess, ServerUnavailable, free_port, http_ok, launch, wait_until_ready
 
 __all__ = ["start_dashboard"]
 
@@ -29,8 +28,7 @@ def start_dashboard(redis_url: str, port: int | None = None, *, log_dir: Path | 
     env = {**os.environ, **(extra_env or {})}
     command = [*_cli(), "dashboard", "--redis-url", redis_url, "--host", "127.0.0.1", "--port", str(port)]
     log_path = (log_dir / f"dashboard-{port}.log") if log_dir else None
-    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process = launch(command, log_path, env)
     url = f"http://127.0.0.1:{port}"
     server = ServerProcess("dashboard", url, port, process, log_path, env=extra_env or {})
     if wait_until_ready(process, "dashboard", lambda: http_ok(f"{url}/_stcore/health"), timeout, log_path, poll=0.2):

@@ -24,6 +24,7 @@ __all__ = [
     "ServerUnavailable",
     "free_port",
     "http_ok",
+    "launch",
     "libssl11_dir",
     "listening",
     "redis_server_paths",
@@ -86,6 +87,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def launch(command: list[str], log_path: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``command`` in its own session (so it can be stopped as a group) with stdout and stderr in ``log_path``.
+
+    Without ``log_path`` the output is discarded. The parent keeps no handle on the log: the child holds its own copy.
+    """
+    if log_path is None:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    with open(log_path, "wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def wait_until_ready(process: subprocess.Popen, name: str, ready: Callable[[], bool], timeout: float,
@@ -159,8 +172,7 @@ def start_tansu(
     ]
     env = {**os.environ, **(extra_env or {})}
     log_path = (log_dir / f"tansu-{port}.log") if log_dir else None
-    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process = launch(cmd, log_path, env)
     _wait_for_port(port, process, "tansu broker", timeout, log_path)
     return ServerProcess("kafka", f"kafka://127.0.0.1:{port}", port, process, log_path, env=extra_env or {})
 
@@ -219,8 +231,7 @@ def start_redis(
     else:
         cmd += ["--save", "", "--appendonly", "no"]
     log_path = (log_dir / f"redis-{port}.log") if log_dir else None
-    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process = launch(cmd, log_path, env)
     _wait_for_port(port, process, "redis-server", timeout, log_path)
     return ServerProcess("redis", f"redis://127.0.0.1:{port}/0", port, process, log_path, data_dir)
 
@@ -274,8 +285,7 @@ def start_s3rver(
     cmd = [str(launcher), "--directory", str(data_dir), "--address", "127.0.0.1", "--port", str(port),
            "--configure-bucket", S3_BUCKET, "--silent"]
     log_path = (log_dir / f"s3rver-{port}.log") if log_dir else None
-    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    process = launch(cmd, log_path)
     _wait_for_port(port, process, "s3rver", timeout, log_path)
     env = {**_S3RVER_CREDENTIALS, "AWS_ENDPOINT": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true"}
     return ServerProcess("s3", f"http://127.0.0.1:{port}", port, process, log_path, data_dir, env=env)
