@@ -46,9 +46,13 @@ class UpSettings(BaseSettings):
     redis_port: int = Field(default=6379, ge=0, le=65535, description="Port of the Redis `up` starts (0: a free port)")
     dashboard_port: int = Field(default=8501, ge=0, le=65535, description="Port of the dashboard (0: a free port)")
     partitions: int = Field(
-        default=4, ge=1, description="Partitions of the posts topic when `up` creates it (the most workers that share it)"
+        default=4, ge=1, description="Partitions of the posts topic when `up` creates it (raised to `workers` if fewer)"
     )
-    workers: int = Field(default=1, ge=1, description="Worker processes `up` starts in one consumer group (<= partitions)")
+    workers: int = Field(
+        default=1, ge=1,
+        description="Worker processes `up` starts in one consumer group; an existing posts topic with fewer partitions "
+                    "leaves the extra ones idle",
+    )
     persist_dir: Path | None = Field(
         default=None,
         description="Keep broker and Redis data in this folder across restarts of `up` (unset: memory only, lost on stop)",
