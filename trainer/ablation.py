@@ -93,24 +93,21 @@ def run_ablation(out_dir: Path, train_limit: int | None = 8000, steps: int = 300
               "resume": False, "seed": 42} | (extra or {})
     results: dict[str, dict] = {}
     artifacts: dict[str, Path] = {}
+
+    def stage1_artifact(row: str) -> Path:
+        """Train a stage-1 row once; a stage-2 row reuses its encoder whatever order the rows come in."""
+        if row not in artifacts:
+            settings = TrainerSettings(**common, **ROWS[row][0], output=str(work_dir / row.strip("+")))
+            artifacts[row] = Path(train(settings, progress=progress)["path"])
+        return artifacts[row]
+
     started = time.time()
     for name in wanted:
         stage1, method = ROWS[name]
         row_started = time.time()
-        if isinstance(stage1, str):  # reuse another row's encoder
-            if stage1 not in artifacts:
-                settings = TrainerSettings(**common, **ROWS[stage1][0], output=str(work_dir / stage1))
-                artifacts[stage1] = Path(train(settings, progress=progress)["path"])
-                results.setdefault(stage1, None)
-            source = artifacts[stage1]
-            first = json.loads((source / "config.json").read_text())
-            loss_settings = {k: first[k] for k in ("loss", "label_weights")}
-        else:
-            settings = TrainerSettings(**common, **stage1, output=str(work_dir / name.strip("+")))
-            result = train(settings, progress=progress)
-            source = artifacts[name] = Path(result["path"])
-            first = result["config"]
-            loss_settings = {k: stage1[k] for k in ("loss", "label_weights")}
+        source = stage1_artifact(stage1 if isinstance(stage1, str) else name)
+        first = json.loads((source / "config.json").read_text())
+        loss_settings = {k: first[k] for k in ("loss", "label_weights")}
         record = {"seconds_per_epoch": first["seconds_per_epoch"], "stage1_steps": first["steps"],
                   "train_rows": first["rows_used"]["train"]}
         metrics = json.loads((source / "metrics.json").read_text())
@@ -132,7 +129,6 @@ def run_ablation(out_dir: Path, train_limit: int | None = 8000, steps: int = 300
         # partial results after every row, so a run cut short still leaves its finished rows
         (out_dir / f"{tag}.partial.json").write_text(json.dumps(results, indent=2))
     (out_dir / f"{tag}.partial.json").unlink(missing_ok=True)
-    results = {k: v for k, v in results.items() if v is not None}
     device = "cuda:" + torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"cpu ({torch.get_num_threads()} torch threads)"
     # what the rows actually ran with (``extra`` or EM_TRAIN_* may set the seed or the batch size)
