@@ -85,7 +85,7 @@ def fit_head(X: np.ndarray, Y: np.ndarray, X_dev: np.ndarray, Y_dev: np.ndarray,
 
     best_state = {k: v.clone() for k, v in head.state_dict().items()}
     history = [{"epoch": 0, "dev_macro_f1": dev_score()}]
-    best = history[0]["dev_macro_f1"]
+    best, best_epoch = history[0]["dev_macro_f1"], 0
     from tqdm.auto import tqdm
 
     for epoch in tqdm(range(1, settings.stage2_epochs + 1), desc="stage 2 (head)", disable=not progress):
@@ -98,9 +98,8 @@ def fit_head(X: np.ndarray, Y: np.ndarray, X_dev: np.ndarray, Y_dev: np.ndarray,
         head.eval()
         score = dev_score()
         history.append({"epoch": epoch, "dev_macro_f1": score, "loss": loss.item()})
-        if score > best:
-            best, best_state = score, {k: v.clone() for k, v in head.state_dict().items()}
-    best_epoch = max(history, key=lambda h: h["dev_macro_f1"])["epoch"]
+        if score > best:  # ties keep the earlier epoch
+            best, best_epoch, best_state = score, epoch, {k: v.clone() for k, v in head.state_dict().items()}
     return best_state, {"best_epoch": best_epoch, "best_dev_macro_f1": best, "history": history}
 
 
