@@ -17,6 +17,7 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -68,6 +69,11 @@ class ClassifiedPost:
     model_version: str
 
     def to_json(self) -> str:
+        """The JSON of the recent-posts store and of ``posts.classified`` (built once: both use it)."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:  # cached_property writes __dict__ directly, so it works on a frozen dataclass
         body = self.post.to_dict() | {
             "scores": {k: round(v, 4) for k, v in self.scores.items()},
             "labels": self.labels,
