@@ -336,8 +336,8 @@ def undersample_majority(split: Split, labels: list[str], ratio: float, majority
     excess = max(0, int(counts[j]) - target)
     drop_n = min(excess, len(only_majority))
     rng = np.random.default_rng(seed)
-    drop = set(rng.choice(only_majority, size=drop_n, replace=False).tolist()) if drop_n else set()
-    keep = np.array([i for i in range(len(split)) if i not in drop], dtype=int)
+    drop = rng.choice(only_majority, size=drop_n, replace=False) if drop_n else []
+    keep = np.setdiff1d(np.arange(len(split)), drop)  # sorted: the kept rows stay in their order
     info = {"majority": majority, "ratio": ratio, "before": int(counts[j]), "target": target,
             "dropped_rows": drop_n, "rows_before": len(split), "rows_after": len(keep)}
     return split.subset(keep), info
