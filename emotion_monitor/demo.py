@@ -87,6 +87,7 @@ class DemoSource:
     run_id: str = field(default_factory=lambda: format(int(time.time()), "x"))
     sent: int = 0
     spike_sent: int = 0
+    failed: int = 0  # sent but not confirmed by the broker
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -147,6 +148,11 @@ class DemoSource:
                 yield self._post(self.settings.demo_spike_brand, self._random.choice(self.corpus.angry_texts),
                                  created_ms, angry=True)
 
+    def _note_delivery(self, delivery: asyncio.Future) -> None:
+        if not delivery.cancelled() and delivery.exception() is not None:
+            self.failed += 1
+            log.warning("demo: a post was not delivered: %s", delivery.exception())
+
     async def run(self, kafka_url: str, topic: str, stop: threading.Event | asyncio.Event) -> None:
         """Send posts to ``topic`` until ``stop`` is set. Keyed by brand, so one brand's posts stay in order."""
         from aiokafka import AIOKafkaProducer
@@ -159,7 +165,8 @@ class DemoSource:
                 tick_start = time.monotonic()
                 for post in self.tick(tick_start - started, time.time()):
                     try:
-                        await producer.send(topic, json.dumps(post).encode(), key=post["brand"].encode())
+                        delivery = await producer.send(topic, json.dumps(post).encode(), key=post["brand"].encode())
+                        delivery.add_done_callback(self._note_delivery)  # a broker-side failure shows up only here
                         self.sent += 1
                     except Exception as exc:  # noqa: BLE001 - a demo keeps going; the log says why
                         log.warning("demo: could not send a post: %s", exc)

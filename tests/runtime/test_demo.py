@@ -67,3 +67,21 @@ def test_repeating_spike_and_day_pattern_scaling(corpus):
 
     four_am = time.mktime((2026, 11, 25, 4, 0, 0, 0, 0, -1))
     assert source.rate_now(four_am) == pytest.approx(2.0)
+
+
+def test_a_failed_delivery_is_counted_and_logged(corpus, caplog):
+    import asyncio
+
+    source = DemoSource(UpSettings(), corpus, seed=1)
+    loop = asyncio.new_event_loop()
+    try:
+        failed, delivered = loop.create_future(), loop.create_future()
+        failed.set_exception(RuntimeError("broker said no"))
+        delivered.set_result(None)
+        with caplog.at_level("WARNING", logger="emotion_monitor.demo"):
+            source._note_delivery(failed)
+            source._note_delivery(delivered)
+    finally:
+        loop.close()
+    assert source.failed == 1
+    assert "not delivered: broker said no" in caplog.text
