@@ -72,8 +72,7 @@ def main() -> None:
     from trainer import load_classifier
     from trainer.ismote import minority_targets
     from trainer.metrics import macro_f1, tune_thresholds
-    from trainer.settings import TrainerSettings
-    from trainer.stage2 import embed_splits, fit_head, resample
+    from trainer.stage2 import embed_splits, fit_head, recorded_settings, resample
     from trainer.trainer import prepare_data
 
     torch.set_num_threads(args.threads)
@@ -81,8 +80,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     geometry_plot(out / "trainer_ismote_geometry.png")
     classifier = load_classifier(args.model, device="cpu")
-    recorded = {k: v for k, v in classifier.config.items() if k in TrainerSettings.model_fields}
-    base = TrainerSettings(**recorded)
+    base = recorded_settings(classifier)
     data, _ = prepare_data(base)
     emb = embed_splits(classifier, data, Path("runs/embeddings") / classifier.version)
     minority = sorted(minority_targets(data.train.labels, base.ismote_target))

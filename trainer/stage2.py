@@ -22,7 +22,8 @@ from .ismote import ISMOTE, minority_targets
 from .losses import loss_for_labels
 from .metrics import macro_f1, tune_thresholds
 
-__all__ = ["resample", "smote_resample", "fit_head", "retrain_head", "stage2_from_artifact", "embed_splits"]
+__all__ = ["resample", "smote_resample", "fit_head", "retrain_head", "stage2_from_artifact", "embed_splits",
+           "recorded_settings"]
 
 log = logging.getLogger("trainer.stage2")
 
@@ -139,6 +140,17 @@ def retrain_head(classifier: Classifier, data: DatasetSplits, settings, progress
     return record
 
 
+def recorded_settings(classifier: Classifier, local_data: str | None = None):
+    """The ``TrainerSettings`` an artifact was trained with (its ``config.json``); ``local_data`` replaces a recorded
+    data path that does not exist on this machine (an artifact trained elsewhere)."""
+    from .settings import TrainerSettings
+
+    recorded = TrainerSettings(**{k: v for k, v in classifier.config.items() if k in TrainerSettings.model_fields})
+    if local_data is not None and not Path(recorded.data).exists():
+        recorded.data = local_data
+    return recorded
+
+
 def stage2_from_artifact(source: str | Path, settings, progress: bool = True, command: str | None = None,
                          method: str = "ismote", cache_root: Path = Path("runs/embeddings")) -> dict:
     """Copy a stage-1 artifact to ``settings.output`` and retrain its head there (adapter unchanged)."""
@@ -149,12 +161,9 @@ def stage2_from_artifact(source: str | Path, settings, progress: bool = True, co
         torch.set_num_threads(settings.threads)
     classifier = load_classifier(source)
     # Rebuild exactly the stage-1 data (taxonomy, limits, undersampling) from the artifact's recorded settings.
-    from .settings import TrainerSettings
     from .trainer import prepare_data
 
-    recorded = TrainerSettings(**{k: v for k, v in classifier.config.items() if k in TrainerSettings.model_fields})
-    if not Path(recorded.data).exists():
-        recorded.data = settings.data  # trained on another machine: use this machine's copy
+    recorded = recorded_settings(classifier, settings.data)
     data, _ = prepare_data(recorded)
     if data.labels != classifier.labels:
         raise ValueError(f"{source}: labels {classifier.labels} differ from the dataset's {recorded.taxonomy!r} "
