@@ -192,9 +192,9 @@ async def naive_rate(settings, inference, bootstrap: str, n: int) -> float:
             started = started or time.perf_counter()
             post = parse_post(record.value, record.timestamp)
             proba = (await inference.predict([post.text]))[0][0]  # the same dedicated inference thread
-            scores = {name: float(proba[j]) for j, name in enumerate(inference.labels)}
-            labels = [name for j, name in enumerate(inference.labels) if proba[j] >= inference.thresholds[j]]
-            await store.write([ClassifiedPost(post, scores, labels, inference.version)], inference.thresholds)
+            item = ClassifiedPost.from_probabilities(post, proba, inference.labels, inference.thresholds,
+                                                     inference.version)
+            await store.write([item], inference.thresholds)
             await consumer.commit()
             done += 1
     finally:

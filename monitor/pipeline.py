@@ -106,15 +106,8 @@ class BatchProcessor:
             proba, inference_s = await self.inference.predict([p.text for p in posts])
             METRICS.inference_seconds.observe(inference_s)
             labels, thresholds = self.inference.labels, self.inference.thresholds
-            classified = [
-                ClassifiedPost(
-                    post,
-                    {name: float(row[j]) for j, name in enumerate(labels)},
-                    [name for j, name in enumerate(labels) if row[j] >= thresholds[j]],
-                    self.inference.version,
-                )
-                for post, row in zip(posts, proba)
-            ]
+            classified = [ClassifiedPost.from_probabilities(post, row, labels, thresholds, self.inference.version)
+                          for post, row in zip(posts, proba)]
             fresh = await self.store.write_with_retry(classified, thresholds)
             METRICS.redis_up.set(1)
             written_at_ms = time.time() * 1000

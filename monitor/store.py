@@ -68,6 +68,17 @@ class ClassifiedPost:
     labels: list[str]
     model_version: str
 
+    @classmethod
+    def from_probabilities(cls, post: Post, probabilities: Sequence[float], emotions: Sequence[str],
+                           thresholds: Sequence[float], model_version: str) -> "ClassifiedPost":
+        """One row of model probabilities (in ``emotions`` order) -> scores and the emotions at or above threshold."""
+        return cls(
+            post,
+            {name: float(probabilities[j]) for j, name in enumerate(emotions)},
+            [name for j, name in enumerate(emotions) if probabilities[j] >= thresholds[j]],
+            model_version,
+        )
+
     def to_json(self) -> str:
         """The JSON of the recent-posts store and of ``posts.classified`` (built once: both use it)."""
         return self._json
