@@ -30,7 +30,6 @@ def geometry_plot(path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from trainer.ismote import ISMOTE
-    from trainer.settings import TrainerSettings
     from trainer.stage2 import smote_resample
 
     rng = np.random.default_rng(0)
@@ -40,7 +39,6 @@ def geometry_plot(path: Path) -> None:
     Y = np.zeros((len(X), 2), dtype=np.uint8)
     Y[:300, 0] = 1
     Y[300:, 1] = 1
-    _ = TrainerSettings  # the same code paths stage 2 uses
     Xs, _ = smote_resample(X, Y, target={1: 75}, k_neighbors=5, random_state=0)
     sampler = ISMOTE(k_neighbors=5, radius=0.5, target={1: 75}, random_state=0)
     Xi, _ = sampler.fit_resample(X, Y)
