@@ -43,8 +43,18 @@ def test_end_to_end_exact_totals_and_classified_topic(kafka_broker, redis_server
                worker=worker)
     health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
     assert health["ok"] is True and health["model_version"].startswith("untrained-test-model")
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    assert float(re.search(r'em_posts_total\{outcome="counted"\} (\S+)', metrics).group(1)) == N
+
+    def counted(metrics: str) -> float:
+        return float(re.search(r'em_posts_total\{outcome="counted"\} (\S+)', metrics).group(1))
+
+    def metrics_once_counted() -> str | None:
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        return metrics if counted(metrics) >= N else None
+
+    # the counter moves when the whole batch is done (its posts.classified records acknowledged), a moment after
+    # its Redis write: wait for it to catch up with the totals, then require it to be exact
+    metrics = wait_until(metrics_once_counted, 30, what="em_posts_total counted", worker=worker)
+    assert counted(metrics) == N
     assert "em_end_to_end_delay_seconds_bucket" in metrics and "em_batch_size_count" in metrics
     for brand in BRANDS:
         assert posts_total(redis_client, brand) == N // 3
