@@ -88,7 +88,7 @@ class TrainerSettings(BaseSettings):
     ismote_radius: float = Field(
         default=0.5, ge=0.0, le=2.0, description="ISMOTE: offset radius as a fraction of the anchor-neighbour distance."
     )
-    ismote_label_mode: Literal["anchor", "union", "intersection"] = Field(
+    ismote_label_mode: Literal["anchor", "union", "intersection", "single"] = Field(
         default="anchor", description="ISMOTE: a synthetic sample's label vector (see trainer.ismote)."
     )
     stage2_epochs: int = Field(default=30, ge=1, description="Stage 2: epochs of head retraining on embeddings.")

@@ -117,3 +117,15 @@ def test_smote_comparison_has_same_counts(data):
     Xi, Yi = resample("ismote", X, Y, settings)
     assert len(Xs) == len(Xi) > len(X)
     assert (Ys[len(Y):].sum(axis=1) == 1).all()  # SMOTE rows carry their minority label only
+
+
+@pytest.mark.parametrize("mode", ["anchor", "union", "intersection", "single"])
+def test_every_resampler_label_mode_is_a_valid_setting(data, mode):
+    """The settings (and so `train --ismote-label-mode`) accept every mode the resampler implements."""
+    from trainer.settings import TrainerSettings
+
+    settings = TrainerSettings(ismote_label_mode=mode)
+    assert settings.ismote_label_mode == mode
+    X, Y = data
+    Xr, Yr = ISMOTE(label_mode=settings.ismote_label_mode, random_state=0).fit_resample(X, Y)
+    assert len(Xr) == len(Yr) > len(X)
