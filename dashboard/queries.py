@@ -6,7 +6,9 @@ Each refresh costs a fixed number of round trips, independent of how much data i
 * emotion over time: one ``TS.MRANGE ... AGGREGATION sum <bucket> FILTER app=.. brand=.. metric=(count,posts)
   tier=.. GROUPBY emotion REDUCE sum`` per brand, all brands in one pipeline (one round trip);
 * shifts: the same query with one bucket per period (two buckets: previous and current), again one pipeline;
-* alerts: one ``ZREVRANGEBYSCORE em:alerts``; the posts behind an alert: one ``ZRANGEBYSCORE em:posts:{brand}``.
+* alerts: one ``ZREVRANGEBYSCORE em:alerts:brand:{brand}`` per brand, in one pipeline (plus one scan of the shared
+  ``em:alerts`` only for alerts stored before the brand indexes existed); the posts behind an alert: one
+  ``ZRANGEBYSCORE em:posts:{brand}``.
 
 Aggregation happens on the server; only the bucketed sums travel. Every query filters on ``tier`` so a compaction is
 never counted together with its source (see :mod:`monitor.schema`). Redis being unreachable raises
@@ -198,30 +200,63 @@ def _parse_members(members: list[str]) -> tuple[list[dict], int]:
 ALERT_FIELDS = ("brand", "emotion", "ts", "window_start", "window_end")
 
 
+def _indexed_since(raw: Any) -> int | None:
+    try:
+        return int(float(raw)) if raw is not None else None
+    except (TypeError, ValueError):
+        return None  # a garbled marker: trust no index, scan the shared timeline as before
+
+
+def _valid_alert(alert: dict) -> bool:
+    """Normalise the alert's times to int in place; False when it lacks a field or has an odd type."""
+    try:
+        if any(alert.get(name) is None for name in ALERT_FIELDS):
+            return False
+        if not isinstance(alert["brand"], str) or not isinstance(alert["emotion"], str):
+            return False  # a list brand would break the posts lookup
+        alert.update({name: int(alert[name]) for name in ("ts", "window_start", "window_end")})
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def list_alerts(client: redis.Redis, brands: list[str], start_ms: int, end_ms: int,
                 limit: int = 200) -> tuple[list[dict], int]:
-    """Newest first, the alerts of ``brands`` raised in ``[start_ms, end_ms]``, and how many were malformed.
+    """Newest first, at most ``limit`` alerts of ``brands`` raised in ``[start_ms, end_ms]``, and how many were malformed.
+
+    Exact per brand: each brand's own index ``em:alerts:brand:{brand}`` (one pipeline, ``limit`` newest per brand), so
+    a brand is never crowded out by others that alert more. Alerts stored before the indexes existed (older than
+    ``em:alerts:indexed_since``, or all of them when that marker is absent) are only in the shared ``em:alerts``; for
+    that older part of the range only, the shared timeline is scanned as before (the newest ``limit x 20``, then
+    filtered by brand).
 
     An alert missing one of ``brand, emotion, ts, window_start, window_end`` (or with a non-string brand or emotion,
     or a non-numeric time) counts as malformed.
     """
-    # Alerts of other brands share the zset, so read more than ``limit`` before filtering by brand.
-    members = _guard(client.zrevrangebyscore, schema.ALERTS_KEY, end_ms, start_ms, start=0, num=limit * 20)
+    if not brands:
+        return [], 0
+    pipe = client.pipeline(transaction=False)
+    pipe.get(schema.ALERTS_INDEXED_SINCE_KEY)
+    for brand in brands:
+        pipe.zrevrangebyscore(schema.brand_alerts_key(brand), end_ms, start_ms, start=0, num=limit)
+    since_raw, *indexed = _guard(pipe.execute)
+    members = [member for brand_members in indexed for member in brand_members]
+    since = _indexed_since(since_raw)
+    legacy_end = end_ms if since is None else min(end_ms, since - 1)
+    if legacy_end >= start_ms:
+        # Older alerts of other brands share this zset, so read more than ``limit`` before filtering by brand.
+        seen = set(members)
+        legacy = _guard(client.zrevrangebyscore, schema.ALERTS_KEY, legacy_end, start_ms, start=0, num=limit * 20)
+        members += [member for member in legacy if member not in seen]
     parsed, malformed = _parse_members(members)
     wanted = set(brands)
     alerts = []
     for alert in parsed:
-        try:
-            if any(alert.get(name) is None for name in ALERT_FIELDS):
-                raise ValueError("missing field")
-            if not isinstance(alert["brand"], str) or not isinstance(alert["emotion"], str):
-                raise TypeError("brand and emotion must be strings")  # a list brand would break the lookup below
-            alert.update({name: int(alert[name]) for name in ("ts", "window_start", "window_end")})
-        except (TypeError, ValueError):
+        if not _valid_alert(alert):
             malformed += 1
-            continue
-        if alert["brand"] in wanted:
+        elif alert["brand"] in wanted:
             alerts.append(alert)
+    alerts.sort(key=lambda alert: alert["ts"], reverse=True)
     return alerts[:limit], malformed
 
 

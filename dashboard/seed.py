@@ -1,9 +1,9 @@
 """Write data in the monitor's Redis schema without running the monitor: for the tests, the benchmark and demos.
 
 This writes exactly what :mod:`monitor.schema` documents (labelled series per brand x emotion x metric x tier, the
-brand set, the posts and alerts zsets); it does not classify anything. Series are created with their labels before
-the first ``TS.MADD`` (which would otherwise create them unlabelled), and with ``DUPLICATE_POLICY SUM`` as the monitor
-uses, so seeding the same bucket twice adds up.
+brand set, the posts and alerts zsets, the alerts' brand indexes); it does not classify anything. Series are created
+with their labels before the first ``TS.MADD`` (which would otherwise create them unlabelled), and with
+``DUPLICATE_POLICY SUM`` as the monitor uses, so seeding the same bucket twice adds up.
 """
 
 from __future__ import annotations
@@ -72,5 +72,10 @@ def add_post(client: redis.Redis, post: dict) -> None:
 
 
 def add_alert(client: redis.Redis, alert: dict) -> None:
-    """Store an alert (JSON) in ``em:alerts``, scored by its ``ts``."""
-    client.zadd(schema.ALERTS_KEY, {json.dumps(alert, sort_keys=True): int(alert["ts"])})
+    """Store an alert (JSON) as the monitor's alert engine does: in ``em:alerts`` and the brand's index, scored by its
+    ``ts``."""
+    from monitor.alerts import queue_alert_store
+
+    pipe = client.pipeline(transaction=True)
+    queue_alert_store(pipe, json.dumps(alert, sort_keys=True), alert["brand"], int(alert["ts"]))
+    pipe.execute()

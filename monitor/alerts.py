@@ -10,7 +10,8 @@ wrote, so every worker sees the same counts whichever partitions it owns. A spik
   share in the baseline.
 
 The cooldown marker (``SET NX PX``) makes the alert fire once per brand x emotion per cooldown, across all workers.
-Delivery: an alert is stored in Redis (``em:alerts``), logged, sent to the ``alerts`` topic and POSTed to the
+Delivery: an alert is stored in Redis (``em:alerts`` and its brand's index ``em:alerts:brand:{brand}``, in one
+MULTI/EXEC so the two never disagree), logged, sent to the ``alerts`` topic and POSTed to the
 webhook (timeout, retries with exponential back-off, allow-listed hosts only) — best effort, never blocking posts.
 """
 
@@ -27,7 +28,7 @@ from urllib.parse import urlparse
 from monitor import schema
 from monitor.settings import MonitorSettings
 
-__all__ = ["Alert", "AlertEngine", "WindowCounts", "is_spike"]
+__all__ = ["Alert", "AlertEngine", "WindowCounts", "is_spike", "queue_alert_store"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,15 @@ class Alert:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
+
+
+def queue_alert_store(pipe, body: str, brand: str, ts: int) -> None:
+    """Queue on ``pipe`` (a sync or asyncio redis-py pipeline, ideally ``transaction=True``) the writes that store one
+    alert: the all-brands timeline, the brand's own index (same member and score, so the dashboard reads a brand's
+    alerts exactly) and, the first time only, the marker saying from when the brand indexes are complete."""
+    pipe.zadd(schema.ALERTS_KEY, {body: ts})
+    pipe.zadd(schema.brand_alerts_key(brand), {body: ts})
+    pipe.set(schema.ALERTS_INDEXED_SINCE_KEY, ts, nx=True)
 
 
 def _duration(ms: int) -> str:
@@ -140,7 +150,9 @@ class AlertEngine:
     async def _dispatch(self, alert: Alert) -> None:
         body = alert.to_json()
         log.warning("ALERT %s", alert.message)
-        await self.store.redis.zadd(schema.ALERTS_KEY, {body: alert.ts})
+        async with self.store.redis.pipeline(transaction=True) as pipe:
+            queue_alert_store(pipe, body, alert.brand, alert.ts)
+            await pipe.execute()
         await self.publish(self.settings.alerts_topic, alert.brand.encode(), body.encode())
         self.on_alert(alert)
         if self.settings.webhook_url:

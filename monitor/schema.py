@@ -37,12 +37,20 @@ Other keys:
   its posts are ``ZRANGEBYSCORE em:posts:{brand} window_start window_end``), ``value`` (the emotion's share of the
   window's posts), ``baseline`` (its share in the baseline before), ``count`` (posts with the emotion in the
   window), ``posts`` (all posts in the window), ``message``, ``model_version``.
+* ``em:alerts:brand:{brand}`` (sorted set, same score and member as ``em:alerts``): the brand's own alert index, so
+  the dashboard reads one brand's alerts exactly, however many other brands alert. The alert engine writes it in the
+  same MULTI/EXEC as ``em:alerts``; like ``em:alerts`` it is not trimmed (alerts are rare: at most one per brand x
+  emotion per cooldown).
+* ``em:alerts:indexed_since`` (string, ms): the ``ts`` of the first alert written to the brand indexes (``SET NX`` in
+  that same transaction). Alerts older than it were stored before the indexes existed and are only in ``em:alerts``;
+  readers scan ``em:alerts`` for that older range only. Absent: no alert has been indexed yet.
 * ``em:alert:last:{brand}:{emotion}`` (string, TTL = cooldown): the alert cooldown marker.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ALERTS_INDEXED_SINCE_KEY",
     "ALERTS_KEY",
     "ALL_EMOTIONS",
     "APP_LABEL",
@@ -50,6 +58,7 @@ __all__ = [
     "METRICS",
     "TIERS",
     "alert_cooldown_key",
+    "brand_alerts_key",
     "posts_key",
     "seen_key",
     "series_key",
@@ -63,6 +72,7 @@ METRICS = ("count", "score", "posts")
 TIERS = {"raw": None, "1m": 60_000, "1h": 3_600_000}
 BRANDS_KEY = f"{PREFIX}:brands"
 ALERTS_KEY = f"{PREFIX}:alerts"
+ALERTS_INDEXED_SINCE_KEY = f"{PREFIX}:alerts:indexed_since"
 
 
 def series_key(brand: str, emotion: str, metric: str, tier: str = "raw") -> str:
@@ -84,6 +94,10 @@ def seen_key(post_id: str) -> str:
 
 def posts_key(brand: str) -> str:
     return f"{PREFIX}:posts:{brand}"
+
+
+def brand_alerts_key(brand: str) -> str:
+    return f"{PREFIX}:alerts:brand:{brand}"
 
 
 def alert_cooldown_key(brand: str, emotion: str) -> str:
