@@ -28,7 +28,9 @@ class Inference:
     def __init__(self, classifier: Any, batch_size: int, threshold_overrides: dict[str, float] | None = None):
         self.classifier = classifier
         self.labels: list[str] = list(classifier.labels)
-        self.version: str = str(classifier.version)
+        # the served arithmetic is part of the version: int8 scores differ slightly from the fp32 ones
+        precision = getattr(classifier, "precision", "fp32")
+        self.version: str = str(classifier.version) + (f"+{precision}" if precision == "int8" else "")
         self.batch_size = batch_size
         thresholds = np.asarray(classifier.thresholds, dtype=np.float32).copy()
         for emotion, value in (threshold_overrides or {}).items():
@@ -59,8 +61,10 @@ def load_inference(settings: MonitorSettings, classifier: Any | None = None) -> 
 
         device = None if settings.device == "auto" else settings.device
         started = time.perf_counter()
-        classifier = load_classifier(settings.model_path or None, device=device)
-        log.warning("loaded model %s in %.1f s", classifier.version, time.perf_counter() - started)
+        classifier = load_classifier(settings.model_path or None, device=device,
+                                     int8=settings.cpu_precision == "int8")
+        log.warning("loaded model %s (%s on %s) in %.1f s", classifier.version, classifier.precision,
+                    classifier.device, time.perf_counter() - started)
     if hasattr(classifier, "max_length"):
         classifier.max_length = min(int(classifier.max_length), settings.max_tokens)
     return Inference(classifier, inference_batch(settings, classifier), settings.threshold_overrides)

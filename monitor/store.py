@@ -1,10 +1,11 @@
 """The Redis sink: TimeSeries counts and mean scores per brand x emotion, recent posts, brands — written idempotently.
 
 Delivery guarantee: each post is counted at most once per idempotency marker lifetime, however often Kafka delivers
-it. One Lua script per post sets ``em:seen:{id}`` (``SET NX``) and, only if that succeeded, writes every sample
-(``TS.ADD ... ON_DUPLICATE SUM``), the recent-post entry and the brand — all inside one atomic script, so a crash can
-never leave a post half counted. Combined with at-least-once delivery from Kafka (offsets committed only after
-:meth:`RedisStore.write` returns) every post is counted exactly once.
+it. One Lua script call per micro-batch sets each post's ``em:seen:{id}`` (``SET NX``) and, only for the posts where
+that succeeded, adds their samples — summed per series and ``raw_bucket_ms`` bucket, ``TS.ADD ... ON_DUPLICATE SUM``
+— their recent-post entries and their brands, all inside one atomic script, so a crash can never leave a post half
+counted. Combined with at-least-once delivery from Kafka (offsets committed only after :meth:`RedisStore.write`
+returns) every post is counted exactly once.
 
 Series are created with labels (``r.ts().create``) and compaction rules raw -> 1m -> 1h (``r.ts().createrule``,
 SUM) before the first sample of a brand is written; see :mod:`monitor.schema` for the keys and labels.
@@ -35,27 +36,69 @@ log = logging.getLogger(__name__)
 
 RedisUnavailable = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
-# KEYS: 1 seen marker, 2 brands set, 3..2+n recent-post zsets (one per brand), then the series keys.
-# ARGV: 1 marker ttl ms, 2 timestamp ms, 3 n brands, 4 post JSON, 5 recent bound, 6..5+n brand names,
-#       then one value per series key (same order as the keys).
-_WRITE_POST = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
-  return {0, 0}
+# One call per micro-batch. Why aggregate inside the script: ~30 TS.ADD per post made Redis (not the model) the
+# worker's bottleneck on a GPU; summing a batch's samples per series x raw bucket first turns them into ~60 TS.ADD
+# per brand and bucket. The aggregation must happen after each post's SET NX, in the same atomic call, or a crash
+# between "marked" and "written" would lose the post.
+#
+# KEYS: 1 brands set, then n_brands blocks of the brand's series keys (count, score per emotion, then posts: the
+#       RedisStore._series order), then n_brands recent-post zsets, then one seen marker per post.
+# ARGV: 1 marker ttl ms, 2 recent bound, 3 n emotions, 4 n_brands, 5 n_posts, 6..5+n_brands brand names, then per post
+#       5 values: raw bucket ms, created_at ms, post JSON, its brand numbers (1-based, comma separated), and its
+#       scores as n emotions little-endian doubles, each followed by one byte '1' (at or above threshold) or '0'.
+# Why packed bytes: ~60 separate arguments per post made redis-py's encoding cost more than the script itself.
+# Returns {status, refused samples, fresh flag per post}; status -1 = a brand's series are missing (Redis lost its
+# data since they were created): nothing was written, the caller recreates them and calls again.
+_WRITE_BATCH = """
+local ttl, bound = ARGV[1], tonumber(ARGV[2])
+local n_emotions, n_brands, n_posts = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local per_brand = 2 * n_emotions + 1
+local zsets, seen = 1 + per_brand * n_brands, 1 + per_brand * n_brands + n_brands
+for b = 1, n_brands do
+  if redis.call('EXISTS', KEYS[1 + per_brand * b]) == 0 then return {-1, b} end
 end
-local n = tonumber(ARGV[3])
-local ts = ARGV[2]
-local bound = tonumber(ARGV[5])
-local errors = 0
-for i = 1, n do
-  redis.call('SADD', KEYS[2], ARGV[5 + i])
-  redis.call('ZADD', KEYS[2 + i], ts, ARGV[4])
-  redis.call('ZREMRANGEBYRANK', KEYS[2 + i], 0, -(bound + 1))
+local result = {1, 0}
+local sums, touched = {}, {}
+local function add(k, bucket, value)
+  local per = sums[k]
+  if not per then per = {}; sums[k] = per end
+  per[bucket] = (per[bucket] or 0) + value
 end
-for k = 3 + n, #KEYS do
-  local ok = redis.pcall('TS.ADD', KEYS[k], ts, ARGV[3 + k], 'ON_DUPLICATE', 'SUM')
-  if type(ok) == 'table' and ok.err then errors = errors + 1 end
+local a = 6 + n_brands
+for p = 1, n_posts do
+  local bucket, created, body, brands, scores = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  a = a + 5
+  local fresh = redis.call('SET', KEYS[seen + p], '1', 'NX', 'PX', ttl)
+  result[2 + p] = fresh and 1 or 0
+  if fresh then
+    for b in string.gmatch(brands, '%d+') do
+      b = tonumber(b)
+      redis.call('ZADD', KEYS[zsets + b], created, body)
+      touched[b] = true
+      local base = 1 + per_brand * (b - 1)  -- KEYS index before the brand's first series
+      local pos = 1
+      for j = 1, n_emotions do
+        local score
+        score, pos = struct.unpack('<d', scores, pos)
+        if string.byte(scores, pos) == 49 then add(base + 2 * j - 1, bucket, 1) end
+        add(base + 2 * j, bucket, score)
+        pos = pos + 1
+      end
+      add(base + per_brand, bucket, 1)
+    end
+  end
 end
-return {1, errors}
+for b in pairs(touched) do
+  redis.call('SADD', KEYS[1], ARGV[5 + b])
+  redis.call('ZREMRANGEBYRANK', KEYS[zsets + b], 0, -(bound + 1))
+end
+for k, per in pairs(sums) do
+  for ts, value in pairs(per) do
+    local ok = redis.pcall('TS.ADD', KEYS[k], ts, string.format('%.17g', value), 'ON_DUPLICATE', 'SUM')
+    if type(ok) == 'table' and ok.err then result[2] = result[2] + 1 end
+  end
+end
+return result
 """
 
 
@@ -102,7 +145,7 @@ class RedisStore:
         self.redis = aioredis.Redis.from_url(
             settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
-        self._script = self.redis.register_script(_WRITE_POST)
+        self._script = self.redis.register_script(_WRITE_BATCH)
         self._ready_brands: set[str] = set()
         # (emotion, metric) of every series a brand has: the same list for every brand
         self._series = [(emotion, metric) for emotion in self.emotions for metric in ("count", "score")]
@@ -163,34 +206,47 @@ class RedisStore:
     # ------------------------------------------------------------------ writes
 
     async def write(self, posts: Sequence[ClassifiedPost], thresholds: np.ndarray) -> list[bool]:
-        """Count each post once (atomic check-and-write); returns, per post, whether it was new."""
-        for brand in {b for item in posts for b in item.post.brands}:
+        """Count each post once (atomic check-and-write of the whole batch); returns, per post, whether it was new."""
+        if not posts:
+            return []
+        brands = sorted({b for item in posts for b in item.post.brands})
+        for brand in brands:
             await self.ensure_brand(brand)
-        s = self.settings
-        pipe = self.redis.pipeline(transaction=False)
-        for item in posts:
-            brands = item.post.brands
-            keys = [schema.seen_key(item.post.id), schema.BRANDS_KEY] + [schema.posts_key(b) for b in brands]
-            values: list[str] = []
+        keys, args = self._batch_call(posts, brands, thresholds)
+        reply = await self._script(keys=keys, args=args)
+        if reply[0] == -1:  # the server lost the brand's series (FLUSHALL, restart without persistence)
+            log.warning("series of brand %r are gone from Redis; recreating them", brands[reply[1] - 1])
+            self.forget_series_cache()
             for brand in brands:
-                for j, emotion in enumerate(self.emotions):
-                    score = item.scores[emotion]
-                    if score >= thresholds[j]:  # a zero adds nothing to a SUM: skip it (half the writes)
-                        keys.append(schema.series_key(brand, emotion, "count"))
-                        values.append("1")
-                    keys.append(schema.series_key(brand, emotion, "score"))
-                    values.append(repr(round(score, 6)))
-                keys.append(schema.series_key(brand, schema.ALL_EMOTIONS, "posts"))
-                values.append("1")
-            args = [s.seen_ttl_ms, item.post.created_at, len(brands), item.to_json(), s.recent_posts_per_brand]
-            await self._script(keys=keys, args=[*args, *brands, *values], client=pipe)
-        results = await pipe.execute()
-        fresh = []
-        for item, (written, errors) in zip(posts, results):
-            if errors:
-                log.warning("post %s: %d samples refused (older than retention?)", item.post.id, errors)
-            fresh.append(bool(written))
-        return fresh
+                await self.ensure_brand(brand)
+            reply = await self._script(keys=keys, args=args)
+            if reply[0] == -1:
+                raise RuntimeError(f"series of brand {brands[reply[1] - 1]!r} vanish as soon as they are created")
+        if reply[1]:
+            log.warning("%d aggregated samples refused (older than retention?)", reply[1])
+        return [bool(flag) for flag in reply[2:]]
+
+    def _batch_call(self, posts: Sequence[ClassifiedPost], brands: list[str],
+                    thresholds: np.ndarray) -> tuple[list[str], list]:
+        """KEYS and ARGV of :data:`_WRITE_BATCH` (layout documented there)."""
+        s = self.settings
+        number = {brand: str(i + 1) for i, brand in enumerate(brands)}
+        keys = [schema.BRANDS_KEY]
+        for brand in brands:
+            keys += [schema.series_key(brand, emotion, metric) for emotion, metric in self._series]
+        keys += [schema.posts_key(brand) for brand in brands]
+        keys += [schema.seen_key(item.post.id) for item in posts]
+        args: list = [s.seen_ttl_ms, s.recent_posts_per_brand, len(self.emotions), len(brands), len(posts), *brands]
+        scores = np.array([[item.scores[e] for e in self.emotions] for item in posts], dtype="<f8")
+        packed = np.empty((len(posts), len(self.emotions)), dtype=[("score", "<f8"), ("above", "u1")])
+        packed["score"] = scores
+        packed["above"] = np.where(scores >= np.asarray(thresholds, dtype=np.float64), ord("1"), ord("0"))
+        bucket_ms = s.raw_bucket_ms
+        for item, row in zip(posts, packed):
+            created = item.post.created_at
+            args += (created - created % bucket_ms, created, item.to_json(),
+                     ",".join(number[b] for b in item.post.brands), row.tobytes())
+        return keys, args
 
     async def write_with_retry(self, posts: Sequence[ClassifiedPost], thresholds: np.ndarray) -> list[bool]:
         """:meth:`write`, retried with exponential back-off for as long as Redis is unreachable (never dropped)."""
@@ -219,11 +275,16 @@ class RedisStore:
 
     async def clear(self, start_ms: int, end_ms: int, post_ids: Iterable[str]) -> int:
         """Recompute support: delete raw samples in ``[start_ms, end_ms]`` (compactions follow), the recent posts in
-        that range and the idempotency markers of ``post_ids``. Returns the number of markers removed."""
+        that range and the idempotency markers of ``post_ids``. Returns the number of markers removed.
+
+        Raw samples are per ``raw_bucket_ms`` bucket, so the sample range widens to whole buckets: a post outside
+        ``post_ids`` counted in an edge bucket (at most one bucket each side) is cleared with it — replay whole spans."""
+        bucket = self.settings.raw_bucket_ms
+        samples_from, samples_to = start_ms - start_ms % bucket, end_ms - end_ms % bucket + bucket - 1
         raw_keys = await self.redis.ts().queryindex([f"app={schema.APP_LABEL}", "tier=raw"])
         for key in raw_keys:
             try:
-                await self.redis.ts().delete(key, start_ms, end_ms)
+                await self.redis.ts().delete(key, samples_from, samples_to)
             except ResponseError as exc:
                 log.warning("TS.DEL %s: %s", key, exc)
         for brand in await self.redis.smembers(schema.BRANDS_KEY):

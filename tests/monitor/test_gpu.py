@@ -24,7 +24,7 @@ def test_cuda_inference_matches_cpu(cuda):
 
     sample = texts(256)
     gpu = load_inference(MonitorSettings(device="cuda", max_batch=128))
-    cpu = load_inference(MonitorSettings(device="cpu", max_batch=128))
+    cpu = load_inference(MonitorSettings(device="cpu", cpu_precision="fp32", max_batch=128))
     assert gpu.batch_size == 128 and cpu.batch_size == 16  # auto: whole batch on GPU, sorted calls of 16 on CPU
     diff = np.abs(gpu.predict_blocking(sample) - cpu.predict_blocking(sample))
     assert diff.max() < 0.05, diff.max()  # bf16 autocast on GPU
