@@ -222,7 +222,8 @@ def _valid_alert(alert: dict) -> bool:
 
 def list_alerts(client: redis.Redis, brands: list[str], start_ms: int, end_ms: int,
                 limit: int = 200) -> tuple[list[dict], int]:
-    """Newest first, at most ``limit`` alerts of ``brands`` raised in ``[start_ms, end_ms]``, and how many were malformed.
+    """Newest first, at most ``limit`` alerts of ``brands`` raised in ``[start_ms, end_ms]``; and how many were
+    malformed.
 
     Exact per brand: each brand's own index ``em:alerts:brand:{brand}`` (one pipeline, ``limit`` newest per brand), so
     a brand is never crowded out by others that alert more. Alerts stored before the indexes existed (older than
