@@ -84,13 +84,17 @@ def train(stage2_from: str | None, stage2_method: str, quiet: bool, **overrides)
               help="Folder for report.md, report.json and per_label_f1.png.")
 @click.option("--eval-limit", type=int, default=None, help="Only the first N dev and test rows.")
 @click.option("--batch-size", type=int, default=None, help="Prediction batch size.")
-def evaluate(model_path, data, taxonomy, out_dir, eval_limit, batch_size) -> None:
-    """Evaluate a model artifact: per-label P/R/F1, tuned thresholds (dev) reported on test, groupings, PNG."""
+@click.option("--retune-thresholds", is_flag=True,
+              help="Re-tune the per-label thresholds on the (limited) dev rows instead of using the artifact's stored "
+                   "ones (what classify and the worker apply).")
+def evaluate(model_path, data, taxonomy, out_dir, eval_limit, batch_size, retune_thresholds) -> None:
+    """Evaluate a model artifact: per-label P/R/F1 on test at its stored thresholds (or re-tuned on dev), groupings,
+    PNG."""
     _setup_logging()
     from .evaluate import evaluate_artifact
 
     report = evaluate_artifact(model_path, data=data, taxonomy=taxonomy, out_dir=out_dir, eval_limit=eval_limit,
-                               batch_size=batch_size)
+                               batch_size=batch_size, retune_thresholds=retune_thresholds)
     click.echo(json.dumps({k: report["summary"][k] for k in sorted(report["summary"])}))
 
 

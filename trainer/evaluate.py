@@ -1,7 +1,11 @@
 """``emotion-monitor evaluate``: score an artifact on dev/test and write report.md, report.json, per_label_f1.png.
 
-Thresholds are re-tuned per label on dev (the same procedure training used) and applied to test; test scores at a
-flat 0.5 are reported next to them. Ekman and sentiment groupings score the thresholded 28-label predictions
+By default the test metrics are at the artifact's stored per-label thresholds (``thresholds.json``) — the ones
+``classify`` and the monitor's worker apply — so the report describes what the deployed model does. With
+``retune_thresholds`` (``--retune-thresholds``) they are re-tuned per label on the evaluated dev rows instead (the
+procedure training used) and applied to test; useful to see what re-tuning would buy, e.g. on another dataset. The
+report and ``report.json`` (``thresholds_source``: ``artifact`` | ``dev``) say which were used; test scores at a flat
+0.5 are reported next to them. Ekman and sentiment groupings score the thresholded 28-label predictions
 projected onto the groups (a group is predicted when any member is).
 """
 
@@ -12,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["evaluate_artifact", "plot_per_label_f1", "report_markdown"]
+__all__ = ["THRESHOLD_SOURCES", "evaluate_artifact", "plot_per_label_f1", "report_markdown"]
+
+# report.json's ``thresholds_source`` -> how the report names the thresholds
+THRESHOLD_SOURCES = {"artifact": "artifact thresholds", "dev": "thresholds re-tuned on dev"}
+
+
+def _thresholds_name(metrics: dict) -> str:
+    return THRESHOLD_SOURCES[metrics.get("thresholds_source", "dev")]
 
 
 def plot_per_label_f1(metrics: dict, path: Path, title: str) -> Path:
@@ -27,7 +38,7 @@ def plot_per_label_f1(metrics: dict, path: Path, title: str) -> Path:
     flat = [per_label[n]["f1_at_0.5"] for n in names]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(8, len(names) * 0.45), 4.8))
-    ax.bar(x - 0.2, tuned, 0.4, label=f"dev-tuned thresholds (macro {metrics['test']['macro_f1_tuned']:.3f})")
+    ax.bar(x - 0.2, tuned, 0.4, label=f"{_thresholds_name(metrics)} (macro {metrics['test']['macro_f1_tuned']:.3f})")
     ax.bar(x + 0.2, flat, 0.4, label=f"threshold 0.5 (macro {metrics['test']['macro_f1_at_0.5']:.3f})", alpha=0.7)
     ax.set_xticks(x, names, rotation=60, ha="right")
     ax.set_ylabel("test F1")
@@ -43,13 +54,17 @@ def plot_per_label_f1(metrics: dict, path: Path, title: str) -> Path:
 
 def report_markdown(metrics: dict, title: str) -> str:
     test, dev = metrics["test"], metrics["dev"]
-    lines = [f"# {title}", "",
-             "| split | macro-F1 (dev-tuned thr.) | macro-F1 @0.5 | micro-F1 (tuned) | micro-F1 @0.5 | rows |",
+    used = _thresholds_name(metrics)
+    source = ("the artifact's stored per-label thresholds (thresholds.json, what `classify` and the worker apply)"
+              if metrics.get("thresholds_source") == "artifact"
+              else "per-label thresholds re-tuned on these dev rows (not the artifact's stored ones)")
+    lines = [f"# {title}", "", f"Thresholds: {source}.", "",
+             f"| split | macro-F1 ({used}) | macro-F1 @0.5 | micro-F1 ({used}) | micro-F1 @0.5 | rows |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, m in (("dev", dev), ("test", test)):
         lines.append(f"| {name} | {m['macro_f1_tuned']:.4f} | {m['macro_f1_at_0.5']:.4f} | {m['micro_f1_tuned']:.4f} | "
                      f"{m['micro_f1_at_0.5']:.4f} | {m['n']} |")
-    lines += ["", "## Per label (test, dev-tuned thresholds)", "",
+    lines += ["", f"## Per label (test, {used})", "",
               "| label | precision | recall | F1 | F1 @0.5 | support | threshold |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, m in test["per_label"].items():
         lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['f1_at_0.5']:.3f} | "
@@ -66,8 +81,9 @@ def report_markdown(metrics: dict, title: str) -> str:
 
 def evaluate_artifact(model_path: str | Path | None = None, data: str | None = None, taxonomy: str | None = None,
                       out_dir: str | Path = "runs/eval", eval_limit: int | None = None,
-                      batch_size: int | None = None, progress: bool = True) -> dict:
-    """Evaluate an artifact (default: the shipped one); returns the metrics plus a ``summary``."""
+                      batch_size: int | None = None, progress: bool = True, retune_thresholds: bool = False) -> dict:
+    """Evaluate an artifact (default: the shipped one) at its stored thresholds, or at thresholds re-tuned on dev
+    with ``retune_thresholds``; returns the metrics plus a ``summary``."""
     from .artifact import load_classifier
     from .data import HF_DATASET_ID, load_dataset_splits
     from .settings import default_data_dir
@@ -83,17 +99,24 @@ def evaluate_artifact(model_path: str | Path | None = None, data: str | None = N
     if dataset.labels != classifier.labels:
         raise ValueError(f"model labels {classifier.labels} differ from the dataset's {dataset.labels}")
     dataset.limit_eval(eval_limit)
-    metrics = evaluate_classifier(classifier, dataset, progress=progress)
+    stored = {name: float(t) for name, t in zip(classifier.labels, classifier.thresholds)}
+    metrics = evaluate_classifier(classifier, dataset, thresholds=None if retune_thresholds else classifier.thresholds,
+                                  progress=progress)
+    metrics["thresholds_source"] = "dev" if retune_thresholds else "artifact"
+    metrics["artifact_thresholds"] = stored
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     title = f"Evaluation of {classifier.version}"
     metrics["summary"] = {
         "model": classifier.version,
+        "thresholds": _thresholds_name(metrics),
         "test_macro_f1_tuned": round(metrics["test"]["macro_f1_tuned"], 4),
         "test_macro_f1_at_0.5": round(metrics["test"]["macro_f1_at_0.5"], 4),
         "test_micro_f1_tuned": round(metrics["test"]["micro_f1_tuned"], 4),
         "test_micro_f1_at_0.5": round(metrics["test"]["micro_f1_at_0.5"], 4),
         "dev_macro_f1_tuned": round(metrics["dev"]["macro_f1_tuned"], 4),
+        # how many labels' thresholds differ from the stored ones (0 unless re-tuned)
+        "thresholds_changed": sum(abs(metrics["thresholds"][name] - stored[name]) > 1e-4 for name in stored),
         "report": str(out / "report.md"),
         "plot": str(out / "per_label_f1.png"),
     }
