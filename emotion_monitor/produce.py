@@ -1,7 +1,8 @@
 """``emotion-monitor produce FILE``: send your own posts (JSONL or CSV) to the posts topic.
 
-Every row is checked with the worker's own validation (:func:`monitor.post.parse_post`) before it is sent, so a row
-the worker would dead-letter is reported here instead, with its line number and the reason; the good rows are sent.
+Every row is checked with the worker's own validation (:func:`monitor.post.parse_post`) before it is sent, with the
+worker's own size limit (``EM_MONITOR_MAX_POST_BYTES``, read from the same settings object), so a row the worker would
+dead-letter is reported here instead, with its line number and the reason; the good rows are sent.
 
 * JSONL: one JSON object per line (blank lines are skipped); the line is sent byte for byte.
 * CSV: a header row naming the fields (``id``, ``brand`` or ``brands``, ``text``, optional ``created_at``, ``source``,
@@ -86,8 +87,10 @@ def read_rows(path: Path, fmt: str) -> Iterator[tuple[int, bytes | None, str | N
                 yield reader.line_num, None, str(exc)
 
 
-async def send_file(path: Path, fmt: str, kafka_url: str, topic: str, progress: bool = True) -> ProduceReport:
-    """Validate every row of ``path`` and send the good ones to ``topic``; the report lists the rest."""
+async def send_file(path: Path, fmt: str, kafka_url: str, topic: str, progress: bool = True, *,
+                    max_bytes: int) -> ProduceReport:
+    """Validate every row of ``path`` (records over ``max_bytes`` are ``oversize``: pass the worker's
+    ``max_post_bytes``) and send the good ones to ``topic``; the report lists the rest."""
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaConnectionError
     from tqdm import tqdm
@@ -117,7 +120,7 @@ async def send_file(path: Path, fmt: str, kafka_url: str, topic: str, progress: 
                     report.rejected.append(Rejected(line_no, "invalid_row", problem or "unreadable row"))
                     continue
                 try:
-                    post = parse_post(record, None)
+                    post = parse_post(record, None, max_bytes=max_bytes)
                 except PostRejected as exc:
                     report.rejected.append(Rejected(line_no, exc.reason, exc.detail))
                     continue
@@ -136,10 +139,14 @@ async def send_file(path: Path, fmt: str, kafka_url: str, topic: str, progress: 
     return report
 
 
-def _default_topic() -> str:
-    from emotion_monitor.components import monitor_topics
+def _worker_settings():
+    """The worker's settings (EM_MONITOR_*): its posts topic and its size limit apply here too."""
+    from emotion_monitor.components import monitor_settings
 
-    return monitor_topics()["posts"]
+    try:
+        return monitor_settings()
+    except ValueError as exc:  # pydantic's ValidationError: name the field, no traceback
+        raise click.ClickException(f"invalid EM_MONITOR_* settings:\n{exc}") from exc
 
 
 @click.command("produce")
@@ -160,8 +167,10 @@ def produce(file: Path, kafka_url: str | None, topic: str | None, fmt: str | Non
             kafka_url = f"kafka://127.0.0.1:{UpSettings().kafka_port}"
         except ValueError as exc:  # pydantic's ValidationError: name the field, no traceback
             raise click.ClickException(f"invalid EM_UP_* settings:\n{exc}") from exc
-    topic = topic or _default_topic()
-    report = asyncio.run(send_file(file, _detect_format(file, fmt), kafka_url, topic, progress=not no_progress))
+    worker = _worker_settings()
+    topic = topic or worker.posts_topic
+    report = asyncio.run(send_file(file, _detect_format(file, fmt), kafka_url, topic, progress=not no_progress,
+                                   max_bytes=worker.max_post_bytes))
     for item in report.rejected:
         click.echo(f"{file}:{item.line}: rejected ({item.reason}): {item.detail}", err=True)
     if rejects_path is not None:

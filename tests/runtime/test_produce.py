@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from emotion_monitor.cli import main
@@ -111,3 +112,41 @@ def test_produce_without_a_broker_says_how_to_fix_it(tmp_path):
                                        "--no-progress"])
     assert result.exit_code != 0
     assert "cannot reach Kafka" in result.output and "emotion-monitor up" in result.output
+
+
+def test_produce_applies_the_workers_size_limit(kafka_broker, tmp_path, monkeypatch):
+    """The limit is the worker's EM_MONITOR_MAX_POST_BYTES, not parse_post's default (256 KiB): a post the worker
+    accepts is sent, one the worker would dead-letter as oversize is reported here."""
+    from monitor.post import DEFAULT_MAX_BYTES, PostRejected, parse_post
+    from monitor.settings import MonitorSettings
+
+    monkeypatch.setenv("EM_MONITOR_MAX_POST_BYTES", "400000")
+    ensure_topics(kafka_broker.url, {"posts": 1})
+    big = json.dumps({"id": "big", "brand": "acme", "text": "x" * 300_000}).encode()  # over the default, under 400 kB
+    huge = json.dumps({"id": "huge", "brand": "acme", "text": "y" * 450_000}).encode()
+    small = json.dumps({"id": "small", "brand": "acme", "text": "fine"}).encode()
+    assert DEFAULT_MAX_BYTES < len(big) < 400_000 < len(huge)
+    path = tmp_path / "sizes.jsonl"
+    path.write_bytes(b"\n".join([big, huge, small]) + b"\n")
+
+    result = CliRunner().invoke(main, ["produce", str(path), "--kafka-url", kafka_broker.url, "--no-progress"])
+
+    assert result.exit_code == 1, result.output
+    assert "sent 2 post(s)" in result.output
+    assert f"{path}:2: rejected (oversize)" in result.output and "400000-byte limit" in result.output
+    delivered = asyncio.run(_consume_all(kafka_broker.url, "posts", expected=2))
+    assert sorted(record["value"]["id"] for record in delivered) == ["big", "small"]
+    # and the worker, with the same settings, takes what was sent and would dead-letter what was rejected
+    limit = MonitorSettings().max_post_bytes
+    assert parse_post(big, None, max_bytes=limit).id == "big"
+    with pytest.raises(PostRejected, match="oversize|400000"):
+        parse_post(huge, None, max_bytes=limit)
+
+
+def test_produce_with_invalid_worker_settings_names_the_field(tmp_path, monkeypatch):
+    monkeypatch.setenv("EM_MONITOR_MAX_POST_BYTES", "10")  # the worker refuses < 256
+    path = tmp_path / "ok.jsonl"
+    path.write_text(json.dumps({"id": "x", "brand": "acme", "text": "hi"}) + "\n")
+    result = CliRunner().invoke(main, ["produce", str(path), "--kafka-url", "kafka://127.0.0.1:1", "--no-progress"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "invalid EM_MONITOR_* settings" in result.output and "max_post_bytes" in result.output
