@@ -1,6 +1,8 @@
-"""docker-compose.yml and deploy/Dockerfile, checked statically (there is no Docker engine here): the file parses,
-every service of our image runs a real `emotion-monitor` subcommand with options the CLI accepts, every EM_* env var is
-a real settings field, and ports, URLs and topic names agree with the settings' defaults."""
+"""docker-compose.yml (+ deploy/compose.train.yml, the trainer job) and deploy/Dockerfile, checked statically (there is
+no Docker engine here): the files parse, every service of our image runs a real `emotion-monitor` subcommand with
+options the CLI accepts, every EM_* env var is a real settings field, ports, URLs and topic names agree with the
+settings' defaults, and a plain `docker compose up` needs no variable while the trainer job refuses to run without
+GOEMOTIONS_DIR, saying so."""
 
 from __future__ import annotations
 
@@ -18,23 +20,54 @@ ROOT = Path(__file__).resolve().parents[2]
 OUR_IMAGE = re.compile(r"^emotion-monitor(:|$)")
 
 
-def _interpolate(value):
-    """Compose's ${VAR:-default} with the environment unset (the defaults a user gets), and $$ -> $."""
+TRAIN_FILE = ROOT / "deploy" / "compose.train.yml"
+
+
+class MissingVariable(ValueError):
+    """What compose reports for ${VAR:?message} with VAR unset or empty (it then runs nothing)."""
+
+
+def _interpolate(value, env: dict[str, str] | None = None):
+    """Compose's ${VAR:-default} and ${VAR:?message} against ``env`` (default: nothing set, what a user gets without
+    exporting anything), and $$ -> $. Any other form fails the test: it would be an unchecked variable."""
+    env = env or {}
+
+    def substitute(match: re.Match) -> str:
+        name, operator, argument = match.groups()
+        if operator == ":-":
+            return env.get(name) or argument
+        if not env.get(name):
+            raise MissingVariable(f"required variable {name} is missing a value: {argument}")
+        return env[name]
+
     if isinstance(value, str):
-        value = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: m.group(2), value)
+        value = re.sub(r"(?<!\$)\$\{(\w+)(:-|:\?)([^}]*)\}", substitute, value)
         assert not re.search(r"(?<!\$)\$\{", value), f"an interpolation without a default: {value!r}"
         return value.replace("$$", "$")
     if isinstance(value, list):
-        return [_interpolate(item) for item in value]
+        return [_interpolate(item, env) for item in value]
     if isinstance(value, dict):
-        return {key: _interpolate(item) for key, item in value.items()}
+        return {key: _interpolate(item, env) for key, item in value.items()}
     return value
+
+
+def _load(path: Path, env: dict[str, str] | None = None) -> dict:
+    return _interpolate(yaml.safe_load(path.read_text()), env)  # safe_load also resolves the <<: merge keys
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # also resolves the <<: merge keys
-    return _interpolate(data)
+    """docker-compose.yml alone with no variable set: what `docker compose up` reads; interpolating it must not fail."""
+    return _load(ROOT / "docker-compose.yml")
+
+
+@pytest.fixture(scope="module")
+def with_trainer(compose) -> dict:
+    """`-f docker-compose.yml -f deploy/compose.train.yml` with GOEMOTIONS_DIR set (compose merges services by name)."""
+    train = _load(TRAIN_FILE, {"GOEMOTIONS_DIR": "/srv/goemotions"})
+    assert not set(train["services"]) & set(compose["services"])  # it adds the trainer, overrides nothing
+    return {**compose, "services": {**compose["services"], **train["services"]},
+            "volumes": {**compose["volumes"], **(train.get("volumes") or {})}}
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +86,9 @@ def _env(service: dict) -> dict[str, str]:
     return {key: str(value) for key, value in env.items()}
 
 
-def test_services_roles_and_profiles(compose):
-    services = compose["services"]
+def test_services_roles_and_profiles(compose, with_trainer):
+    assert "trainer" not in compose["services"]
+    services = with_trainer["services"]
     assert {"kafka", "topics", "redis", "worker", "dashboard", "trainer", "worker-gpu"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")  # the official image
     kafka_env = _env(services["kafka"])
@@ -67,8 +101,8 @@ def test_services_roles_and_profiles(compose):
     assert "profiles" not in services["worker"] and "profiles" not in services["dashboard"]
 
 
-def test_every_app_command_is_a_real_subcommand_the_cli_accepts(compose):
-    ours = _ours(compose)
+def test_every_app_command_is_a_real_subcommand_the_cli_accepts(with_trainer):
+    ours = _ours(with_trainer)
     assert {"worker", "worker-gpu", "dashboard", "trainer"} <= set(ours)
     for name, service in ours.items():
         command = service["command"]
@@ -78,7 +112,8 @@ def test_every_app_command_is_a_real_subcommand_the_cli_accepts(compose):
         assert f"Usage: main {command[0]}" in result.output or f"{command[0]} [OPTIONS]" in result.output
 
 
-def test_every_env_var_is_a_settings_field(compose, settings_by_prefix):
+def test_every_env_var_is_a_settings_field(with_trainer, settings_by_prefix):
+    compose = with_trainer
     known = {name for cls in settings_by_prefix.values() for name in env_var_names(cls).values()}
     used = 0
     for name, service in compose["services"].items():
@@ -130,14 +165,19 @@ def test_ports_urls_and_topics_match_the_settings(compose):
     assert services["worker"]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
 
 
-def test_trainer_job_reads_the_data_it_mounts(compose):
+def test_trainer_job_reads_the_data_it_mounts(with_trainer):
     from trainer.settings import TrainerSettings
 
+    compose = with_trainer
     trainer = compose["services"]["trainer"]
     env = _env(trainer)
     TrainerSettings.model_validate({key[len("EM_TRAIN_"):].lower(): value for key, value in env.items()})
     mounts = {volume.split(":")[1] for volume in trainer["volumes"]}
     assert env["EM_TRAIN_DATA"] in mounts
+    assert f"/srv/goemotions:{env['EM_TRAIN_DATA']}:ro" in trainer["volumes"]  # GOEMOTIONS_DIR, nothing else
+    # the same image and build as every other role of ours
+    assert (trainer["image"], trainer["build"]) == (compose["services"]["worker"]["image"],
+                                                    compose["services"]["worker"]["build"])
     assert env["EM_TRAIN_OUTPUT"].startswith("/models/") and "/models" in mounts
     for worker in ("worker", "worker-gpu"):  # both workers can serve the model the trainer job writes
         assert "models:/models:ro" in compose["services"][worker]["volumes"]
@@ -146,6 +186,15 @@ def test_trainer_job_reads_the_data_it_mounts(compose):
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             assert source.startswith((".", "/")) or source in declared
+
+
+def test_trainer_job_refuses_to_run_without_goemotions_dir():
+    """Unset or empty, compose stops with the file's message; no silent default path (../shared exists only on the
+    development machines, and a missing bind source would be created empty)."""
+    for env in ({}, {"GOEMOTIONS_DIR": ""}):
+        with pytest.raises(MissingVariable, match="GOEMOTIONS_DIR.*set GOEMOTIONS_DIR to the GoEmotions folder"):
+            _load(TRAIN_FILE, env)
+    assert "GOEMOTIONS_DIR" not in (ROOT / "docker-compose.yml").read_text().split("name: emotion-monitor", 1)[1]
 
 
 def test_dockerfile_builds_the_packages_the_project_declares():
