@@ -1,9 +1,22 @@
 """One micro-batch, start to finish: parse -> (reject to DLQ) -> classify -> Redis -> posts.classified -> alerts.
 
-Shared by the Faust worker and by replay, so both count the same way. Delivery guarantee: :meth:`process` returns
-only once every Redis write succeeded (it retries through Redis outages) and every record it produced (DLQ,
-classified, alerts) was acknowledged by the broker; the caller acks/commits the input offsets only after that. A crash
-before that point means redelivery, which the idempotent Redis writes absorb: at-least-once in, exactly-once counts.
+Shared by the Faust worker and by replay, so both count the same way. Delivery guarantees of
+:meth:`BatchProcessor.process_until_done`, after which the caller acks/commits the input offsets:
+
+* **Counts: exactly once.** Every post is counted once, by ``id``, however often the batch is attempted or
+  redelivered (the idempotent Redis write of :mod:`monitor.store`).
+* **Nothing is dropped.** It returns only when every record is either counted in Redis and published, or on the
+  dead-letter topic with its reason and original bytes, every produced record acknowledged by the broker.
+* **Servers away: wait.** Redis or the broker unreachable (:func:`monitor.retry.is_transient`) is retried with
+  back-off for as long as it lasts; such a failure never sends anything to the DLQ.
+* **Poison: isolate.** A batch that fails for any other reason (a text that crashes the model, a record the broker
+  refuses, a bug) ``poison_retries`` times is bisected until the failing records stand alone; each of those goes to
+  the DLQ as ``processing_failed`` and the rest of the batch is counted normally.
+* **posts.classified and DLQ: at-least-once.** A retried attempt publishes the batch's classified posts again, even
+  those the failed attempt already counted in Redis, so a consumer may see an ``id`` twice (dedupe by ``id``) but
+  never misses one. Alerts are evaluated for every brand of the batch on every successful attempt, counted before
+  or not; the alert cooldown keeps a re-evaluation from firing twice.
+
 Input never crashes the batch: anything :func:`monitor.post.parse_post` rejects goes to the DLQ with its reason.
 """
 
@@ -19,15 +32,20 @@ from monitor.alerts import AlertEngine
 from monitor.inference import Inference
 from monitor.metrics import METRICS
 from monitor.post import Post, PostRejected, parse_post, rejection_envelope
+from monitor.retry import Backoff, retry_transient
 from monitor.settings import MonitorSettings
 from monitor.store import ClassifiedPost, RedisStore
 
-__all__ = ["BatchProcessor", "BatchResult", "Record", "check_alert_emotions"]
+__all__ = ["PROCESSING_FAILED", "BatchProcessor", "BatchResult", "Record", "check_alert_emotions"]
 
 log = logging.getLogger(__name__)
 
 # (topic, key, value) -> awaitable that resolves once the broker acknowledged the record
 Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object] | None]]
+
+# DLQ reason of a record that parsed but could not be processed, even alone (the detail names the exception)
+PROCESSING_FAILED = "processing_failed"
+_MAX_DETAIL_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -48,7 +66,16 @@ class BatchResult:
     counted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    failed: int = 0  # parsed, but failed processing even alone: dead-lettered as processing_failed
     alerts: list = field(default_factory=list)
+
+    def add(self, other: "BatchResult") -> None:
+        self.records += other.records
+        self.counted += other.counted
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.failed += other.failed
+        self.alerts.extend(other.alerts)
 
 
 def check_alert_emotions(settings: MonitorSettings, labels: Sequence[str]) -> None:
@@ -68,72 +95,177 @@ class BatchProcessor:
         self.publish_classified = publish_classified
         self.evaluate_alerts = evaluate_alerts
         check_alert_emotions(settings, inference.labels)
-        self.alerts = AlertEngine(settings, store, self._send_and_wait, inference.version,
+        self.alerts = AlertEngine(settings, store, self._publish_alert, inference.version,
                                   on_alert=lambda alert: METRICS.alerts.labels(alert.emotion).inc())
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.settings.redis_retry_initial, self.settings.redis_retry_max)
 
     async def _send_and_wait(self, topic: str, key: bytes | None, value: bytes) -> None:
         pending = await self.send(topic, key, value)
         if pending is not None:
             await pending
 
+    async def _publish_alert(self, topic: str, key: bytes | None, value: bytes) -> None:
+        # the cooldown is already claimed when an alert is published: waiting out a broker outage here (instead of
+        # failing the batch, whose retry would find the cooldown taken) keeps the alert from being lost
+        await retry_transient(lambda: self._send_and_wait(topic, key, value), self._backoff(), "publish alert")
+
+    # ------------------------------------------------------------------ retry policy
+
     async def process_until_done(self, records: Sequence[Record]) -> BatchResult:
-        """:meth:`process`, retried with back-off on any unexpected failure (a broker send error, a bug): the batch
-        is never acked half done, and a rerun cannot double count (idempotent Redis writes)."""
-        delay = self.settings.redis_retry_initial
+        """Process the batch under the guarantees of the module docstring; never raises (but is cancellable)."""
+        started = time.perf_counter()
+        counted_earlier: set[str] = set()  # post ids an attempt counted in Redis before it failed
+        backoff = self._backoff()
+        failures = 0
         while True:
             try:
-                return await self.process(records)
-            except Exception:
-                log.exception("batch of %d failed; retrying in %.1f s (offsets not committed)", len(records), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.redis_retry_max)
+                result = await self._attempt(records, counted_earlier)
+                break
+            except Exception as exc:
+                failures, error = failures + 1, exc
+                if failures < self.settings.poison_retries:
+                    log.exception("batch of %d failed (%d/%d); retrying in %.1f s (offsets not committed)",
+                                  len(records), failures, self.settings.poison_retries, backoff.delay)
+                    await backoff.wait()
+                    continue
+            log.warning("batch of %d failed %d times; isolating the failing record(s)", len(records), failures)
+            try:
+                result = await self._isolate(records, error, counted_earlier)
+                break
+            except Exception:  # e.g. the DLQ itself refuses the record: keep the batch, start over
+                log.exception("isolating the failing records failed; retrying the batch in %.1f s", backoff.delay)
+                failures = 0
+                await backoff.wait()
+        METRICS.batch_size.observe(len(records))
+        METRICS.batch_seconds.observe(time.perf_counter() - started)
+        METRICS.last_batch.set(time.time())
+        return result
 
-    async def process(self, records: Sequence[Record]) -> BatchResult:
-        started = time.perf_counter()
+    async def _attempt(self, records: Sequence[Record], counted_earlier: set[str]) -> BatchResult:
+        """:meth:`process`, retried for as long as it fails transiently (a server away); other errors propagate."""
+        return await retry_transient(lambda: self.process(records, counted_earlier), self._backoff(),
+                                     f"batch of {len(records)}")
+
+    async def _isolate(self, records: Sequence[Record], error: Exception, counted_earlier: set[str]) -> BatchResult:
+        """Bisect a failing batch: halves that succeed are done, halves that fail are split again; a record that
+        fails alone is dead-lettered with ``error``, the exception it failed with."""
+        if len(records) == 1:
+            return await self._dead_letter(records[0], error)
+        result = BatchResult()
+        middle = len(records) // 2
+        for half in (records[:middle], records[middle:]):
+            try:
+                part = await self._attempt(half, counted_earlier)
+            except Exception as exc:
+                part = await self._isolate(half, exc, counted_earlier)
+            result.add(part)
+        return result
+
+    async def _dead_letter(self, record: Record, error: Exception) -> BatchResult:
+        detail = f"{type(error).__name__}: {error}"[:_MAX_DETAIL_CHARS]
+        log.error("record %s[%d]@%d failed processing alone (%s); sent to %s", record.topic, record.partition,
+                  record.offset, detail, self.settings.dlq_topic)
+        envelope = rejection_envelope(record.value, PostRejected(PROCESSING_FAILED, detail), topic=record.topic,
+                                      partition=record.partition, offset=record.offset)
+        await retry_transient(lambda: self._send_and_wait(self.settings.dlq_topic, record.key, envelope),
+                              self._backoff(), "dead-letter")
+        METRICS.dlq.labels(PROCESSING_FAILED).inc()
+        METRICS.posts.labels("failed").inc()
+        return BatchResult(records=1, failed=1)
+
+    # ------------------------------------------------------------------ one attempt
+
+    async def process(self, records: Sequence[Record], counted_earlier: set[str] | None = None) -> BatchResult:
+        """One attempt at the batch; raises on any failure (Redis outages excepted: the write waits them out).
+
+        ``counted_earlier`` carries, across the attempts at one batch, the ids an attempt counted in Redis before it
+        failed, so the retry still reports them as counted (not as duplicates). It is updated in place.
+        """
+        counted_earlier = set() if counted_earlier is None else counted_earlier
         result = BatchResult(records=len(records))
-        pending: list[Awaitable[object]] = []
-        posts: list[Post] = []
+        pending: list[Awaitable[object] | None] = []
+        parsed: list[tuple[Record, Post]] = []
+        reasons: list[str] = []
         for record in records:
             try:
-                posts.append(parse_post(record.value, record.timestamp_ms, max_bytes=self.settings.max_post_bytes))
+                parsed.append((record, parse_post(record.value, record.timestamp_ms,
+                                                  max_bytes=self.settings.max_post_bytes)))
             except PostRejected as exc:
-                result.rejected += 1
-                METRICS.dlq.labels(exc.reason).inc()
+                reasons.append(exc.reason)
                 envelope = rejection_envelope(record.value, exc, topic=record.topic, partition=record.partition,
                                               offset=record.offset)
                 pending.append(await self.send(self.settings.dlq_topic, record.key, envelope))
-        if posts:
-            proba, inference_s = await self.inference.predict([p.text for p in posts])
-            METRICS.inference_seconds.observe(inference_s)
-            labels, thresholds = self.inference.labels, self.inference.thresholds
-            classified = [ClassifiedPost.from_probabilities(post, row, labels, thresholds, self.inference.version)
-                          for post, row in zip(posts, proba)]
-            fresh = await self.store.write_with_retry(classified, thresholds)
+        result.rejected = len(reasons)
+        if parsed:
+            classified = await self._classify([post for _, post in parsed])
+            written = await self.store.write_with_retry(classified, self.inference.thresholds)
             METRICS.redis_up.set(1)
-            written_at_ms = time.time() * 1000
-            for record in records:
-                if record.timestamp_ms:
-                    METRICS.delay_seconds.observe(max(0.0, written_at_ms - record.timestamp_ms) / 1000)
+            self._observe_delay([record for (record, _), new in zip(parsed, written) if new])
+            fresh = _counted(classified, written, counted_earlier)
             result.counted = sum(fresh)
             result.duplicates = len(fresh) - result.counted
             if self.publish_classified:
                 for item in classified:
                     pending.append(await self.send(self.settings.classified_topic, item.post.id.encode(),
                                                    item.to_json().encode()))
-            if self.evaluate_alerts and result.counted:
-                latest: dict[str, int] = {}
-                for item, is_new in zip(classified, fresh):
-                    if is_new:
-                        for brand in item.post.brands:
-                            latest[brand] = max(latest.get(brand, 0), item.post.created_at)
-                result.alerts = await self.alerts.evaluate(latest)
-        for future in pending:
-            if future is not None:
-                await future
+        _raise_first(await asyncio.gather(*(f for f in pending if f is not None), return_exceptions=True))
+        # alerts last: an alert claims its cooldown when it fires, so nothing that can fail the attempt may follow it
+        # (a retry would find the cooldown taken); its own publish waits out a broker outage instead of failing
+        if parsed and self.evaluate_alerts:
+            result.alerts = await self.alerts.evaluate(_latest_by_brand(classified))
+        for reason in reasons:
+            METRICS.dlq.labels(reason).inc()
         METRICS.posts.labels("counted").inc(result.counted)
         METRICS.posts.labels("duplicate").inc(result.duplicates)
         METRICS.posts.labels("rejected").inc(result.rejected)
-        METRICS.batch_size.observe(len(records))
-        METRICS.batch_seconds.observe(time.perf_counter() - started)
-        METRICS.last_batch.set(time.time())
         return result
+
+    async def _classify(self, posts: list[Post]) -> list[ClassifiedPost]:
+        proba, inference_s = await self.inference.predict([p.text for p in posts])
+        METRICS.inference_seconds.observe(inference_s)
+        labels, thresholds, version = self.inference.labels, self.inference.thresholds, self.inference.version
+        return [ClassifiedPost.from_probabilities(post, row, labels, thresholds, version)
+                for post, row in zip(posts, proba)]
+
+    @staticmethod
+    def _observe_delay(written: list[Record]) -> None:
+        """End-to-end delay of the posts this write counted: not of rejects, duplicates or earlier attempts' posts."""
+        written_at_ms = time.time() * 1000
+        for record in written:
+            if record.timestamp_ms:
+                METRICS.delay_seconds.observe(max(0.0, written_at_ms - record.timestamp_ms) / 1000)
+
+
+def _counted(classified: list[ClassifiedPost], written: list[bool], counted_earlier: set[str]) -> list[bool]:
+    """Per post, whether this batch counted it: written now, or written by an earlier attempt that failed later (its
+    first occurrence only, so an id twice in one batch is still one count). Adds the ids written now to
+    ``counted_earlier`` at once, before anything after the write can fail."""
+    carried = set(counted_earlier)
+    fresh = []
+    for item, is_new in zip(classified, written):
+        post_id = item.post.id
+        if is_new:
+            counted_earlier.add(post_id)
+        elif post_id in carried:
+            carried.discard(post_id)
+            is_new = True
+        fresh.append(is_new)
+    return fresh
+
+
+def _raise_first(outcomes: list) -> None:
+    """Every delivery is awaited (none left with an unretrieved error); the first failure fails the attempt."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+def _latest_by_brand(classified: list[ClassifiedPost]) -> dict[str, int]:
+    """Each brand of the batch with its newest ``created_at``: where the alert check looks."""
+    latest: dict[str, int] = {}
+    for item in classified:
+        for brand in item.post.brands:
+            latest[brand] = max(latest.get(brand, 0), item.post.created_at)
+    return latest

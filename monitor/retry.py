@@ -1,0 +1,63 @@
+"""Which failures are waited out, and the back-off used while waiting.
+
+A *transient* failure says nothing about the records being processed: Redis unreachable, or a Kafka error the client
+marks retriable (connection lost, leader moving, request timed out; Faust wraps them in ``ProducerSendError`` and
+keeps the original as ``__cause__``). Those are retried for as long as they last, so no record is ever dead-lettered
+because a server was away. Every other failure (a text that crashes the model, a record the broker refuses as too
+large, a bug) is *persistent*; :class:`monitor.pipeline.BatchProcessor` isolates it with its poison policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from monitor.store import RedisUnavailable
+
+__all__ = ["Backoff", "is_transient", "retry_transient"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when ``error`` (or an exception it was raised ``from``) means "a server is unreachable", not "bad data"."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, RedisUnavailable) or isinstance(current, KafkaTimeoutError):
+            return True
+        if isinstance(current, KafkaError) and current.retriable:
+            return True
+        current = current.__cause__
+    return False
+
+
+class Backoff:
+    """Exponential back-off: ``initial`` seconds, doubled after each wait, capped at ``maximum``."""
+
+    def __init__(self, initial: float, maximum: float):
+        self.delay = initial
+        self.maximum = maximum
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.maximum)
+
+
+async def retry_transient(action: Callable[[], Awaitable[T]], backoff: Backoff, what: str) -> T:
+    """``await action()``, repeated with back-off for as long as it fails transiently; other errors propagate."""
+    while True:
+        try:
+            return await action()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("%s: %r (a server is unreachable); retrying in %.1f s", what, exc, backoff.delay)
+            await backoff.wait()
