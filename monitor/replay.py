@@ -12,8 +12,12 @@ is read as "no such offset". Measured here too: tansu answers ``offsets_for_time
 for any time inside the first batch), so its offset is used only as a lower bound to seek to, and every record is
 then filtered by its own timestamp against ``[from, to]``; the read always ends at the high-water mark.
 
-Delivery: offsets of the replay group are committed after each batch's Redis writes; alerts are not evaluated
-(history is not news); records go to ``posts.classified`` / the DLQ only with ``--publish``.
+Delivery: each batch goes through :meth:`monitor.pipeline.BatchProcessor.process_until_done`, like the worker's:
+Redis or broker unreachable (a ``--publish`` send, the offset commit) is retried with back-off until it is back,
+a record that fails processing even alone is isolated (the rest of the batch is counted). Offsets of the replay
+group are committed after each batch. Alerts are not evaluated (history is not news); records go to
+``posts.classified`` / the DLQ only with ``--publish`` (at-least-once: a retried batch may publish a post twice).
+Without ``--publish`` a record that fails processing is only logged and counted as failed in the summary.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from monitor.inference import load_inference
 from monitor.pipeline import BatchProcessor, Record
 from monitor.post import PostRejected, to_epoch_ms, parse_post
+from monitor.retry import Backoff, retry_transient
 from monitor.settings import MonitorSettings
 from monitor.store import RedisStore
 
@@ -54,13 +59,15 @@ class ReplaySummary:
     counted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    failed: int = 0
     cleared_markers: int = 0
     seconds: float = 0.0
     ranges: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         return (f"replay ({self.mode}): {self.records} records, {self.counted} counted, {self.duplicates} already "
-                f"counted, {self.rejected} rejected, {self.cleared_markers} markers cleared, {self.seconds:.1f} s")
+                f"counted, {self.rejected} rejected, {self.failed} failed, {self.cleared_markers} markers cleared, "
+                f"{self.seconds:.1f} s")
 
 
 async def high_water_marks(consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeout: float = 10.0) -> dict:
@@ -177,16 +184,18 @@ async def run_replay(settings: MonitorSettings, span: ReplayRange, *, mode: str 
         with tqdm(total=total, desc=f"replay {mode}", unit="post", disable=not progress) as bar:
             async for rows in _read(consumer, starts, stops, settings.max_batch, span, skipped):
                 records = [Record(r.value, r.timestamp, r.topic, r.partition, r.offset, r.key) for r in rows]
-                result = await processor.process(records)
+                result = await processor.process_until_done(records)
                 summary.records += result.records
                 summary.counted += result.counted
                 summary.duplicates += result.duplicates
                 summary.rejected += result.rejected
+                summary.failed += result.failed
                 commit = {}
                 for r in rows:
                     tp = TopicPartition(r.topic, r.partition)
                     commit[tp] = max(commit.get(tp, 0), r.offset + 1)
-                await consumer.commit(commit)
+                await retry_transient(lambda: consumer.commit(commit),
+                                      Backoff(settings.redis_retry_initial, settings.redis_retry_max), "commit")
                 bar.update(len(rows) + skipped[0])
                 skipped[0] = 0
     finally:

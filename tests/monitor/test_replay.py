@@ -92,3 +92,40 @@ def test_time_bounds_and_future_times(kafka_broker, redis_server, redis_client, 
     assert sum(posts_total(redis_client, b) for b in BRANDS) == 80
     recent = [json.loads(m)["id"] for m in redis_client.zrangebyscore("em:posts:acme", 0, "+inf")]
     assert all(30 <= int(i[1:]) < 60 or int(i[1:]) >= 100 for i in recent)
+
+
+def test_publish_retries_broker_send_errors_with_back_off(kafka_broker, redis_server, redis_client, small_model_dir,
+                                                          topic_with_posts, monkeypatch):
+    """--publish through a producer whose first sends fail (the broker away): replay waits, loses and DLQs nothing.
+
+    Test-only: a subclass of the real producer that raises, then returns failed delivery futures, before sending."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaConnectionError, RequestTimedOutError
+
+    import monitor.replay
+    from tests.monitor.conftest import consume_all
+
+    failures = {"raise": 2, "future": 2}
+
+    class FlakyProducer(AIOKafkaProducer):
+        async def send(self, topic, value=None, key=None, **kwargs):
+            if failures["raise"]:
+                failures["raise"] -= 1
+                raise KafkaConnectionError("injected: broker unreachable")
+            if failures["future"]:
+                failures["future"] -= 1
+                future = asyncio.get_running_loop().create_future()
+                future.set_exception(RequestTimedOutError("injected: delivery timed out"))
+                return future
+            return await super().send(topic, value, key=key, **kwargs)
+
+    monkeypatch.setattr(monitor.replay, "AIOKafkaProducer", FlakyProducer)
+    settings = settings_for(kafka_broker, redis_server.url, small_model_dir, redis_retry_initial=0.05,
+                            poison_retries=1)
+    summary = asyncio.run(run_replay(settings, ReplayRange(), publish=True, progress=False))
+    assert failures == {"raise": 0, "future": 0}
+    assert (summary.records, summary.counted, summary.failed) == (150, 150, 0)
+    assert sum(posts_total(redis_client, b) for b in BRANDS) == 150
+    published = {json.loads(r.value)["id"] for r in consume_all(kafka_broker, "posts.classified", 150)}
+    assert published == {p["id"] for p in topic_with_posts}
+    assert consume_all(kafka_broker, "posts.dlq", 1, timeout=3) == []
