@@ -3,7 +3,9 @@
 Delivery: at-least-once. ``noack_take`` (Faust's ``take`` that leaves acking to the caller) hands over a batch;
 its events are acked — and so become committable — only after the batch's Redis writes and produced records
 succeeded. No idempotent producer, no transactions (the tansu broker supports neither; see the platform notes).
-On SIGTERM Faust cancels the agent: the batch in hand is finished (shielded), acked, and the offsets committed.
+Up to ``pipeline_depth`` batches are in flight (one classified while the previous one is written); they are acked in
+the order they were taken. On SIGTERM Faust cancels the agent: the batches in hand are finished (shielded), acked,
+and the offsets committed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,49 @@ from monitor.settings import MonitorSettings
 from monitor.store import RedisStore
 
 __all__ = ["create_app"]
+
+
+class _InOrderAcker:
+    """Acks each batch's events as soon as its processing is done, in the order the batches were taken (a batch is
+    never acked before an earlier one, so a committed offset never skips unfinished work)."""
+
+    def __init__(self, stream, slots: asyncio.Semaphore):
+        self.stream, self.slots = stream, slots
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.current = None
+        self.task = asyncio.ensure_future(self._run())
+
+    def add(self, events, work: asyncio.Future) -> None:
+        if self.task.done():  # the acker itself failed: surface it instead of queueing work nobody acks
+            self.task.result()
+        self.queue.put_nowait((events, work))
+
+    async def _ack(self, events) -> None:
+        for event in events:
+            await self.stream.ack(event)  # synchronous inside: never suspends, so never half done by a cancel
+        self.slots.release()
+
+    async def _run(self) -> None:
+        while True:
+            self.current = await self.queue.get()
+            events, work = self.current
+            await asyncio.shield(work)
+            await self._ack(events)
+            self.current = None
+
+    async def finish(self) -> None:
+        """Stop acking in the background, then wait for every batch in hand and ack it."""
+        self.stop()
+        await asyncio.gather(self.task, return_exceptions=True)
+        held = [self.current] if self.current else []
+        while not self.queue.empty():
+            held.append(self.queue.get_nowait())
+        for events, work in held:
+            await work
+            await self._ack(events)
+
+    def stop(self) -> None:
+        self.task.cancel()
 
 
 def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
@@ -47,19 +92,19 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
 
     @app.agent(posts_topic)
     async def classify_posts(stream):
-        async for events in stream.noack_take(settings.max_batch, within=settings.max_wait):
-            records = [Record(e.message.value, e.message.timestamp and int(e.message.timestamp * 1000),
-                              e.message.topic, e.message.partition, e.message.offset, e.message.key) for e in events]
-            work = asyncio.ensure_future(processor().process_until_done(records))
-            try:
-                await asyncio.shield(work)
-            except asyncio.CancelledError:  # shutting down: finish this batch so it can be committed
-                await work
-                for event in events:
-                    await stream.ack(event)
-                raise
-            for event in events:
-                await stream.ack(event)
+        # Up to `pipeline_depth` batches in flight: while one writes to Redis and the broker, the next is already on
+        # the inference thread (which runs them one at a time, in order). Acks stay in batch order.
+        slots = asyncio.Semaphore(settings.pipeline_depth)
+        acker = _InOrderAcker(stream, slots)
+        try:
+            async for events in stream.noack_take(settings.max_batch, within=settings.max_wait):
+                records = [Record(e.message.value, e.message.timestamp and int(e.message.timestamp * 1000),
+                                  e.message.topic, e.message.partition, e.message.offset, e.message.key)
+                           for e in events]
+                await slots.acquire()
+                acker.add(events, asyncio.ensure_future(processor().process_until_done(records)))
+        finally:  # stream stopped or shutting down (cancelled): finish the batches in hand so they can be committed
+            await acker.finish()
 
     @app.task
     async def serve_health() -> None:

@@ -30,10 +30,12 @@ def worker(log_level: str | None) -> None:
     Start several with the same EM_MONITOR_GROUP_ID to share the partitions. Stop with SIGTERM (Ctrl-C): the
     batch in hand is finished, written and committed.
     """
+    from monitor.inference import load_inference, share_cores_politely
+
+    share_cores_politely()
     import faust
 
     from monitor.app import create_app
-    from monitor.inference import load_inference
     from monitor.pipeline import check_alert_emotions
 
     settings = _settings()
@@ -63,6 +65,9 @@ def replay(mode: str, from_time: str | None, from_offset: int | None, to_time: s
     """Replay/backfill the posts topic (from the beginning by default) up to a time or the current end."""
     import asyncio
 
+    from monitor.inference import share_cores_politely
+
+    share_cores_politely()
     from monitor.replay import ReplayRange, run_replay
 
     settings = _settings()

@@ -61,6 +61,13 @@ def _counted(port: int) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def _health_ok(port: int) -> bool:
+    try:
+        return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read())["ok"] is True
+    except OSError:
+        return False
+
+
 def test_kill_9_mid_stream_then_restart_counts_exactly(kafka_broker, redis_server, redis_client, small_model_dir,
                                                        start_worker):
     """Two workers share the partitions; one is killed -9 mid-stream and restarted: totals stay exact."""
@@ -76,13 +83,16 @@ def test_kill_9_mid_stream_then_restart_counts_exactly(kafka_broker, redis_serve
     first.wait(10)
     mid = sum(posts_total(redis_client, b) for b in BRANDS)
     assert mid < n, "the workers finished before one could be killed; raise n"
-    restarted = start_worker(env)
+    port_c = free_port()
+    restarted = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port_c)})
     wait_until(lambda: sum(posts_total(redis_client, b) for b in BRANDS) >= n, 150, what="all posts", worker=other)
     time.sleep(2)  # redelivered posts, if any were going to be double counted, would land now
     for brand in BRANDS:
         assert posts_total(redis_client, brand) == n // 3
     assert 0 < _counted(port_b) < n  # the surviving worker did part of the work, not all of it
-    # graceful stop: SIGTERM ends a worker cleanly
+    # graceful stop: SIGTERM ends a running worker cleanly (wait until the restarted one serves /health: before
+    # that it may still be loading its model, where SIGTERM is the default handler's)
+    wait_until(lambda: _health_ok(port_c), 60, what="restarted worker up", worker=restarted)
     for worker in (other, restarted):
         worker.signal(signal.SIGTERM)
     assert other.wait(30) == 0 and restarted.wait(30) == 0
