@@ -7,13 +7,15 @@ and the p95 produce-to-Redis delay at half the end-to-end rate. Prints a table a
 Everything runs against real servers (tansu + Redis TimeSeries started here) and a real `emotion-monitor worker`
 subprocess. The same texts (GoEmotions dev) and batch size feed every mode.
 
-* bare:     the model alone on a dedicated thread, same texts, batch size B: ``bare`` calls ``predict_proba`` once per
-            B texts in arrival order (the batches a stream sees); ``bare_sorted`` makes one call over all texts,
-            which length-sorts them globally before batching — the model's real ceiling, no stream can beat it.
+* bare:     the model alone on a dedicated thread, same texts, micro-batch B, the worker's call size C (its
+            ``EM_MONITOR_INFERENCE_BATCH`` auto value): ``bare`` calls ``predict_proba(B texts in arrival order,
+            batch_size=C)`` — exactly the model work the worker does, so its ceiling; ``bare_sorted`` makes one call
+            over all texts, which length-sorts them globally before cutting calls of C — no stream can reach it.
 * e2e:      the worker is started and warmed up, then N posts are produced at once; rate = N / (time until the
             TimeSeries posts total reaches N, measured from the first send).
 * naive:    one message at a time: fetch, parse, classify a batch of 1 (same inference thread), write, commit.
-* The worker runs with its defaults (``EM_MONITOR_INFERENCE_BATCH`` auto: length-sorted calls of 16 on CPU).
+* The worker runs with its defaults (int8 on CPU, length-sorted calls of 32 there; bf16 and whole batches on CUDA).
+  This process applies the worker's OpenMP policy too (``share_cores_politely``), so bare and naive run as it does.
 * latency:  posts produced at half the e2e rate for ``--latency-seconds``; delay per post = arrival on
             ``posts.classified`` (published right after its Redis write) - its ``created_at`` (the send time).
 """
@@ -78,12 +80,12 @@ async def produce(bootstrap: str, posts: list[dict], rate: float | None = None) 
         await producer.stop()
 
 
-def bare_rate(clf, texts: list[str], batch: int, arrival_order: bool = True) -> float:
+def bare_rate(clf, texts: list[str], batch: int, call: int, arrival_order: bool = True) -> float:
     """Best of two timed passes after a full warm-up pass (CPU kernels are built per input shape on first use).
 
-    ``arrival_order``: one ``predict_proba`` call per ``batch`` texts in the order they arrive — the batches the
-    worker sees, so the ceiling for it. Otherwise one call over all texts, which sorts them all by length first
-    (batches of similar lengths pad less): a ceiling no stream can reach, reported for reference.
+    ``arrival_order``: one ``predict_proba`` call per ``batch`` texts in the order they arrive, cut into model calls
+    of ``call`` texts — what the worker does, so the ceiling for it. Otherwise one call over all texts, which sorts
+    them all by length first (calls of similar lengths pad less): a ceiling no stream can reach, for reference.
 
     Runs on one dedicated thread, as the worker does: on this 2-core machine the same call measured ~3x slower from
     the main thread (50 vs 146 texts/s) until another thread had run the model once."""
@@ -92,9 +94,9 @@ def bare_rate(clf, texts: list[str], batch: int, arrival_order: bool = True) -> 
     def run() -> None:
         if arrival_order:
             for start in range(0, len(texts), batch):
-                clf.predict_proba(texts[start:start + batch], batch_size=batch)
+                clf.predict_proba(texts[start:start + batch], batch_size=call)
         else:
-            clf.predict_proba(texts, batch_size=batch)
+            clf.predict_proba(texts, batch_size=call)
 
     with ThreadPoolExecutor(max_workers=1) as thread:
         thread.submit(run).result()
@@ -112,6 +114,7 @@ def start_worker(kafka, redis_url: str, args, batch: int, log_path: Path) -> sub
         "EM_MONITOR_BROKER_URL": kafka.url, "EM_MONITOR_REDIS_URL": redis_url, "EM_MONITOR_MAX_BATCH": str(batch),
         "EM_MONITOR_MAX_WAIT": str(args.max_wait), "EM_MONITOR_DEVICE": args.device,
         "EM_MONITOR_METRICS_PORT": str(args.metrics_port), "EM_MONITOR_INFERENCE_BATCH": str(args.inference_batch),
+        "EM_MONITOR_CPU_PRECISION": args.cpu_precision,
         "EM_MONITOR_TOPIC_PARTITIONS": str(args.partitions), "TOKENIZERS_PARALLELISM": "false",
     })
     if args.model:
@@ -212,6 +215,8 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--max-wait", type=float, default=0.25, help="EM_MONITOR_MAX_WAIT of the worker")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--cpu-precision", default="int8", choices=["int8", "fp32"],
+                        help="EM_MONITOR_CPU_PRECISION of the worker and of the bare/naive runs")
     parser.add_argument("--inference-batch", type=int, default=0, help="EM_MONITOR_INFERENCE_BATCH (0 = auto)")
     parser.add_argument("--metrics-port", type=int, default=9118, help="The worker's /metrics port (time split)")
     parser.add_argument("--model", default=None, help="Model artifact folder (default: the shipped default model)")
@@ -219,9 +224,11 @@ def main() -> None:
     args = parser.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
 
+    from monitor.inference import inference_batch, load_inference, share_cores_politely
+
+    share_cores_politely()
     import redis
 
-    from monitor.inference import load_inference
     from monitor.settings import MonitorSettings
 
     texts = load_texts(max(args.posts, args.naive_posts))
@@ -230,20 +237,23 @@ def main() -> None:
     bootstrap = f"127.0.0.1:{kafka.port}"
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     settings = MonitorSettings(broker_url=kafka.url, redis_url=redis_server.url, model_path=args.model,
-                               device=args.device, max_batch=batches[0], metrics_port=0)
+                               device=args.device, cpu_precision=args.cpu_precision, max_batch=batches[0],
+                               metrics_port=0)
     inference = load_inference(settings)
     clf = inference.classifier
     results = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(clf.device),
                     "gpu": _gpu_name()},
-        "model_version": inference.version, "max_tokens": settings.max_tokens, "posts": args.posts,
+        "model_version": inference.version, "precision": clf.precision, "max_tokens": settings.max_tokens, "posts": args.posts,
         "runs": [],
     }
     try:
         for batch in batches:
-            run: dict = {"batch": batch, "load_avg_before": os.getloadavg()[0]}
-            run["bare_posts_per_s"] = bare_rate(clf, texts[: args.posts], batch)
-            run["bare_sorted_posts_per_s"] = bare_rate(clf, texts[: args.posts], batch, arrival_order=False)
+            call = inference_batch(settings.model_copy(update={"max_batch": batch,
+                                                               "inference_batch": args.inference_batch}), clf)
+            run: dict = {"batch": batch, "model_call": call, "load_avg_before": os.getloadavg()[0]}
+            run["bare_posts_per_s"] = bare_rate(clf, texts[: args.posts], batch, call)
+            run["bare_sorted_posts_per_s"] = bare_rate(clf, texts[: args.posts], batch, call, arrival_order=False)
             client.flushdb()
             worker = start_worker(kafka, redis_server.url, args, batch, workdir / f"worker-{batch}.log")
             try:
@@ -325,7 +335,7 @@ def _gpu_name() -> str | None:
 
 
 def _print_run(run: dict) -> None:
-    print(f"batch {run['batch']:>4}: bare {run['bare_posts_per_s']:8.1f}/s (sorted {run['bare_sorted_posts_per_s']:.1f}/s)  e2e {run['e2e_posts_per_s']:8.1f}/s "
+    print(f"batch {run['batch']:>4} (calls of {run['model_call']}): bare {run['bare_posts_per_s']:8.1f}/s (sorted {run['bare_sorted_posts_per_s']:.1f}/s)  e2e {run['e2e_posts_per_s']:8.1f}/s "
           f"({run['e2e_vs_bare']:.0%} of bare, {run['e2e_vs_bare_sorted']:.0%} of sorted)  at {run['latency_rate_posts_per_s']:.0f}/s: "
           f"p50 {run['p50_delay_s']:.2f} s  p95 {run['p95_delay_s']:.2f} s")
 
