@@ -126,8 +126,9 @@ def main() -> None:
             results["model_version"] = clf.version
             test_texts, y_test = read_split("test", len(clf.labels))
             stream = read_split("dev", len(clf.labels))[0][: args.stream_posts]
+            call = inference_batch(settings, clf.device.type, clf.precision)
             row, probas[clf.precision] = measure(clf, test_texts, y_test, stream, sizes, args.micro_batch,
-                                                 args.passes, thread, inference_batch(settings, clf))
+                                                 args.passes, thread, call)
             results["rows"].append(row)
             best = max(row["batched_texts_per_s"].items(), key=lambda kv: kv[1])
             print(f"{row['precision']:>5}: test macro-F1 {row['test_macro_f1']:.4f} micro-F1 {row['test_micro_f1']:.4f}"

@@ -13,7 +13,8 @@ subprocess. The same texts (GoEmotions dev) and batch size feed every mode.
             over all texts, which length-sorts them globally before cutting calls of C — no stream can reach it.
 * e2e:      the worker is started and warmed up, then N posts are produced at once; rate = N / (time until the
             TimeSeries posts total reaches N, measured from the first send).
-* naive:    one message at a time: fetch, parse, classify a batch of 1 (same inference thread), write, commit.
+* naive:    one message at a time: fetch, parse, classify a batch of 1 (the model on a thread of this process, no
+            inter-process hop), write, commit.
 * The worker runs with its defaults (int8 on CPU, length-sorted calls of 32 there; bf16 and whole batches on CUDA).
   This process applies the worker's OpenMP policy too (``share_cores_politely``), so bare and naive run as it does.
 * latency:  posts produced at half the e2e rate for ``--latency-seconds``; delay per post = arrival on
@@ -239,8 +240,13 @@ def main() -> None:
     settings = MonitorSettings(broker_url=kafka.url, redis_url=redis_server.url, model_path=args.model,
                                device=args.device, cpu_precision=args.cpu_precision, max_batch=batches[0],
                                metrics_port=0)
-    inference = load_inference(settings)
-    clf = inference.classifier
+    # bare and naive run the model on a thread of this process (no inter-process hop): the most favourable
+    # setting for the naive consumer, and the plain model work for bare; the worker uses its default (a child process)
+    from trainer import load_classifier
+
+    clf = load_classifier(args.model, device=None if args.device == "auto" else args.device,
+                          int8=args.cpu_precision == "int8")
+    inference = load_inference(settings, classifier=clf)
     results = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(clf.device),
                     "gpu": _gpu_name()},
@@ -250,7 +256,8 @@ def main() -> None:
     try:
         for batch in batches:
             call = inference_batch(settings.model_copy(update={"max_batch": batch,
-                                                               "inference_batch": args.inference_batch}), clf)
+                                                               "inference_batch": args.inference_batch}),
+                                   clf.device.type, clf.precision)
             run: dict = {"batch": batch, "model_call": call, "load_avg_before": os.getloadavg()[0]}
             run["bare_posts_per_s"] = bare_rate(clf, texts[: args.posts], batch, call)
             run["bare_sorted_posts_per_s"] = bare_rate(clf, texts[: args.posts], batch, call, arrival_order=False)

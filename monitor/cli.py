@@ -43,11 +43,14 @@ def worker(log_level: str | None) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     inference = load_inference(settings)
     try:
-        check_alert_emotions(settings, inference.labels)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    app = create_app(settings, inference)
-    faust.Worker(app, loglevel=level, quiet=True).execute_from_commandline()
+        try:
+            check_alert_emotions(settings, inference.labels)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        app = create_app(settings, inference)
+        faust.Worker(app, loglevel=level, quiet=True).execute_from_commandline()
+    finally:  # after Faust finished its batches: stop the inference process
+        inference.close()
 
 
 @click.command("replay")

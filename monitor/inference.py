@@ -1,78 +1,170 @@
-"""Inference for the stream: the trainer's classifier behind ONE dedicated thread, so the event loop never blocks.
+"""Inference for the stream: the trainer's classifier on ONE dedicated executor, so the event loop never blocks.
 
-Torch releases the GIL inside its kernels, so while a batch runs on the inference thread the event loop keeps
-fetching, writing to Redis and heartbeating the consumer group. One thread (not a pool) keeps batches in order and
-the model's memory single; torch still uses every core inside that thread.
+``EM_MONITOR_INFERENCE_ISOLATION`` picks where the model runs:
+
+* ``process`` (the worker's default): in one child process. Why: a model call needs the GIL between its kernel
+  launches, and in-process the busy event loop (Faust, parsing, Redis, sends) held it so much that on an H200 the
+  model ran ~6x slower inside the worker than alone. Texts go in, a float32 array comes out. The child ignores
+  SIGINT/SIGTERM: the worker finishes its batches first and then closes it; if the worker dies, the child notices
+  within 0.5 s and exits. If the child dies, the batch fails (and is retried or isolated by the pipeline) and a new child loads.
+* ``thread``: in this process on one thread (the model's kernels still use every core); what a classifier object
+  handed to :func:`load_inference` uses, e.g. in tests.
+
+One executor worker (not a pool) keeps batches in order and the model's memory single.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
 
 from monitor.settings import MonitorSettings
 
-__all__ = ["Inference", "load_inference", "share_cores_politely"]
+__all__ = ["Inference", "InferenceProcessDied", "load_inference", "share_cores_politely"]
 
 log = logging.getLogger(__name__)
 
 
-class Inference:
-    """Wraps a loaded classifier (``labels``, ``thresholds``, ``version``, ``max_length``, ``predict_proba``)."""
+class InferenceProcessDied(RuntimeError):
+    """The inference child process exited mid-batch (crash, OOM kill); a fresh one is started for the next call."""
 
-    def __init__(self, classifier: Any, batch_size: int, threshold_overrides: dict[str, float] | None = None):
-        self.classifier = classifier
-        self.labels: list[str] = list(classifier.labels)
+
+# ---------------------------------------------------------------- model side (this process or the child)
+
+_MODEL: dict[str, Any] = {}
+
+
+def _exit_with_parent(parent: int) -> None:
+    """The child's own copy of the task queue keeps its pipe open, so a killed parent never shows up as EOF: watch."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-worker", daemon=True).start()
+
+
+def _load_model(settings_json: str, in_child: bool) -> None:
+    if in_child:  # the parent decides when the model stops (after finishing its batches), or dies
+        import os
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _exit_with_parent(os.getppid())
+    from trainer import load_classifier
+
+    settings = MonitorSettings.model_validate_json(settings_json)
+    device = None if settings.device == "auto" else settings.device
+    started = time.perf_counter()
+    classifier = load_classifier(settings.model_path or None, device=device, int8=settings.cpu_precision == "int8")
+    classifier.max_length = min(int(classifier.max_length), settings.max_tokens)
+    _MODEL["classifier"] = classifier
+    log.warning("loaded model %s (%s on %s) in %.1f s", classifier.version, classifier.precision,
+                classifier.device, time.perf_counter() - started)
+
+
+def _describe() -> dict:
+    classifier = _MODEL["classifier"]
+    return {"labels": list(classifier.labels), "thresholds": np.asarray(classifier.thresholds, dtype=np.float32),
+            "version": str(classifier.version), "precision": classifier.precision,
+            "device": classifier.device.type}
+
+
+def _predict(texts: list[str], batch_size: int) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    proba = _MODEL["classifier"].predict_proba(texts, batch_size=batch_size)
+    return np.asarray(proba, dtype=np.float32), time.perf_counter() - started
+
+
+def _predict_with(classifier: Any, texts: list[str], batch_size: int) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    proba = classifier.predict_proba(texts, batch_size=batch_size)
+    return np.asarray(proba, dtype=np.float32), time.perf_counter() - started
+
+
+# ---------------------------------------------------------------- event-loop side
+
+
+class Inference:
+    """The model behind one executor: ``labels``, ``thresholds`` (overrides applied), ``version`` (``+int8`` when
+    served in int8), ``precision``, ``device``, ``batch_size`` (texts per model call) and :meth:`predict`."""
+
+    def __init__(self, settings: MonitorSettings, classifier: Any | None = None):
+        self.settings = settings
+        self.classifier = classifier  # only in thread isolation
+        self.isolation = "thread" if classifier is not None else settings.inference_isolation
+        self._executor = self._start()
+        meta = self._executor.submit(_describe).result() if classifier is None else {
+            "labels": list(classifier.labels), "thresholds": np.asarray(classifier.thresholds, dtype=np.float32),
+            "version": str(classifier.version), "precision": getattr(classifier, "precision", "fp32"),
+            "device": getattr(getattr(classifier, "device", None), "type", "cpu")}
+        self.labels: list[str] = meta["labels"]
+        self.precision: str = meta["precision"]
+        self.device: str = meta["device"]
         # the served arithmetic is part of the version: int8 scores differ slightly from the fp32 ones
-        precision = getattr(classifier, "precision", "fp32")
-        self.version: str = str(classifier.version) + (f"+{precision}" if precision == "int8" else "")
-        self.batch_size = batch_size
-        thresholds = np.asarray(classifier.thresholds, dtype=np.float32).copy()
-        for emotion, value in (threshold_overrides or {}).items():
+        self.version: str = meta["version"] + ("+int8" if self.precision == "int8" else "")
+        self.batch_size = inference_batch(settings, self.device, self.precision)
+        thresholds = np.array(meta["thresholds"], dtype=np.float32)
+        for emotion, value in settings.threshold_overrides.items():
             if emotion not in self.labels:
+                self.close()
                 raise ValueError(f"threshold override for unknown emotion {emotion!r}; known: {self.labels}")
             thresholds[self.labels.index(emotion)] = float(value)
         self.thresholds = thresholds
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+    def _start(self) -> Executor:
+        if self.isolation == "thread":
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+            if self.classifier is None:
+                executor.submit(_load_model, self.settings.model_dump_json(), False).result()
+            return executor
+        # spawn, not fork: the child must not inherit the event loop, sockets or Faust's threads
+        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_load_model, initargs=(self.settings.model_dump_json(), True))
+
+    def _submit(self, texts: list[str]):
+        if self.classifier is not None:
+            return self._executor.submit(_predict_with, self.classifier, texts, self.batch_size)
+        return self._executor.submit(_predict, texts, self.batch_size)
 
     def predict_blocking(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self.classifier.predict_proba(texts, batch_size=self.batch_size), dtype=np.float32)
-
-    def _timed(self, texts: list[str]) -> tuple[np.ndarray, float]:
-        started = time.perf_counter()
-        return self.predict_blocking(texts), time.perf_counter() - started
+        return self._submit(list(texts)).result()[0]
 
     async def predict(self, texts: list[str]) -> tuple[np.ndarray, float]:
-        """Probabilities ``[n, n_labels]`` computed on the inference thread, and the seconds the model took (not
-        counting the wait behind an earlier batch on that thread)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._timed, texts)
+        """Probabilities ``[n, n_labels]`` and the seconds the model took (not counting the wait behind an earlier
+        batch). Raises :class:`InferenceProcessDied` if the child died; the next call starts a new one."""
+        try:
+            return await asyncio.wrap_future(self._submit(list(texts)))
+        except BrokenProcessPool as exc:
+            log.error("the inference process died (%s); starting a new one", exc)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._start()
+            raise InferenceProcessDied(str(exc)) from exc
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def load_inference(settings: MonitorSettings, classifier: Any | None = None) -> Inference:
-    """Load the classifier named by the settings (the shipped default when ``model_path`` is empty)."""
-    if classifier is None:
-        from trainer import load_classifier
-
-        device = None if settings.device == "auto" else settings.device
-        started = time.perf_counter()
-        classifier = load_classifier(settings.model_path or None, device=device,
-                                     int8=settings.cpu_precision == "int8")
-        log.warning("loaded model %s (%s on %s) in %.1f s", classifier.version, classifier.precision,
-                    classifier.device, time.perf_counter() - started)
-    if hasattr(classifier, "max_length"):
+    """The model named by the settings (the shipped default when ``model_path`` is empty), isolated as
+    ``settings.inference_isolation`` says; a ready ``classifier`` object runs on a thread of this process."""
+    if classifier is not None and hasattr(classifier, "max_length"):
         classifier.max_length = min(int(classifier.max_length), settings.max_tokens)
-    return Inference(classifier, inference_batch(settings, classifier), settings.threshold_overrides)
+    return Inference(settings, classifier)
 
 
-def inference_batch(settings: MonitorSettings, classifier: Any) -> int:
+def inference_batch(settings: MonitorSettings, device: str, precision: str) -> int:
     """Texts per model call. The classifier sorts a micro-batch by length and pads each call to its longest text;
     on CPU compute grows with the padded size, so small calls of similar lengths beat one call of mixed lengths
     (measured here, micro-batches of 64 from GoEmotions dev: fp32 234/s in calls of 16 vs 118/s in one call; int8
@@ -80,18 +172,18 @@ def inference_batch(settings: MonitorSettings, classifier: Any) -> int:
     whole batch."""
     if settings.inference_batch:
         return min(settings.inference_batch, settings.max_batch)
-    on_gpu = getattr(getattr(classifier, "device", None), "type", "cpu") == "cuda"
-    if on_gpu:
+    if device == "cuda":
         return settings.max_batch
-    return min(32 if getattr(classifier, "precision", "fp32") == "int8" else 16, settings.max_batch)
+    return min(32 if precision == "int8" else 16, settings.max_batch)
 
 
 def share_cores_politely() -> None:
     """Ask OpenMP (torch's CPU threads) to sleep rather than spin between parallel regions, unless the user chose.
 
     Why: the worker's event loop, Faust's consumer thread, and often the broker and Redis share the cores with the
-    inference thread; spinning OpenMP threads keep a core busy that those need. Measured on the 2-core machine:
-    end to end 639 vs 484 posts/s at the same batch. Must run before torch is imported (OpenMP reads it once)."""
+    model; spinning OpenMP threads keep a core busy that those need. Measured on the 2-core machine: end to end 639
+    vs 484 posts/s. Must run before torch is imported (OpenMP reads it once); a spawned inference child inherits it.
+    """
     import os
     import sys
 

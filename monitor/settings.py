@@ -53,6 +53,10 @@ class MonitorSettings(BaseSettings):
         2, ge=1, description="Micro-batches in flight: with 2, one writes to Redis/Kafka while the next is classified "
         "(acks stay in order); 1 = one batch at a time"
     )
+    inference_isolation: Literal["process", "thread"] = Field(
+        "process", description="Where the model runs: process = one child process (no GIL shared with the event "
+        "loop, which slowed a GPU model ~6x in-process); thread = a thread of the worker (less memory, one process)"
+    )
     max_tokens: int = Field(128, ge=8, description="Token limit per text; longer texts are truncated")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Inference device; auto = cuda when present")
     cpu_precision: Literal["int8", "fp32"] = Field(

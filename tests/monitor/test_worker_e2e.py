@@ -27,7 +27,7 @@ def expected_counts(model_dir, posts, brand):
     from monitor.settings import MonitorSettings
 
     inference = load_inference(MonitorSettings(model_path=str(model_dir), device="cpu"))
-    assert inference.classifier.precision == "int8"  # the worker's default on CPU, so the same arithmetic
+    assert inference.precision == "int8"  # the worker's default on CPU, so the same arithmetic
     texts = [p["text"] for p in posts if p["brand"] == brand]
     proba = inference.predict_blocking(texts)
     inference.close()

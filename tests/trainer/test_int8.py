@@ -48,8 +48,8 @@ def test_monitor_serves_int8_on_cpu_by_default_and_fp32_on_request():
     default = load_inference(MonitorSettings(device="cpu"))
     exact = load_inference(MonitorSettings(device="cpu", cpu_precision="fp32"))
     try:
-        assert default.classifier.precision == "int8" and default.version.endswith("+int8")
-        assert exact.classifier.precision == "fp32" and "+" not in exact.version
+        assert default.precision == "int8" and default.version.endswith("+int8")
+        assert exact.precision == "fp32" and "+" not in exact.version
         assert default.version.removesuffix("+int8") == exact.version
     finally:
         default.close()
