@@ -19,13 +19,15 @@ A dashboard query for a brand is therefore one call, aggregated on the server, w
 
     TS.MRANGE from to AGGREGATION sum 60000 FILTER app=emotion-monitor brand=acme metric=count tier=1m GROUPBY emotion REDUCE sum
 
-Raw samples are written at the post's ``created_at`` (ms) with ``ON_DUPLICATE SUM``: two posts in the same millisecond
-add up, and an out-of-order (replayed) post is accepted, which ``TS.INCRBY`` would reject.
+Raw samples are sums per ``EM_MONITOR_RAW_BUCKET_MS`` bucket (1 s by default; 1 = the post's own millisecond), at the
+bucket's start, written with ``ON_DUPLICATE SUM``: posts of the same bucket add up (one sample per series and second
+however busy the brand), and an out-of-order (replayed) post is accepted, which ``TS.INCRBY`` would reject.
 
 Other keys:
 
 * ``em:seen:{post_id}`` (string, TTL = raw retention): the idempotency marker. A post is counted only by the atomic
-  Lua script that sets this marker *and* writes its samples, so a redelivered post is never counted twice.
+  Lua script (one call per batch) that sets this marker *and* adds its samples, so a redelivered post is never
+  counted twice.
 * ``em:brands`` (set): every brand seen — the dashboard's brand selector.
 * ``em:posts:{brand}`` (sorted set, score = created_at ms, member = JSON of the classified post): the bounded store
   of recent posts behind a spike; ``ZRANGEBYSCORE`` by time range.
