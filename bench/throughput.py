@@ -250,7 +250,8 @@ def main() -> None:
     results = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(clf.device),
                     "gpu": _gpu_name()},
-        "model_version": inference.version, "precision": clf.precision, "max_tokens": settings.max_tokens, "posts": args.posts,
+        "model_version": inference.version, "precision": clf.precision, "max_tokens": settings.max_tokens,
+        "posts": args.posts,
         "runs": [],
     }
     try:

@@ -6,7 +6,8 @@
   launches, and in-process the busy event loop (Faust, parsing, Redis, sends) held it so much that on an H200 the
   model ran ~6x slower inside the worker than alone. Texts go in, a float32 array comes out. The child ignores
   SIGINT/SIGTERM: the worker finishes its batches first and then closes it; if the worker dies, the child notices
-  within 0.5 s and exits. If the child dies, the batch fails (and is retried or isolated by the pipeline) and a new child loads.
+  within 0.5 s and exits. If the child dies, the batch fails (and is retried or isolated by the pipeline) and a new
+  child loads.
 * ``thread``: in this process on one thread (the model's kernels still use every core); what a classifier object
   handed to :func:`load_inference` uses, e.g. in tests.
 
@@ -54,14 +55,7 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-worker", daemon=True).start()
 
 
-def _load_model(settings_json: str, in_child: bool) -> None:
-    if in_child:  # the parent decides when the model stops (after finishing its batches), or dies
-        import os
-        import signal
-
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _exit_with_parent(os.getppid())
+def _load_classifier(settings_json: str) -> Any:
     from trainer import load_classifier
 
     settings = MonitorSettings.model_validate_json(settings_json)
@@ -69,26 +63,32 @@ def _load_model(settings_json: str, in_child: bool) -> None:
     started = time.perf_counter()
     classifier = load_classifier(settings.model_path or None, device=device, int8=settings.cpu_precision == "int8")
     classifier.max_length = min(int(classifier.max_length), settings.max_tokens)
-    _MODEL["classifier"] = classifier
     log.warning("loaded model %s (%s on %s) in %.1f s", classifier.version, classifier.precision,
                 classifier.device, time.perf_counter() - started)
+    return classifier
 
 
-def _describe() -> dict:
-    classifier = _MODEL["classifier"]
+def _child_init(settings_json: str) -> None:
+    """The child process's initializer: the parent decides when the model stops (after its batches), or dies."""
+    import os
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _exit_with_parent(os.getppid())
+    _MODEL["classifier"] = _load_classifier(settings_json)
+
+
+def _describe(classifier: Any | None = None) -> dict:
+    classifier = classifier if classifier is not None else _MODEL["classifier"]
     return {"labels": list(classifier.labels), "thresholds": np.asarray(classifier.thresholds, dtype=np.float32),
-            "version": str(classifier.version), "precision": classifier.precision,
-            "device": classifier.device.type}
+            "version": str(classifier.version), "precision": getattr(classifier, "precision", "fp32"),
+            "device": getattr(getattr(classifier, "device", None), "type", "cpu")}
 
 
-def _predict(texts: list[str], batch_size: int) -> tuple[np.ndarray, float]:
+def _predict(texts: list[str], batch_size: int, classifier: Any | None = None) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
-    proba = _MODEL["classifier"].predict_proba(texts, batch_size=batch_size)
-    return np.asarray(proba, dtype=np.float32), time.perf_counter() - started
-
-
-def _predict_with(classifier: Any, texts: list[str], batch_size: int) -> tuple[np.ndarray, float]:
-    started = time.perf_counter()
+    classifier = classifier if classifier is not None else _MODEL["classifier"]
     proba = classifier.predict_proba(texts, batch_size=batch_size)
     return np.asarray(proba, dtype=np.float32), time.perf_counter() - started
 
@@ -102,13 +102,11 @@ class Inference:
 
     def __init__(self, settings: MonitorSettings, classifier: Any | None = None):
         self.settings = settings
-        self.classifier = classifier  # only in thread isolation
+        self.classifier = classifier  # only in thread isolation (loaded below when not given)
         self.isolation = "thread" if classifier is not None else settings.inference_isolation
         self._executor = self._start()
-        meta = self._executor.submit(_describe).result() if classifier is None else {
-            "labels": list(classifier.labels), "thresholds": np.asarray(classifier.thresholds, dtype=np.float32),
-            "version": str(classifier.version), "precision": getattr(classifier, "precision", "fp32"),
-            "device": getattr(getattr(classifier, "device", None), "type", "cpu")}
+        in_child = self.classifier is None
+        meta = self._executor.submit(_describe).result() if in_child else _describe(self.classifier)
         self.labels: list[str] = meta["labels"]
         self.precision: str = meta["precision"]
         self.device: str = meta["device"]
@@ -127,16 +125,14 @@ class Inference:
         if self.isolation == "thread":
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
             if self.classifier is None:
-                executor.submit(_load_model, self.settings.model_dump_json(), False).result()
+                self.classifier = executor.submit(_load_classifier, self.settings.model_dump_json()).result()
             return executor
         # spawn, not fork: the child must not inherit the event loop, sockets or Faust's threads
         return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_load_model, initargs=(self.settings.model_dump_json(), True))
+                                   initializer=_child_init, initargs=(self.settings.model_dump_json(),))
 
     def _submit(self, texts: list[str]):
-        if self.classifier is not None:
-            return self._executor.submit(_predict_with, self.classifier, texts, self.batch_size)
-        return self._executor.submit(_predict, texts, self.batch_size)
+        return self._executor.submit(_predict, texts, self.batch_size, self.classifier)
 
     def predict_blocking(self, texts: list[str]) -> np.ndarray:
         return self._submit(list(texts)).result()[0]
