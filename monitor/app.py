@@ -92,8 +92,8 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
 
     @app.agent(posts_topic)
     async def classify_posts(stream):
-        # Up to `pipeline_depth` batches in flight: while one writes to Redis and the broker, the next is already on
-        # the inference thread (which runs them one at a time, in order). Acks stay in batch order.
+        # Up to `pipeline_depth` batches in flight: while one writes to Redis and the broker, the next is already with
+        # the model (whose one executor runs them one at a time, in order). Acks stay in batch order.
         slots = asyncio.Semaphore(settings.pipeline_depth)
         acker = _InOrderAcker(stream, slots)
         try:
