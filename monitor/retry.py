@@ -15,14 +15,17 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from monitor.store import RedisUnavailable
-
-__all__ = ["Backoff", "is_transient", "retry_transient"]
+__all__ = ["Backoff", "RedisUnavailable", "is_transient", "retry_transient"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# what redis-py raises when the server is away (connection refused or dropped, timed out)
+RedisUnavailable = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 def is_transient(error: BaseException) -> bool:

@@ -13,7 +13,6 @@ SUM) before the first sample of a brand is written; see :mod:`monitor.schema` fo
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -22,19 +21,17 @@ from functools import cached_property
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor import schema
 from monitor.post import Post
+from monitor.retry import Backoff, RedisUnavailable
 from monitor.settings import MonitorSettings
 
 __all__ = ["ClassifiedPost", "RedisStore", "RedisUnavailable"]
 
 log = logging.getLogger(__name__)
 
-RedisUnavailable = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 # One call per micro-batch. Why aggregate inside the script: ~30 TS.ADD per post made Redis (not the model) the
 # worker's bottleneck on a GPU; summing a batch's samples per series x raw bucket first turns them into ~60 TS.ADD
@@ -200,7 +197,7 @@ class RedisStore:
         self._ready_brands.add(brand)
 
     def forget_series_cache(self) -> None:
-        """After a Redis outage the server may have lost data: check the series again before writing."""
+        """The server lost the series this process created (the write script noticed): check them all again."""
         self._ready_brands.clear()
 
     # ------------------------------------------------------------------ writes
@@ -249,16 +246,17 @@ class RedisStore:
         return keys, args
 
     async def write_with_retry(self, posts: Sequence[ClassifiedPost], thresholds: np.ndarray) -> list[bool]:
-        """:meth:`write`, retried with exponential back-off for as long as Redis is unreachable (never dropped)."""
-        delay = self.settings.redis_retry_initial
+        """:meth:`write`, retried with exponential back-off for as long as Redis is unreachable (never dropped).
+
+        Only the write is retried, not the batch (its classification stands). A Redis that comes back empty is
+        handled by :meth:`write` itself: its script reports missing series and they are recreated."""
+        backoff = Backoff(self.settings.redis_retry_initial, self.settings.redis_retry_max)
         while True:
             try:
                 return await self.write(posts, thresholds)
             except RedisUnavailable as exc:
-                log.warning("Redis unavailable (%s); retrying %d posts in %.1f s", exc, len(posts), delay)
-                self.forget_series_cache()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.redis_retry_max)
+                log.warning("Redis unavailable (%s); retrying %d posts in %.1f s", exc, len(posts), backoff.delay)
+                await backoff.wait()
 
     # ------------------------------------------------------------------ reads and recompute
 
