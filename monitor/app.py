@@ -2,7 +2,7 @@
 
 Delivery: at-least-once. ``noack_take`` (Faust's ``take`` that leaves acking to the caller) hands over a batch;
 its events are acked — and so become committable — only after the batch's Redis writes and produced records
-succeeded. No idempotent producer, no transactions (the tansu broker supports neither; see the platform notes).
+succeeded. No idempotent producer, no transactions (the tansu broker supports neither; see docs/platform.md).
 Up to ``pipeline_depth`` batches are in flight (one classified while the previous one is written); they are acked in
 the order they were taken. On SIGTERM Faust cancels the agent: the batches in hand are finished (shielded), acked,
 and the offsets committed.
@@ -73,7 +73,7 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
         web_enabled=False, store="memory://",
         topic_partitions=settings.topic_partitions, topic_replication_factor=1,
         consumer_auto_offset_reset="earliest", stream_wait_empty=False,
-        # join the group in seconds rather than minutes (platform notes)
+        # join the group in seconds rather than minutes (docs/platform.md)
         broker_session_timeout=10, broker_rebalance_timeout=10, broker_heartbeat_interval=1,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}

@@ -1,7 +1,7 @@
 """A Faust app whose Kafka consumer asks for short fetch waits.
 
 Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. A real Kafka broker answers a fetch as soon as
-``fetch_min_bytes`` arrive, so that value only matters for idle topics; the tansu broker (platform notes) does not
+``fetch_min_bytes`` arrive, so that value only matters for idle topics; the tansu broker (docs/platform.md) does not
 answer early — it holds every fetch for the full wait. Measured here: one record sent every 0.37 s reached a consumer
 after 0.5-1.3 s with a 1500 ms wait, 0.01-0.02 s with 100 ms. This subclass only lowers that one number.
 """

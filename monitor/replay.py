@@ -6,7 +6,7 @@
   TimeSeries samples — compactions are recalculated by Redis — recent posts, and the ids' markers), then reprocess,
   e.g. with a new model or thresholds. Everything counted in that span is replaced, so replay the whole span.
 
-Broker faults handled (platform notes): ``end_offsets()`` is wrong on tansu, so the end of each partition is the
+Broker faults handled (docs/platform.md): ``end_offsets()`` is wrong on tansu, so the end of each partition is the
 fetch high-water mark; ``offsets_for_times()`` for a time past the end answers offset 0 with timestamp -1, which
 is read as "no such offset". Measured here too: tansu answers ``offsets_for_times()`` per record *batch* (offset 0
 for any time inside the first batch), so its offset is used only as a lower bound to seek to, and every record is

@@ -14,7 +14,7 @@ key                                         meaning
 
 Every series carries the labels ``app=emotion-monitor``, ``brand``, ``emotion`` (``_all`` for posts), ``metric``
 (``count`` | ``score`` | ``posts``) and ``tier`` (``raw`` | ``1m`` | ``1h``). Readers always filter on ``tier`` so a
-compaction is never counted together with its source (TS.MRANGE would otherwise double count; see the platform notes).
+compaction is never counted together with its source (TS.MRANGE would otherwise double count; see docs/platform.md).
 A dashboard query for a brand is therefore one call, aggregated on the server, with no key scans::
 
     TS.MRANGE from to AGGREGATION sum 60000 FILTER app=emotion-monitor brand=acme metric=count tier=1m GROUPBY emotion REDUCE sum

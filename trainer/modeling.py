@@ -3,7 +3,7 @@
 Why our own head instead of ``AutoModelForSequenceClassification``: all-MiniLM-L6-v2 was trained for *mean* pooling,
 and BERT's sequence-classification head reads the CLS token through a pooler this checkpoint never trained for
 sentence meaning — a LoRA probe with that head collapsed to label priors (test macro-F1 0.07, see
-``shared/notes/platform.md``). Pooling is therefore a setting: ``mean`` (sentence-transformers encoders), ``cls``
+``docs/platform.md``). Pooling is therefore a setting: ``mean`` (sentence-transformers encoders), ``cls``
 (BERT/RoBERTa-style classifiers) or ``last`` (the last non-pad token, what decoder classification heads such as
 ``MistralForSequenceClassification``/``Qwen2ForSequenceClassification`` use); ``auto`` picks ``last`` for decoders.
 """
