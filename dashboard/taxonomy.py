@@ -1,41 +1,20 @@
 """The 28 GoEmotions labels and the two coarser groupings the dashboard offers (Ekman's six, and sentiment).
 
-The groupings are the ones published with the GoEmotions dataset (``ekman_mapping.json`` and ``sentiment_dict.json``,
-Demszky et al., 2020, https://github.com/google-research/google-research/tree/master/goemotions, Apache-2.0). They
-are embedded here because they are tiny and the dashboard must not read a dataset folder at run time. ``neutral``
-belongs to no group in either file; it is kept as its own group so no post disappears from a grouped view.
+The labels and groupings are defined once, in :mod:`trainer.taxonomy` (the groupings published with the dataset).
+``neutral`` belongs to no group in either grouping; here it is kept as its own group so no post disappears from a
+grouped view.
 """
 
 from __future__ import annotations
 
+from trainer.taxonomy import EKMAN, GOEMOTIONS_LABELS, SENTIMENT
+
 __all__ = ["EMOTIONS", "GROUPINGS", "group_of", "group_names"]
 
-EMOTIONS: tuple[str, ...] = (
-    "admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion", "curiosity", "desire",
-    "disappointment", "disapproval", "disgust", "embarrassment", "excitement", "fear", "gratitude", "grief", "joy",
-    "love", "nervousness", "optimism", "pride", "realization", "relief", "remorse", "sadness", "surprise", "neutral",
-)
-
-_EKMAN: dict[str, tuple[str, ...]] = {
-    "anger": ("anger", "annoyance", "disapproval"),
-    "disgust": ("disgust",),
-    "fear": ("fear", "nervousness"),
-    "joy": ("joy", "amusement", "approval", "excitement", "gratitude", "love", "optimism", "relief", "pride",
-            "admiration", "desire", "caring"),
-    "sadness": ("sadness", "disappointment", "embarrassment", "grief", "remorse"),
-    "surprise": ("surprise", "realization", "confusion", "curiosity"),
-}
-
-_SENTIMENT: dict[str, tuple[str, ...]] = {
-    "positive": ("amusement", "excitement", "joy", "love", "desire", "optimism", "caring", "pride", "admiration",
-                 "gratitude", "relief", "approval"),
-    "negative": ("fear", "nervousness", "remorse", "embarrassment", "disappointment", "sadness", "grief", "disgust",
-                 "anger", "annoyance", "disapproval"),
-    "ambiguous": ("realization", "surprise", "curiosity", "confusion"),
-}
+EMOTIONS: tuple[str, ...] = tuple(GOEMOTIONS_LABELS)
 
 
-def _invert(groups: dict[str, tuple[str, ...]]) -> dict[str, str]:
+def _invert(groups: dict[str, list[str]]) -> dict[str, str]:
     mapping = {emotion: group for group, members in groups.items() for emotion in members}
     mapping["neutral"] = "neutral"
     missing = set(EMOTIONS) - set(mapping)
@@ -47,8 +26,8 @@ def _invert(groups: dict[str, tuple[str, ...]]) -> dict[str, str]:
 # grouping name -> {emotion -> group}; "emotions" is the identity (no grouping)
 GROUPINGS: dict[str, dict[str, str]] = {
     "emotions": {emotion: emotion for emotion in EMOTIONS},
-    "ekman": _invert(_EKMAN),
-    "sentiment": _invert(_SENTIMENT),
+    "ekman": _invert(EKMAN),
+    "sentiment": _invert(SENTIMENT),
 }
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .taxonomy import EKMAN, GOEMOTIONS_LABELS, SENTIMENT, TARGET_15
+
 __all__ = [
     "DataError",
     "Split",
@@ -28,34 +30,6 @@ __all__ = [
 ]
 
 HF_DATASET_ID = "google-research-datasets/go_emotions"
-
-# The 28 labels in emotions.txt order (ids 0..27); also used when the data comes from the HF hub.
-GOEMOTIONS_LABELS = (
-    "admiration amusement anger annoyance approval caring confusion curiosity desire disappointment disapproval "
-    "disgust embarrassment excitement fear gratitude grief joy love nervousness optimism pride realization relief "
-    "remorse sadness surprise neutral"
-).split()
-
-# Shipped copies of the upstream grouping files (google-research goemotions/data), used when the data folder
-# does not hold its own (the HF dataset and user data have none).
-_EKMAN = {
-    "anger": ["anger", "annoyance", "disapproval"],
-    "disgust": ["disgust"],
-    "fear": ["fear", "nervousness"],
-    "joy": ["joy", "amusement", "approval", "excitement", "gratitude", "love", "optimism", "relief", "pride",
-            "admiration", "desire", "caring"],
-    "sadness": ["sadness", "disappointment", "embarrassment", "grief", "remorse"],
-    "surprise": ["surprise", "realization", "confusion", "curiosity"],
-}
-_SENTIMENT = {
-    "positive": ["amusement", "excitement", "joy", "love", "desire", "optimism", "caring", "pride", "admiration",
-                 "gratitude", "relief", "approval"],
-    "negative": ["fear", "nervousness", "remorse", "embarrassment", "disappointment", "sadness", "grief", "disgust",
-                 "anger", "annoyance", "disapproval"],
-    "ambiguous": ["realization", "surprise", "curiosity", "confusion"],
-}
-TARGET_15 = ("fear sadness disgust disapproval annoyance anger disappointment optimism amusement surprise admiration "
-             "excitement confusion joy love").split()
 
 
 class DataError(ValueError):
@@ -158,8 +132,8 @@ def load_goemotions_tsv(folder: str | Path) -> DatasetSplits:
         raise DataError(labels_file, None, "file not found (GoEmotions label list)")
     labels = _read_label_names(labels_file)
     splits = {name: _read_goemotions_tsv(folder / f"{name}.tsv", len(labels)) for name in ("train", "dev", "test")}
-    groupings = {"ekman": _read_mapping(folder / "ekman_mapping.json", _EKMAN),
-                 "sentiment": _read_mapping(folder / "sentiment_dict.json", _SENTIMENT)}
+    groupings = {"ekman": _read_mapping(folder / "ekman_mapping.json", EKMAN),
+                 "sentiment": _read_mapping(folder / "sentiment_dict.json", SENTIMENT)}
     return DatasetSplits(labels, splits["train"], splits["dev"], splits["test"], str(folder), groupings)
 
 
@@ -188,7 +162,7 @@ def load_hf_goemotions(dataset_id: str = HF_DATASET_ID) -> DatasetSplits:  # pra
         part = dataset[theirs]
         out[ours] = Split(list(part["text"]), _to_matrix([list(x) for x in part["labels"]], len(labels)), list(part["id"]))
     return DatasetSplits(labels, out["train"], out["dev"], out["test"], dataset_id,
-                         {"ekman": _EKMAN, "sentiment": _SENTIMENT})
+                         {"ekman": EKMAN, "sentiment": SENTIMENT})
 
 
 def _user_rows(path: Path) -> list[tuple[int, str, list[str]]]:
@@ -259,7 +233,7 @@ def load_user_files(folder: str | Path) -> DatasetSplits:
         splits[name] = Split(texts, _to_matrix(matrix_rows, len(labels)))
     groupings = {}
     if set(labels) == set(GOEMOTIONS_LABELS):
-        groupings = {"ekman": _EKMAN, "sentiment": _SENTIMENT}
+        groupings = {"ekman": EKMAN, "sentiment": SENTIMENT}
     return DatasetSplits(labels, splits["train"], splits["dev"], splits["test"], str(folder), groupings)
 
 
@@ -272,7 +246,7 @@ def taxonomy_mapping(taxonomy: str, labels: list[str], groupings: dict[str, dict
     if key in ("goemotions", "all", "28"):
         return {name: [name] for name in labels}
     if key in ("ekman", "sentiment"):
-        groups = groupings.get(key) or (_EKMAN if key == "ekman" else _SENTIMENT)
+        groups = groupings.get(key) or (EKMAN if key == "ekman" else SENTIMENT)
         mapping = {group: list(members) for group, members in groups.items()}
         if "neutral" in labels:
             mapping["neutral"] = ["neutral"]
