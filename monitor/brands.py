@@ -378,12 +378,17 @@ def replace_registry(client, queries: Sequence[BrandQuery]) -> int:
 
 def remove_query(client, name: str) -> bool:
     """Remove one brand's query; False when there was none. The brand's counted series stay."""
-    name = normalise_brand(name)
-    with client.pipeline(transaction=True) as pipe:
-        pipe.hdel(schema.BRAND_QUERIES_KEY, name)
-        pipe.incr(schema.BRAND_QUERIES_VERSION_KEY)
-        removed, _ = pipe.execute()
+    removed = client.eval(_REMOVE, 2, schema.BRAND_QUERIES_KEY, schema.BRAND_QUERIES_VERSION_KEY,
+                          normalise_brand(name))
     return bool(removed)
+
+
+# remove and bump the version in one step, only when something was removed
+_REMOVE = """
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+if n == 1 then redis.call('INCR', KEYS[2]) end
+return n
+"""
 
 
 class LiveMatcher:
