@@ -230,14 +230,21 @@ class Matcher:
         self.version = version
         self._langs = [frozenset(q.langs) for q in self.queries]
         entries: dict[str, _Entry] = {}
+
+        def entry_for(key: str) -> _Entry:
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = _Entry()
+            return entry
+
         for index, query in enumerate(self.queries):
             for term in query.any:
                 words = _term_words(term)
                 for key, own_form in _keys(words):  # rank: more words first, then the term's own #/@ form
-                    entries.setdefault(key, _Entry()).wanted.append((index, term, 2 * len(words) + own_form))
+                    entry_for(key).wanted.append((index, term, 2 * len(words) + own_form))
             for term in query.none:
                 for key, _ in _keys(_term_words(term)):
-                    entry = entries.setdefault(key, _Entry())
+                    entry = entry_for(key)
                     entry.vetoes.append(index)
                     entry.veto_terms.append((index, term))
         self._automaton = ahocorasick.Automaton()
