@@ -57,9 +57,9 @@ def matcher_rates(queries: list[BrandQuery], texts: list[str], seed: int = 1) ->
     rng = random.Random(seed)
     mixed = [f"{t} love {rng.choice(queries).name.title()}'s stuff" if i % 10 == 0 else t
              for i, t in enumerate(texts)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     matcher = Matcher(queries, version=1)
-    build_s = time.perf_counter() - started
+    build_s, build_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     posts = [parse_post(json.dumps({"id": str(i), "text": t}).encode(), 0, require_brand=False)
              for i, t in enumerate(mixed)]
 
@@ -79,6 +79,7 @@ def matcher_rates(queries: list[BrandQuery], texts: list[str], seed: int = 1) ->
         matcher.match(t)
     wall_rate = len(mixed) / (time.perf_counter() - wall)
     return {"queries": len(queries), "automaton_keys": len(matcher._automaton), "build_seconds": build_s,
+            "build_cpu_seconds": build_cpu_s,
             "texts": len(mixed), "texts_matching": hits, "mean_text_chars": sum(map(len, mixed)) / len(mixed),
             "match_posts_per_cpu_s": match_rate, "match_and_assign_posts_per_cpu_s": assign_rate,
             "match_posts_per_wall_s": wall_rate}
@@ -178,7 +179,7 @@ def main() -> None:
     results["matcher"] = matcher_rates(queries, texts)
     m = results["matcher"]
     print(f"matcher: {m['queries']:,} queries ({m['automaton_keys']:,} automaton keys, built in "
-          f"{m['build_seconds']:.2f} s); {m['match_posts_per_cpu_s']:,.0f} posts/s per core "
+          f"{m['build_seconds']:.2f} s, {m['build_cpu_seconds']:.2f} CPU s); {m['match_posts_per_cpu_s']:,.0f} posts/s per core "
           f"(match + assign {m['match_and_assign_posts_per_cpu_s']:,.0f}; wall {m['match_posts_per_wall_s']:,.0f})",
           flush=True)
     if not args.skip_e2e:
@@ -189,7 +190,12 @@ def main() -> None:
               f"on {e['on_median']:.1f} posts/s ({e['wall_on_slower_pct']:+.1f} %)")
     results["targets"] = {"matcher_ge_50k_posts_per_s_per_core": m["match_posts_per_cpu_s"] >= 50_000}
     if "e2e" in results:
-        results["targets"]["e2e_on_at_most_5pct_slower"] = results["e2e"]["on_slower_pct"] <= 5
+        e = results["e2e"]
+        # what matching adds per post, as a share of what the worker spends per post with matching off: the cost
+        # model behind the measured difference, which on a shared machine is dominated by noise
+        e["matching_share_of_worker_cpu_pct"] = 100 * e["off_cpu_median"] / m["match_and_assign_posts_per_cpu_s"]
+        print(f"matching costs {e['matching_share_of_worker_cpu_pct']:.2f} % of the worker's CPU per post")
+        results["targets"]["e2e_on_at_most_5pct_slower"] = e["on_slower_pct"] <= 5
     results["machine"]["load_avg_after"] = os.getloadavg()[0]
     print(json.dumps(results["targets"]))
     out = Path(args.out)
