@@ -6,7 +6,9 @@ Shared by the Faust worker and by replay, so both count the same way. Delivery g
 * **Counts: exactly once.** Every post is counted once, by ``id``, however often the batch is attempted or
   redelivered (the idempotent Redis write of :mod:`monitor.store`).
 * **Nothing is dropped.** It returns only when every record is either counted in Redis and published, or on the
-  dead-letter topic with its reason and original bytes, every produced record acknowledged by the broker.
+  dead-letter topic with its reason and original bytes, every produced record acknowledged by the broker. (An
+  untagged post that brand matching gives no brand is valid but not stored: it is counted in ``em:unmatched``, see
+  :class:`monitor.brands.IngestMatching`.)
 * **Servers away: wait.** Redis or the broker unreachable (:func:`monitor.retry.is_transient`) is retried with
   back-off for as long as it lasts; such a failure never sends anything to the DLQ.
 * **Poison: isolate.** A batch that fails for any other reason (a text that crashes the model, a record the broker
