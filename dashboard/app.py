@@ -203,8 +203,13 @@ def main() -> None:
         return
     if not gate(settings):
         return
-    st.title("Brand mood")
     client = _client(settings.redis_url, settings.redis_timeout_seconds)
+    if st.sidebar.radio("Page", ["Brand mood", "Brands"], key="em_page", horizontal=True) == "Brands":
+        from dashboard.brands_page import render as brands_page
+
+        brands_page(settings, client)
+        return
+    st.title("Brand mood")
     try:
         known = queries.list_brands(client)
     except queries.RedisUnavailable as exc:

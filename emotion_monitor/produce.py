@@ -8,6 +8,11 @@ dead-letter is reported here instead, with its line number and the reason; the g
 * CSV: a header row naming the fields (``id``, ``brand`` or ``brands``, ``text``, optional ``created_at``, ``source``,
   ``lang``, ``author``); several brands in one cell are separated by ``|``; empty cells count as absent.
 
+Untagged rows (no ``brand``/``brands``) are accepted unless the worker's brand matching is off
+(``EM_MONITOR_BRAND_MATCHING=off``): the worker gives them the brands whose queries they match (:mod:`monitor.brands`).
+Such a row may even be text only: a missing ``id`` is then made from the file name, the line number and the row's
+bytes (so sending the same file again is deduplicated by the worker, not counted twice).
+
 Delivery: at-least-once per good row (acks=all; the broker confirms each record before the command reports it sent).
 Records are keyed by post id. Exit status 0 when every row was sent, 1 when any row was rejected or not delivered.
 """
@@ -67,6 +72,21 @@ def _csv_row_to_json(row: dict) -> bytes:
     return json.dumps(post, ensure_ascii=False).encode("utf-8")
 
 
+def _with_id(record: bytes, path: Path, line_no: int) -> bytes:
+    """A text-only row for brand matching gets a stable id; any other record is returned as it is."""
+    import hashlib
+
+    try:
+        data = json.loads(record)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return record  # parse_post reports it
+    if not isinstance(data, dict) or "id" in data or "brand" in data or "brands" in data:
+        return record
+    digest = hashlib.sha1(record).hexdigest()[:12]
+    data["id"] = f"{path.name}:{line_no}:{digest}"
+    return json.dumps(data, ensure_ascii=False).encode("utf-8")
+
+
 def read_rows(path: Path, fmt: str) -> Iterator[tuple[int, bytes | None, str | None]]:
     """(line number, record bytes, None) per row, or (line, None, detail) for a row that is not even a record."""
     if fmt == "jsonl":
@@ -88,9 +108,10 @@ def read_rows(path: Path, fmt: str) -> Iterator[tuple[int, bytes | None, str | N
 
 
 async def send_file(path: Path, fmt: str, kafka_url: str, topic: str, progress: bool = True, *,
-                    max_bytes: int) -> ProduceReport:
+                    max_bytes: int, require_brand: bool = True) -> ProduceReport:
     """Validate every row of ``path`` (records over ``max_bytes`` are ``oversize``: pass the worker's
-    ``max_post_bytes``) and send the good ones to ``topic``; the report lists the rest."""
+    ``max_post_bytes``; ``require_brand=False`` when its brand matching tags untagged posts) and send the good ones
+    to ``topic``; the report lists the rest."""
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaConnectionError
     from tqdm import tqdm
@@ -120,7 +141,9 @@ async def send_file(path: Path, fmt: str, kafka_url: str, topic: str, progress: 
                     report.rejected.append(Rejected(line_no, "invalid_row", problem or "unreadable row"))
                     continue
                 try:
-                    post = parse_post(record, None, max_bytes=max_bytes)
+                    if not require_brand:
+                        record = _with_id(record, path, line_no)
+                    post = parse_post(record, None, max_bytes=max_bytes, require_brand=require_brand)
                 except PostRejected as exc:
                     report.rejected.append(Rejected(line_no, exc.reason, exc.detail))
                     continue
@@ -170,7 +193,8 @@ def produce(file: Path, kafka_url: str | None, topic: str | None, fmt: str | Non
     worker = _worker_settings()
     topic = topic or worker.posts_topic
     report = asyncio.run(send_file(file, _detect_format(file, fmt), kafka_url, topic, progress=not no_progress,
-                                   max_bytes=worker.max_post_bytes))
+                                   max_bytes=worker.max_post_bytes,
+                                   require_brand=worker.brand_matching == "off"))
     for item in report.rejected:
         click.echo(f"{file}:{item.line}: rejected ({item.reason}): {item.detail}", err=True)
     if rejects_path is not None:

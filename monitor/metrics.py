@@ -29,6 +29,9 @@ class _Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
         )
         self.redis_up = Gauge("em_redis_up", "1 when the last Redis write succeeded")
+        self.unmatched = Counter("em_unmatched_total", "Posts brand matching gave no brand (not stored)", ["topic"])
+        self.brand_queries = Gauge("em_brand_queries", "Brand queries in the matcher this worker uses")
+        self.brand_registry_version = Gauge("em_brand_registry_version", "Version of the brand registry loaded")
         self.last_batch = Gauge("em_last_batch_timestamp_seconds", "Unix time of the last finished batch")
 
 

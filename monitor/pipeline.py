@@ -6,7 +6,9 @@ Shared by the Faust worker and by replay, so both count the same way. Delivery g
 * **Counts: exactly once.** Every post is counted once, by ``id``, however often the batch is attempted or
   redelivered (the idempotent Redis write of :mod:`monitor.store`).
 * **Nothing is dropped.** It returns only when every record is either counted in Redis and published, or on the
-  dead-letter topic with its reason and original bytes, every produced record acknowledged by the broker.
+  dead-letter topic with its reason and original bytes, every produced record acknowledged by the broker. (An
+  untagged post that brand matching gives no brand is valid but not stored: it is counted in ``em:unmatched``, see
+  :class:`monitor.brands.IngestMatching`.)
 * **Servers away: wait.** Redis or the broker unreachable (:func:`monitor.retry.is_transient`) is retried with
   back-off for as long as it lasts; such a failure never sends anything to the DLQ.
 * **Poison: isolate.** A batch that fails for any other reason (a text that crashes the model, a record the broker
@@ -29,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from monitor.alerts import AlertEngine
+from monitor.brands import IngestMatching
 from monitor.inference import Inference
 from monitor.metrics import METRICS
 from monitor.post import Post, PostRejected, parse_post, rejection_envelope
@@ -67,6 +70,7 @@ class BatchResult:
     duplicates: int = 0
     rejected: int = 0
     failed: int = 0  # parsed, but failed processing even alone: dead-lettered as processing_failed
+    unmatched: int = 0  # valid, but brand matching gave it no brand: counted in em:unmatched, not stored
     alerts: list = field(default_factory=list)
 
     def add(self, other: "BatchResult") -> None:
@@ -75,6 +79,7 @@ class BatchResult:
         self.duplicates += other.duplicates
         self.rejected += other.rejected
         self.failed += other.failed
+        self.unmatched += other.unmatched
         self.alerts.extend(other.alerts)
 
 
@@ -94,6 +99,7 @@ class BatchProcessor:
         self.send = send
         self.publish_classified = publish_classified
         self.evaluate_alerts = evaluate_alerts
+        self.brand_matching = IngestMatching(settings, store) if settings.brand_matching != "off" else None
         check_alert_emotions(settings, inference.labels)
         self.alerts = AlertEngine(settings, store, self._publish_alert, inference.version,
                                   on_alert=lambda alert: METRICS.alerts.labels(alert.emotion).inc())
@@ -191,13 +197,16 @@ class BatchProcessor:
         for record in records:
             try:
                 parsed.append((record, parse_post(record.value, record.timestamp_ms,
-                                                  max_bytes=self.settings.max_post_bytes)))
+                                                  max_bytes=self.settings.max_post_bytes,
+                                                  require_brand=self.brand_matching is None)))
             except PostRejected as exc:
                 reasons.append(exc.reason)
                 envelope = rejection_envelope(record.value, exc, topic=record.topic, partition=record.partition,
                                               offset=record.offset)
                 pending.append(await self.send(self.settings.dlq_topic, record.key, envelope))
         result.rejected = len(reasons)
+        if parsed and self.brand_matching is not None:  # brand queries tag untagged posts; the unmatched are counted
+            parsed, result.unmatched = await self.brand_matching.apply(parsed)
         if parsed:
             classified = await self._classify([post for _, post in parsed])
             written = await self.store.write_with_retry(classified, self.inference.thresholds)
@@ -220,6 +229,7 @@ class BatchProcessor:
         METRICS.posts.labels("counted").inc(result.counted)
         METRICS.posts.labels("duplicate").inc(result.duplicates)
         METRICS.posts.labels("rejected").inc(result.rejected)
+        METRICS.posts.labels("unmatched").inc(result.unmatched)
         return result
 
     async def _classify(self, posts: list[Post]) -> list[ClassifiedPost]:

@@ -1,7 +1,7 @@
 """The typed input model for one post on the ``posts`` topic, and the parser that turns raw Kafka bytes into it.
 
-A post is JSON with ``id`` (string, required), ``brand`` (string) or ``brands`` (list of strings), ``text`` (string,
-required), ``created_at`` (ISO 8601 or epoch milliseconds; default the Kafka record timestamp) and optional ``source``,
+A post is JSON with ``id`` (string, required), ``brand`` (string) or ``brands`` (list of strings; required unless
+brand matching tags untagged posts, see :mod:`monitor.brands`), ``text`` (string, required), ``created_at`` (ISO 8601 or epoch milliseconds; default the Kafka record timestamp) and optional ``source``,
 ``lang``, ``author``. Unknown fields are ignored.
 
 ``parse_post`` never lets bad input escape as anything but :class:`PostRejected`, whose ``reason`` is one of
@@ -107,12 +107,15 @@ class Post(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     id: str = Field(min_length=1, max_length=MAX_ID_CHARS, strict=True, description="Unique post id (dedup key)")
-    brands: list[str] = Field(min_length=1, max_length=MAX_BRANDS, description="Normalised brand names")
+    brands: list[str] = Field(default_factory=list, max_length=MAX_BRANDS,
+                              description="Normalised brand names (empty: untagged, for brand matching)")
     text: str = Field(strict=True, description=f"The text, cut to {MAX_TEXT_CHARS} characters")
     created_at: int = Field(description="Creation time, epoch milliseconds UTC")
     source: str | None = Field(default=None, strict=True, max_length=256)
     lang: str | None = Field(default=None, strict=True, max_length=32)
     author: str | None = Field(default=None, strict=True, max_length=256)
+    matched: dict[str, str] | None = Field(default=None, description="Set only by brand matching at ingest "
+                                           "(monitor.brands): brand -> the query term that matched")
 
     @model_validator(mode="before")
     @classmethod
@@ -130,6 +133,11 @@ class Post(BaseModel):
             raise PydanticCustomError("wrong_type", "must be a string or a list of strings, got {got}",
                                       {"got": type(value).__name__})
         return list(dict.fromkeys(_checked(normalise_brand, item) for item in value))
+
+    @field_validator("matched", mode="before")
+    @classmethod
+    def _not_from_input(cls, value: Any) -> None:
+        return None  # the worker's matching sets it (model_copy); a producer cannot claim a match
 
     @field_validator("text", mode="after")
     @classmethod
@@ -168,10 +176,12 @@ def _classify_validation_error(error: ValidationError) -> PostRejected:
     return PostRejected(reason, f"{field}: {message}")
 
 
-def parse_post(raw: bytes, record_timestamp_ms: int | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Post:
+def parse_post(raw: bytes, record_timestamp_ms: int | None, *, max_bytes: int = DEFAULT_MAX_BYTES,
+               require_brand: bool = True) -> Post:
     """Parse one record value into a :class:`Post`, or raise :class:`PostRejected` with the reason.
 
     ``record_timestamp_ms`` (the Kafka record timestamp) is the default ``created_at``; without one, now.
+    ``require_brand=False`` accepts untagged posts (no ``brand``/``brands``), for brand matching to tag.
     """
     if raw is None:
         raise PostRejected("not_json", "the record has no value")
@@ -188,9 +198,14 @@ def parse_post(raw: bytes, record_timestamp_ms: int | None, *, max_bytes: int = 
     if data.get("created_at") is None:
         data["created_at"] = record_timestamp_ms if record_timestamp_ms is not None else int(time.time() * 1000)
     try:
-        return Post.model_validate(data)
+        post = Post.model_validate(data)
     except ValidationError as exc:
         raise _classify_validation_error(exc) from None
+    if require_brand and not post.brands:
+        if "brand" in data or "brands" in data:
+            raise PostRejected("invalid_value", "brands: the list is empty")
+        raise PostRejected("missing_field", "one of 'brand' or 'brands' is required (brand matching is off)")
+    return post
 
 
 def rejection_envelope(

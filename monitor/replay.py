@@ -60,13 +60,15 @@ class ReplaySummary:
     duplicates: int = 0
     rejected: int = 0
     failed: int = 0
+    unmatched: int = 0
     cleared_markers: int = 0
     seconds: float = 0.0
     ranges: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         return (f"replay ({self.mode}): {self.records} records, {self.counted} counted, {self.duplicates} already "
-                f"counted, {self.rejected} rejected, {self.failed} failed, {self.cleared_markers} markers cleared, "
+                f"counted, {self.rejected} rejected, {self.failed} failed, {self.unmatched} matched no brand, "
+                f"{self.cleared_markers} markers cleared, "
                 f"{self.seconds:.1f} s")
 
 
@@ -172,7 +174,8 @@ async def run_replay(settings: MonitorSettings, span: ReplayRange, *, mode: str 
             async for rows in _read(consumer, starts, stops, settings.max_batch * 8, span):
                 for record in rows:
                     try:
-                        post = parse_post(record.value, record.timestamp, max_bytes=settings.max_post_bytes)
+                        post = parse_post(record.value, record.timestamp, max_bytes=settings.max_post_bytes,
+                                          require_brand=settings.brand_matching == "off")
                     except PostRejected:
                         continue
                     ids.append(post.id)
@@ -190,6 +193,7 @@ async def run_replay(settings: MonitorSettings, span: ReplayRange, *, mode: str 
                 summary.duplicates += result.duplicates
                 summary.rejected += result.rejected
                 summary.failed += result.failed
+                summary.unmatched += result.unmatched
                 commit = {}
                 for r in rows:
                     tp = TopicPartition(r.topic, r.partition)

@@ -47,6 +47,15 @@ Other keys:
   that same transaction). Alerts older than it were stored before the indexes existed and are only in ``em:alerts``;
   readers scan ``em:alerts`` for that older range only. Absent: no alert has been indexed yet.
 * ``em:alert:last:{brand}:{emotion}`` (string, TTL = cooldown): the alert cooldown marker.
+* ``em:brand_queries`` (hash, field = brand name, value = JSON ``{"any": [...], "none": [...], "langs": [...]}``,
+  the last two only when set): the brand registry (:mod:`monitor.brands`), written by ``emotion-monitor brands`` and
+  the dashboard's Brands page, read by every worker.
+* ``em:brand_queries:version`` (integer): bumped in the same transaction as every registry change; workers poll it
+  and rebuild their matcher when it moves.
+* ``em:unmatched`` (hash, field = input topic, value = integer): posts that brand matching tagged with no brand, so
+  were not stored. At-least-once: a batch retried after a failure may add its unmatched posts again.
+* Post JSON field ``matched`` (object brand -> term, only when brand matching tagged the post): which query term
+  matched each brand it was given.
 """
 
 from __future__ import annotations
@@ -57,6 +66,9 @@ __all__ = [
     "ALL_EMOTIONS",
     "APP_LABEL",
     "BRANDS_KEY",
+    "BRAND_QUERIES_KEY",
+    "BRAND_QUERIES_VERSION_KEY",
+    "UNMATCHED_KEY",
     "METRICS",
     "TIERS",
     "alert_cooldown_key",
@@ -73,6 +85,9 @@ ALL_EMOTIONS = "_all"
 METRICS = ("count", "score", "posts")
 TIERS = {"raw": None, "1m": 60_000, "1h": 3_600_000}
 BRANDS_KEY = f"{PREFIX}:brands"
+BRAND_QUERIES_KEY = f"{PREFIX}:brand_queries"
+BRAND_QUERIES_VERSION_KEY = f"{PREFIX}:brand_queries:version"
+UNMATCHED_KEY = f"{PREFIX}:unmatched"
 ALERTS_KEY = f"{PREFIX}:alerts"
 ALERTS_INDEXED_SINCE_KEY = f"{PREFIX}:alerts:indexed_since"
 

@@ -69,6 +69,16 @@ class MonitorSettings(BaseSettings):
     )
     max_post_bytes: int = Field(DEFAULT_MAX_BYTES, ge=256, description="Records larger than this go to the DLQ")
 
+    # --- brand matching (monitor.brands)
+    brand_matching: Literal["untagged", "all", "off"] = Field(
+        "untagged", description="Brand queries at ingest: untagged = posts without brand/brands get the brands whose "
+        "query they match (tagged posts keep their tags); all = tags plus matches; off = every post must be tagged. "
+        "A post matching nothing is not stored, only counted (em:unmatched, em_unmatched_total)"
+    )
+    brand_reload_seconds: float = Field(
+        2.0, gt=0, description="How often a worker checks the brand registry's version and reloads it when changed"
+    )
+
     # --- Redis storage
     raw_bucket_ms: int = Field(
         1000, ge=1, description="Raw samples are summed per bucket of this many ms (1 = one sample per post's "

@@ -150,3 +150,27 @@ def test_produce_with_invalid_worker_settings_names_the_field(tmp_path, monkeypa
     result = CliRunner().invoke(main, ["produce", str(path), "--kafka-url", "kafka://127.0.0.1:1", "--no-progress"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "invalid EM_MONITOR_* settings" in result.output and "max_post_bytes" in result.output
+
+
+def test_produce_sends_untagged_rows_when_brand_matching_is_on(kafka_broker, tmp_path, monkeypatch):
+    """Text-only rows get a stable id (the same on a second run, so the worker dedupes them); with matching off they
+    are rejected as before."""
+    ensure_topics(kafka_broker.url, {"raw-posts": 1})
+    path = tmp_path / "firehose.csv"
+    path.write_text("text\nloving #acmecoffee\nsomething else\n")
+    monkeypatch.delenv("EM_MONITOR_BRAND_MATCHING", raising=False)
+    args = ["produce", str(path), "--kafka-url", kafka_broker.url, "--topic", "raw-posts", "--no-progress"]
+    for _ in range(2):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert "sent 2 post(s)" in result.output
+    delivered = asyncio.run(_consume_all(kafka_broker.url, "raw-posts", expected=4))
+    ids = [record["value"]["id"] for record in delivered]
+    assert len(ids) == 4 and len(set(ids)) == 2 and all(i.startswith("firehose.csv:") for i in ids)
+    assert {record["value"]["text"] for record in delivered} == {"loving #acmecoffee", "something else"}
+    assert all("brand" not in record["value"] and "brands" not in record["value"] for record in delivered)
+
+    monkeypatch.setenv("EM_MONITOR_BRAND_MATCHING", "off")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert f"{path}:2: rejected (missing_field)" in result.output and "sent 0 post(s)" in result.output
