@@ -37,7 +37,7 @@ from urllib.parse import urlencode, urlsplit
 from emotion_monitor.sources.base import Item
 from emotion_monitor.sources.settings import SourceSettings
 
-__all__ = ["POST_COLLECTION", "JetstreamParser", "jetstream_url", "stream_jetstream"]
+__all__ = ["POST_COLLECTION", "JetstreamParser", "jetstream_url", "probe_endpoint", "stream_jetstream"]
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +168,15 @@ def stream_jetstream(settings: SourceSettings):
                 yield parser.parse(frame)
 
     return stream
+
+
+def probe_endpoint(endpoint: str, timeout_s: float = 5.0) -> str | None:
+    """None when a Jetstream WebSocket at ``endpoint`` accepts a subscription, else why not (offline, refused...)."""
+    from websockets.sync.client import connect
+
+    url = f"{endpoint}{'&' if '?' in endpoint else '?'}wantedCollections={POST_COLLECTION}"
+    try:
+        with connect(url, open_timeout=timeout_s, close_timeout=1):
+            return None
+    except Exception as exc:  # noqa: BLE001 - any failure to open means "not reachable now"; say which
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
