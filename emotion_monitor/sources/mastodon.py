@@ -236,7 +236,8 @@ def stream_mastodon(settings: SourceSettings):
 
     async def stream(last_id: str | None) -> AsyncIterator[Item]:
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        # read_bufsize: one SSE data line holds a whole Status JSON, which can exceed aiohttp's 64 KiB line default
+        async with aiohttp.ClientSession(timeout=timeout, read_bufsize=2**20) as session:
             log.info("mastodon: connecting to %s", stream_url)
             async with session.get(stream_url, headers=headers) as response:
                 if response.status != 200:
