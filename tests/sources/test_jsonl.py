@@ -90,8 +90,11 @@ def test_follow_reads_appends_waits_for_whole_lines_and_handles_rotation(source_
 def test_cli_follow_stops_cleanly_on_sigterm(kafka_broker, redis_server, redis_client, tmp_path):
     path = tmp_path / "feed.jsonl"
     path.write_text("".join(_line(i) for i in range(20)))
+    from emotion_monitor.servers import free_port
+
+    port = free_port()
     env = {"EM_SOURCE_KAFKA_URL": kafka_broker.url, "EM_SOURCE_REDIS_URL": redis_server.url,
-           "EM_SOURCE_METRICS_PORT": "0"}
+           "EM_SOURCE_METRICS_PORT": str(port), "EM_SOURCE_CHECKPOINT_INTERVAL_S": "0.1"}
     process = source_process(["jsonl", str(path), "--follow", "--brand", "Acme Coffee"], env, tmp_path / "log")
     key = jsonl.checkpoint_key(path, None)
     deadline = time.monotonic() + 30
@@ -100,6 +103,13 @@ def test_cli_follow_stops_cleanly_on_sigterm(kafka_broker, redis_server, redis_c
         if raw and json.loads(raw)["position"]["offset"] == path.stat().st_size:
             break
         time.sleep(0.1)
+    import urllib.request
+
+    time.sleep(0.3)  # the metric follows the checkpoint within one interval
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'em_source_posts_total{source="jsonl"} 20.0' in metrics
+    health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
+    assert health["ok"] and health["checkpoint"]["offset"] == path.stat().st_size
     process.send_signal(signal.SIGTERM)
     assert process.wait(15) == 0
     log = (tmp_path / "log").read_text()
