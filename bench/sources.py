@@ -214,8 +214,11 @@ def main() -> None:
 
     to_kafka = summary(measured["delays"]["posts"])
     to_redis = summary(measured["delays"].get("posts.classified", []))
+    if not args.no_worker:  # posts of the window not classified before the collection timeout are not in the delays
+        to_redis["posts_sent_in_window"] = to_kafka.get("posts", 0)
     cpu_per_1000 = 1000 * measured["cpu_s"] / measured["posts"] if measured["posts"] else None
     results = {
+        "command": " ".join(["python", "bench/sources.py", *sys.argv[1:]]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg()[0]},
         "rate_posts_per_s": args.rate, "measured_seconds": args.seconds, "warmup_seconds": args.warmup_seconds,
         "worker_device": None if args.no_worker else args.device,
@@ -240,7 +243,8 @@ def main() -> None:
             values = np.sort(measured["delays"].get(topic) or [])
             if values.size:  # cumulative share of posts by delay; log scale: seconds and minutes on one axis
                 ax.plot(values, np.arange(1, values.size + 1) / values.size,
-                        label=f"{label}: p95 {np.percentile(values, 95):.2f} s ({values.size} posts)")
+                        label=f"{label}: p95 {np.percentile(values, 95):.2f} s ({values.size} of "
+                              f"{len(measured['delays']['posts'])} posts)")
         ax.axvline(2.0, color="red", linestyle="--", label="target p95 < 2 s")
         ax.axhline(0.95, color="grey", linewidth=0.5)
         ax.set_xscale("log")
