@@ -265,6 +265,8 @@ class SourceRunner:
     async def _consume(self, position: Any, backoff: Backoff) -> None:
         received = 0
         async for item in self.stream(position):
+            if self.stop_requested.is_set():  # besides the task's cancellation, which a library may swallow
+                return
             if item.post is not None:
                 await self._send(item)
             elif item.dead_letter is not None:

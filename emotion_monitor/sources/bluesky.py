@@ -161,9 +161,12 @@ def stream_jetstream(settings: SourceSettings):
         async with connect(url, max_size=settings.bluesky_max_message_bytes, open_timeout=10, ping_interval=20,
                            ping_timeout=20, close_timeout=2, max_queue=64) as websocket:
             while True:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (SIGTERM) that
+                # arrives as a frame does, and the stream would go on
                 try:
-                    frame = await asyncio.wait_for(websocket.recv(), timeout=settings.idle_timeout_s)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(settings.idle_timeout_s):
+                        frame = await websocket.recv()
+                except TimeoutError:
                     raise ConnectionError(f"no frame for {settings.idle_timeout_s:.0f} s") from None
                 yield parser.parse(frame)
 

@@ -184,8 +184,9 @@ async def _sse_events(response, idle_timeout_s: float) -> AsyncIterator[tuple[st
     event, data = "message", []
     while True:
         try:
-            raw = await asyncio.wait_for(response.content.readline(), timeout=idle_timeout_s)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(idle_timeout_s):  # not wait_for: see bluesky.stream_jetstream
+                raw = await response.content.readline()
+        except TimeoutError:
             raise ConnectionError(f"no data (not even a heartbeat) for {idle_timeout_s:.0f} s") from None
         if not raw:
             raise ConnectionError("the server closed the stream")

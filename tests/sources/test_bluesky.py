@@ -232,3 +232,32 @@ def test_checkpoint_survives_kill_9_and_sigterm_stops_cleanly(kafka_broker, redi
         assert by_id.setdefault(record["id"], record) == record
     assert duplicates < n
     assert "stopped;" in (tmp_path / "second.log").read_text()
+
+
+def test_sigterm_during_a_live_stream_stops_promptly_with_the_checkpoint_saved(kafka_broker, redis_server, tmp_path):
+    """Regression: a SIGTERM that arrived while frames kept coming was swallowed (Python 3.11's wait_for around
+    recv()), and the source streamed on until the server went away."""
+    server = JetstreamServer(rate=800)
+    server.publish(*[post_event(DID, f"3klive{i:05d}", T0 + i, f"live {i}") for i in range(20_000)])  # 25 s of frames
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    env = {"EM_SOURCE_KAFKA_URL": kafka_broker.url, "EM_SOURCE_REDIS_URL": redis_server.url,
+           "EM_SOURCE_BLUESKY_ENDPOINT": server.url, "EM_SOURCE_METRICS_PORT": "0",
+           "EM_SOURCE_CHECKPOINT_KEY": "em:test:live"}
+    try:
+        process = source_process(["bluesky"], env, tmp_path / "log")
+        _wait(lambda: client.get("em:test:live") and json.loads(client.get("em:test:live"))["position"] > T0 + 500,
+              30, "500 posts")
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(10)
+        except Exception:
+            process.kill()
+            raise
+        assert code == 0
+        assert server.sent < 20_000  # stopped mid-stream, not at its end
+        saved = json.loads(client.get("em:test:live"))["position"]
+    finally:
+        server.close()
+        client.close()
+    log = (tmp_path / "log").read_text()
+    assert f"checkpoint {saved}" in log  # the final checkpoint is the position it reports
