@@ -322,8 +322,8 @@ class Runtime:
                  f"metrics on http://127.0.0.1:{metrics_port}/metrics")
             return
         if corpus is None:
-            echo(f"source: cannot reach Bluesky Jetstream at {endpoint} ({problem}), and the demo data is not "
-                 "available: no posts will flow", err=True)
+            echo(f"source: cannot reach Bluesky Jetstream at {endpoint} ({problem}), and the demo is off "
+                 "(--no-demo) or its data is missing: no posts will flow", err=True)
             return
         echo(f"source: cannot reach Bluesky Jetstream at {endpoint} ({problem}); offline? "
              "Falling back to the demo source.", err=True)
