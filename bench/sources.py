@@ -250,7 +250,8 @@ def main() -> None:
         ax.set_xscale("log")
         ax.set_xlabel("delay after the Jetstream server sent the post (s)")
         ax.set_ylabel("share of posts")
-        ax.set_title(f"Bluesky source at {args.rate:.0f} posts/s ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.0f})")
+        ax.set_title(f"Bluesky source at {args.rate:.0f} posts/s "
+                     f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.0f})")
         ax.legend()
         fig.tight_layout()
         fig.savefig(out.with_suffix(".png"), dpi=110)

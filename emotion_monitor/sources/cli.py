@@ -52,8 +52,10 @@ def _run(name: str, settings: SourceSettings, stream, key: str, finite: bool = F
 
 def _common(function):
     options = [
-        click.option("--kafka-url", help="Kafka to send posts to [EM_SOURCE_KAFKA_URL; default kafka://127.0.0.1:9092]."),
-        click.option("--redis-url", help="Redis for the checkpoint [EM_SOURCE_REDIS_URL; default redis://127.0.0.1:6379/0]."),
+        click.option("--kafka-url",
+                     help="Kafka to send posts to [EM_SOURCE_KAFKA_URL; default kafka://127.0.0.1:9092]."),
+        click.option("--redis-url",
+                     help="Redis for the checkpoint [EM_SOURCE_REDIS_URL; default redis://127.0.0.1:6379/0]."),
         click.option("--topic", help="Posts topic [EM_SOURCE_TOPIC; default the worker's posts topic]."),
         click.option("--brand", help="Tag every post with this brand [EM_SOURCE_BRAND; default untagged]."),
         click.option("--checkpoint-key", help="Redis key of the checkpoint [EM_SOURCE_CHECKPOINT_KEY]."),

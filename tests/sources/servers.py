@@ -37,7 +37,7 @@ class _LoopThread:
         self.thread.join(timeout=5)
 
 
-# ---- Jetstream --------------------------------------------------------------------------------------------------------
+# ---- Jetstream -------------------------------------------------------------------------------------------------------
 def post_event(did: str, rkey: str, time_us: int, text: str, *, langs=("en",), created_at: str | None = None,
                operation: str = "create") -> dict:
     """A commit event of ``app.bsky.feed.post`` exactly as Jetstream sends it."""
@@ -218,7 +218,7 @@ class JetstreamServer:
             self._thread.close()
 
 
-# ---- Mastodon ---------------------------------------------------------------------------------------------------------
+# ---- Mastodon --------------------------------------------------------------------------------------------------------
 def status(status_id: int, content: str, *, tag: str | None = None, language: str | None = "en",
            acct: str = "alice@example.social", reblog: dict | None = None, spoiler: str = "") -> dict:
     """A Status entity as the Mastodon API returns it (the fields a source reads, and a few it ignores)."""
