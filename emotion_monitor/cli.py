@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "produce": "emotion_monitor.produce:produce",
     "dashboard": "dashboard.cli:dashboard",
     "up": "emotion_monitor.up:up",
+    "source": "emotion_monitor.sources.cli:source",
 }
 
 _HELP: dict[str, str] = {
@@ -35,6 +36,7 @@ _HELP: dict[str, str] = {
     "produce": "Send your own posts (JSONL or CSV) to the posts topic.",
     "dashboard": "Run the Streamlit brand-mood dashboard.",
     "up": "Start the whole product locally: broker, Redis, worker, demo source, dashboard.",
+    "source": "Run a live post source (bluesky, mastodon, jsonl) into the posts topic, resumable.",
 }
 
 

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-__all__ = ["dashboard_env", "monitor_env", "monitor_settings", "monitor_topics"]
+__all__ = ["dashboard_env", "monitor_env", "monitor_settings", "monitor_topics", "source_env"]
 
 
 def monitor_settings():
@@ -52,3 +52,10 @@ def dashboard_env(**values: object) -> dict[str, str]:
     from dashboard.settings import DashboardSettings
 
     return _env(DashboardSettings, values)
+
+
+def source_env(**values: object) -> dict[str, str]:
+    """Env vars that set these SourceSettings fields (``emotion-monitor source ...``)."""
+    from emotion_monitor.sources.settings import SourceSettings
+
+    return _env(SourceSettings, values)

@@ -37,6 +37,7 @@ COMPONENTS: tuple[tuple[str, str, str], ...] = (
     ("monitor", "monitor.settings", "worker, replay"),
     ("dashboard", "dashboard.settings", "dashboard"),
     ("runtime", "emotion_monitor.settings", "up, produce"),
+    ("sources", "emotion_monitor.sources.settings", "source bluesky, source mastodon, source jsonl"),
 )
 
 

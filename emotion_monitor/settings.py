@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,11 @@ class UpSettings(BaseSettings):
         description="Where `up --persist` installs the on-disk S3 server s3rver (npm) for the broker's s3 storage",
     )
     demo: bool = Field(default=True, description="Run the demo post source (GoEmotions test texts for fictional brands)")
+    source: Literal["demo", "bluesky"] = Field(
+        default="demo",
+        description="Post source `up` runs: the demo, or the live Bluesky source (EM_SOURCE_* settings); bluesky falls "
+                    "back to the demo when its Jetstream endpoint cannot be reached",
+    )
     demo_data_dir: Path = Field(
         default_factory=default_goemotions_dir,
         description="GoEmotions folder whose test.tsv the demo replays (default: the shared folder next to the repo)",

@@ -134,6 +134,7 @@ class Runtime:
     servers: list[ServerProcess] = field(default_factory=list)
     workers: list[Child] = field(default_factory=list)
     dashboard: Child | None = None
+    source: Child | None = None  # the live post source (`--source bluesky`), stopped first
     kafka_url: str = ""
     redis_url: str = ""
     dashboard_url: str = ""
@@ -149,14 +150,19 @@ class Runtime:
         settings = self.settings
         log_dir = settings.run_dir
         log_dir.mkdir(parents=True, exist_ok=True)
-        corpus = self._load_demo_corpus() if settings.demo else None  # a wrong data path fails before anything starts
+        if settings.source == "bluesky":  # the demo corpus is only the fallback here: missing data is not fatal
+            corpus = self._load_demo_corpus(required=False) if settings.demo else None
+        else:
+            corpus = self._load_demo_corpus() if settings.demo else None  # a wrong data path fails before anything starts
         self._start_servers(log_dir, echo)
         self._create_topics(echo)
         self._start_workers(log_dir, echo)
         self._start_dashboard(log_dir)
         self._write_pids()
         self._wait_ready(echo)
-        if corpus is not None and not self.stop_requested.is_set():
+        if settings.source == "bluesky" and not self.stop_requested.is_set():
+            self._start_source(corpus, log_dir, echo)
+        elif corpus is not None and not self.stop_requested.is_set():
             self._start_demo(corpus, echo)
 
     def _start_servers(self, log_dir: Path, echo) -> None:
@@ -263,7 +269,7 @@ class Runtime:
         (self.settings.run_dir / "run.json").write_text(json.dumps(info, indent=2))
 
     def children(self) -> list[Child]:
-        return [*self.workers, *([self.dashboard] if self.dashboard else [])]
+        return [*([self.source] if self.source else []), *self.workers, *([self.dashboard] if self.dashboard else [])]
 
     def _wait_ready(self, echo) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_s
@@ -285,13 +291,43 @@ class Runtime:
             raise click.ClickException(f"not ready within {self.settings.start_timeout_s:.0f} s: {', '.join(pending)} "
                                        f"(logs in {self.settings.run_dir})")
 
-    def _load_demo_corpus(self):
+    def _load_demo_corpus(self, required: bool = True):
         from emotion_monitor.demo import load_corpus
 
         try:
             return load_corpus(self.settings.demo_data_dir)
         except (OSError, ValueError) as exc:
+            if not required:
+                return None
             raise click.ClickException(str(exc)) from exc
+
+    def _start_source(self, corpus, log_dir: Path, echo) -> None:
+        """``--source bluesky``: the live source as a child when its endpoint answers, else the demo, saying why."""
+        from emotion_monitor.components import source_env
+        from emotion_monitor.sources.bluesky import probe_endpoint
+        from emotion_monitor.sources.settings import SourceSettings
+
+        try:
+            endpoint = SourceSettings().bluesky_endpoint
+        except ValidationError as exc:
+            raise click.ClickException(f"invalid EM_SOURCE_* settings:\n{exc}") from exc
+        problem = probe_endpoint(endpoint)
+        if problem is None:
+            metrics_port = free_port()
+            env = {**os.environ, **source_env(kafka_url=self.kafka_url, redis_url=self.redis_url,
+                                              topic=self.topics["posts"], metrics_port=metrics_port)}
+            self.source = _spawn("source-bluesky", _cli_args("source", "bluesky"), env, log_dir)
+            self._write_pids()
+            echo(f"source: Bluesky Jetstream {endpoint} (untagged posts: the worker's brand queries assign brands), "
+                 f"metrics on http://127.0.0.1:{metrics_port}/metrics")
+            return
+        if corpus is None:
+            echo(f"source: cannot reach Bluesky Jetstream at {endpoint} ({problem}), and the demo is off "
+                 "(--no-demo) or its data is missing: no posts will flow", err=True)
+            return
+        echo(f"source: cannot reach Bluesky Jetstream at {endpoint} ({problem}); offline? "
+             "Falling back to the demo source.", err=True)
+        self._start_demo(corpus, echo)
 
     def _start_demo(self, corpus, echo) -> None:
         from emotion_monitor.demo import DemoSource
@@ -308,6 +344,8 @@ class Runtime:
     # ---- stop --------------------------------------------------------------------------------------------------
     def stop(self, echo=click.echo) -> None:
         """Stop in data-flow order; bounded by the timeouts, never leaves a child behind."""
+        if self.source is not None:
+            self.source.stop(self.settings.stop_timeout_s)
         if self._demo_stop is not None:
             self._demo_stop.set()
             self._demo_thread.join(timeout=10)
@@ -359,6 +397,9 @@ def _run_loop(runtime: Runtime, stop: threading.Event) -> int:
 @click.option("--redis-port", type=int, help="Port of the started Redis, 0 = free [EM_UP_REDIS_PORT; default 6379].")
 @click.option("--dashboard-port", type=int, help="Dashboard port, 0 = free [EM_UP_DASHBOARD_PORT; default 8501].")
 @click.option("--demo/--no-demo", default=None, help="Run the demo post source [EM_UP_DEMO; default on].")
+@click.option("--source", type=click.Choice(["demo", "bluesky"]), default=None,
+              help="Post source: the demo, or live Bluesky (falls back to the demo when offline) "
+                   "[EM_UP_SOURCE; default demo].")
 @click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False),
               help="Model artifact for the worker (default: the trainer's shipped model) [EM_MONITOR_MODEL_PATH].")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),

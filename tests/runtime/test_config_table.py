@@ -35,7 +35,7 @@ def test_readme_without_markers_is_a_clear_error():
 def test_every_field_of_every_component_is_in_the_table():
     text = config_table.render_markdown()
     classes = config_table.settings_classes()
-    assert {component for component, _, _ in classes} == {"trainer", "monitor", "dashboard", "runtime"}
+    assert {component for component, _, _ in classes} == {"trainer", "monitor", "dashboard", "runtime", "sources"}
     for _, _, cls in classes:
         prefix = cls.model_config["env_prefix"]
         assert prefix.startswith("EM_")
