@@ -208,7 +208,11 @@ local width = tonumber(ARGV[1])
 local start = tonumber(last[1]) - tonumber(last[1]) % width
 local rows = redis.call('TS.RANGE', KEYS[1], string.format('%d', start), '+')
 local total = 0
-for _, row in ipairs(rows) do total = total + tonumber(row[2]) end
+for _, row in ipairs(rows) do
+  local value = row[2]
+  if type(value) == 'table' then value = value.ok end  -- a simple-string reply reaches Lua as {ok = ...}
+  total = total + tonumber(value)
+end
 if #rows > 0 then
   redis.call('TS.ADD', KEYS[2], string.format('%d', start), string.format('%.17g', total), 'ON_DUPLICATE', 'SUM')
 end
