@@ -26,9 +26,24 @@ SHORT = {"retention_raw_ms": 10 * MIN, "retention_1m_ms": DAY, "retention_1h_ms"
 BRANDS = ("acme", "globex")
 
 
+LOWERED = {"threshold_overrides": {name: 0.45 for name in ("anger", "joy", "neutral", "sadness", "admiration")}}
+
+
 def settings_for(kafka_broker, redis_url, model_dir, **extra) -> MonitorSettings:
     return MonitorSettings(broker_url=kafka_broker.url, redis_url=redis_url, model_path=str(model_dir), max_batch=32,
-                           metrics_port=0, **{**SHORT, **extra})
+                           metrics_port=0, inference_isolation="thread", **{**SHORT, **extra})
+
+
+@pytest.fixture(scope="module")
+def models(small_model_dir):
+    """The model loaded once for the module (on a thread: no child process per test), with the default and with
+    lowered thresholds."""
+    loaded = {name: load_inference(MonitorSettings(model_path=str(small_model_dir), max_batch=32,
+                                                   inference_isolation="thread", **extra))
+              for name, extra in (("default", {}), ("lowered", LOWERED))}
+    yield loaded
+    for inference in loaded.values():
+        inference.close()
 
 
 def replay(settings, span=ReplayRange(), mode="fill", inference=None, publish=False):
@@ -68,14 +83,15 @@ def now_ms() -> int:
 
 
 def test_a_future_dated_post_is_dead_lettered_and_the_brand_stays_exact(kafka_broker, redis_server, redis_client,
-                                                                       small_model_dir):
+                                                                       small_model_dir, models):
     """The issue's run: 50 posts, one dated a year ahead, 50 more. Before: the brand's raw total read 1."""
     create_topic(kafka_broker, "posts", 1)
     base = now_ms() - 10 * MIN
     posts = make_posts(101, ("acme",), base_ms=base, step_ms=100)
     posts[50]["created_at"] = now_ms() + 365 * DAY
     produce(kafka_broker, "posts", encode(posts))
-    summary = replay(settings_for(kafka_broker, redis_server.url, small_model_dir), publish=True)
+    summary = replay(settings_for(kafka_broker, redis_server.url, small_model_dir), publish=True,
+                     inference=models["default"])
     assert (summary.records, summary.counted, summary.rejected) == (101, 100, 1)
     assert posts_per_tier(redis_client, "acme") == {"raw": 100.0, "1m": 100.0, "1h": 100.0}
     letters = dlq(kafka_broker, 1)
@@ -85,7 +101,7 @@ def test_a_future_dated_post_is_dead_lettered_and_the_brand_stays_exact(kafka_br
 
 
 def test_backfill_older_than_raw_retention_counts_in_the_coarser_tiers_once(kafka_broker, redis_server,
-                                                                            redis_client, small_model_dir):
+                                                                            redis_client, small_model_dir, models):
     """Before: 100 posts 20 days old for a brand with current data were counted in no tier, nothing on the DLQ."""
     create_topic(kafka_broker, "posts", 1)
     now = now_ms()
@@ -96,7 +112,7 @@ def test_backfill_older_than_raw_retention_counts_in_the_coarser_tiers_once(kafk
     produce(kafka_broker, "posts", encode(current))
     produce(kafka_broker, "posts", encode(history + ancient + lost))  # replayed history: produced now
     settings = settings_for(kafka_broker, redis_server.url, small_model_dir)
-    inference = load_inference(settings)
+    inference = models["default"]
     first = replay(settings, inference=inference, publish=True)
     assert (first.records, first.counted, first.rejected) == (82, 80, 2)
     expected = {"raw": 15.0, "1m": 35.0, "1h": 40.0}
@@ -112,7 +128,8 @@ def test_backfill_older_than_raw_retention_counts_in_the_coarser_tiers_once(kafk
     assert {b: tier_totals(redis_client, b, "count") for b in BRANDS} == before
 
 
-def test_recompute_past_raw_retention_equals_a_fresh_run(kafka_broker, redis_server, redis_client, small_model_dir):
+def test_recompute_past_raw_retention_equals_a_fresh_run(kafka_broker, redis_server, redis_client, small_model_dir,
+                                                         models):
     """Before: TS.DEL was refused past raw retention (compaction rules), the markers were deleted anyway and the
     recount added on top of the old samples."""
     create_topic(kafka_broker, "posts", 1)
@@ -121,11 +138,11 @@ def test_recompute_past_raw_retention_equals_a_fresh_run(kafka_broker, redis_ser
     history = make_posts(60, BRANDS, base_ms=now - 3 * HOUR, step_ms=MIN, prefix="h")
     produce(kafka_broker, "posts", encode(current + history))
     old = settings_for(kafka_broker, redis_server.url, small_model_dir)
-    replay(old)
+    replay(old, inference=models["default"])
     old_counts = {b: tier_totals(redis_client, b, "count") for b in BRANDS}
-    lowered = {"threshold_overrides": {name: 0.45 for name in ("anger", "joy", "neutral", "sadness", "admiration")}}
+    lowered = LOWERED
     new = settings_for(kafka_broker, redis_server.url, small_model_dir, **lowered)
-    inference = load_inference(new)
+    inference = models["lowered"]
     result = replay(new, mode="recompute", inference=inference)
     assert result.cleared_markers == result.counted == 90
     recomputed = {b: tier_totals(redis_client, b, "count") for b in BRANDS}
@@ -143,11 +160,11 @@ def test_recompute_past_raw_retention_equals_a_fresh_run(kafka_broker, redis_ser
 
 
 def test_recompute_refuses_to_clear_posts_the_topic_no_longer_holds(kafka_broker, redis_server, redis_client,
-                                                                    small_model_dir):
+                                                                    small_model_dir, models):
     create_topic(kafka_broker, "posts", 1)
     posts = make_posts(20, BRANDS, base_ms=now_ms() - 5 * MIN)
     settings = settings_for(kafka_broker, redis_server.url, small_model_dir)
-    inference = load_inference(settings)
+    inference = models["default"]
     produce(kafka_broker, "posts", encode(posts[:10]))
     replay(settings, inference=inference)
     # ten more posts of the same span counted from elsewhere (e.g. a topic whose records Kafka deleted since)
@@ -164,14 +181,14 @@ def test_recompute_refuses_to_clear_posts_the_topic_no_longer_holds(kafka_broker
 
 
 def test_fill_past_the_marker_horizon_is_refused_naming_recompute(kafka_broker, redis_server, redis_client,
-                                                                  small_model_dir, tmp_path):
+                                                                  small_model_dir, models):
     """Before: with markers expired (TTL is wall clock) and the samples kept, fill counted every post again."""
     create_topic(kafka_broker, "posts", 1)
     now = now_ms()
     posts = make_posts(20, BRANDS, base_ms=now - 2 * DAY)
     produce(kafka_broker, "posts", encode(posts), timestamps_ms=[now - 2 * DAY + i for i in range(20)])
     long_markers = settings_for(kafka_broker, redis_server.url, small_model_dir, seen_ttl_ms=7 * DAY)
-    inference = load_inference(long_markers)
+    inference = models["default"]
     assert replay(long_markers, inference=inference).counted == 20
     for key in redis_client.keys("em:seen:*"):  # what a marker TTL of one day has done by now
         redis_client.delete(key)
@@ -192,12 +209,13 @@ def test_fill_past_the_marker_horizon_is_refused_naming_recompute(kafka_broker, 
 
 
 def test_brand_limit_dead_letters_posts_of_brands_beyond_it(kafka_broker, redis_server, redis_client,
-                                                           small_model_dir):
+                                                           small_model_dir, models):
     create_topic(kafka_broker, "posts", 1)
     base = now_ms() - MIN
     posts = [{"id": f"b{i}", "brand": f"brand{i % 5}", "text": "fine", "created_at": base + i} for i in range(20)]
     produce(kafka_broker, "posts", encode(posts))
-    summary = replay(settings_for(kafka_broker, redis_server.url, small_model_dir, max_brands=3), publish=True)
+    summary = replay(settings_for(kafka_broker, redis_server.url, small_model_dir, max_brands=3), publish=True,
+                     inference=models["default"])
     assert (summary.counted, summary.rejected) == (12, 8)
     assert redis_client.scard(schema.BRANDS_KEY) == 3
     letters = dlq(kafka_broker, 8)
