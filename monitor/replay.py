@@ -239,28 +239,31 @@ async def run_replay(settings: MonitorSettings, span: ReplayRange, *, mode: str 
 
     started = time.perf_counter()
     summary = ReplaySummary(mode)
-    inference = inference or load_inference(settings)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker_host_port(), enable_auto_commit=False,
                                 group_id=group_id or f"{settings.group_id}-replay", auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=4 * 1024 * 1024,
                                 fetch_max_wait_ms=settings.fetch_max_wait_ms)
     producer = AIOKafkaProducer(bootstrap_servers=settings.broker_host_port(), linger_ms=5) if publish else None
-    store = RedisStore(settings, inference.labels)
+    store = started_producer = None
     await consumer.start()
-    if producer:
-        await producer.start()
     try:
+        starts, stops = await _plan(consumer, settings, span)
+        summary.ranges = {f"{tp.topic}[{tp.partition}]": [starts[tp], stops[tp]] for tp in starts}
+        total = sum(stops[tp] - starts[tp] for tp in starts)
+        keep = None  # recompute: the created_at span it recounts (records are chosen by it, not by record time)
+        if mode == "fill" and total:  # before loading the model: a refusal is immediate
+            await _check_marker_horizon(consumer, starts, stops, span, settings)
+        inference = inference or load_inference(settings)
+        store = RedisStore(settings, inference.labels)
+        if producer:
+            await producer.start()
+            started_producer = producer
+
         async def send(topic: str, key: bytes | None, value: bytes):
             return await producer.send(topic, value, key=key) if producer else None
 
         processor = BatchProcessor(settings, inference, store, send, publish_classified=publish,
                                    evaluate_alerts=False)
-        starts, stops = await _plan(consumer, settings, span)
-        summary.ranges = {f"{tp.topic}[{tp.partition}]": [starts[tp], stops[tp]] for tp in starts}
-        total = sum(stops[tp] - starts[tp] for tp in starts)
-        keep = None  # recompute: the created_at span it recounts (records are chosen by it, not by record time)
-        if mode == "fill" and total:
-            await _check_marker_horizon(consumer, starts, stops, span, settings)
         if mode == "recompute" and total:
             keep, starts, stops = await _prepare_recompute(consumer, store, starts, stops, span, settings, summary)
             span = ReplayRange()
@@ -294,14 +297,15 @@ async def run_replay(settings: MonitorSettings, span: ReplayRange, *, mode: str 
         if keep is not None:
             await store.release_fence()
     finally:
-        if mode == "recompute":
+        if mode == "recompute" and store is not None:
             try:
                 await store.release_fence()
             except Exception:  # Redis away: the fence expires by itself
                 log.warning("could not release the recompute fence; it expires in 2 minutes")
         await consumer.stop()
-        if producer:
-            await producer.stop()
-        await store.close()
+        if started_producer:
+            await started_producer.stop()
+        if store is not None:
+            await store.close()
     summary.seconds = time.perf_counter() - started
     return summary
