@@ -48,6 +48,7 @@ def load_baseline(rev: str):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("baseline_store", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -102,7 +103,6 @@ async def run(args) -> dict:
                 module = baseline if name == "baseline" else current
                 variant["batches"], variant["thresholds"] = make_batches(
                     module, args.batches, args.batch, brands, start, args.step_ms, f"{scenario}-")
-            await variants["this"]["store"].write(variants["this"]["batches"][0][:1], variants["this"]["thresholds"])
             for i in range(args.batches):
                 for variant in variants.values():
                     store = variant["store"]

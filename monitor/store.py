@@ -120,7 +120,7 @@ local function add(k, bucket, value)
   per[bucket] = (per[bucket] or 0) + value
 end
 local a = first
-local score, above, buckets = {}, {}, {}
+local score, above, buckets, groups = {}, {}, {}, {}
 for p = 1, n_posts do
   local created, body, brands, scores = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   a = a + 4
@@ -151,15 +151,30 @@ for p = 1, n_posts do
         local b, tiers = entry[1], entry[2]
         redis.call('ZADD', KEYS[zsets + b], created, body)
         touched[b] = true
-        for _, t in ipairs(tiers) do
-          local bucket = buckets[t]
-          for j = 1, n_emotions do
-            if above[j] then add(key(b, t, 2 * j - 1), bucket, 1) end
-            add(key(b, t, 2 * j), bucket, score[j])
-          end
-          add(key(b, t, n_series), bucket, 1)
+        -- summed once per brand, tiers and buckets, spread over the tiers after the loop (not once per tier here)
+        local gk = b .. ':' .. table.concat(tiers, '') .. ':' .. buckets[1] .. ':' .. buckets[2] .. ':' .. buckets[3]
+        local g = groups[gk]
+        if not g then
+          g = {b = b, tiers = tiers, buckets = {buckets[1], buckets[2], buckets[3]}, v = {}}
+          for j = 1, n_series do g.v[j] = 0 end
+          groups[gk] = g
         end
+        local v = g.v
+        for j = 1, n_emotions do
+          if above[j] then v[2 * j - 1] = v[2 * j - 1] + 1 end
+          v[2 * j] = v[2 * j] + score[j]
+        end
+        v[n_series] = v[n_series] + 1
       end
+    end
+  end
+end
+for _, g in pairs(groups) do
+  for _, t in ipairs(g.tiers) do
+    local bucket = g.buckets[t]
+    for j = 1, n_series do
+      -- a count series gets no sample where no post reached the threshold (a missing sample counts 0)
+      if g.v[j] ~= 0 or j % 2 == 0 then add(key(g.b, t, j), bucket, g.v[j]) end
     end
   end
 end
@@ -167,16 +182,32 @@ for b in pairs(touched) do
   redis.call('SADD', KEYS[1], ARGV[12 + b])
   redis.call('ZREMRANGEBYRANK', KEYS[zsets + b], 0, -(bound + 1))
 end
-for k, per in pairs(sums) do
-  for ts, value in pairs(per) do
-    local ok = redis.pcall('TS.ADD', KEYS[k], string.format('%d', ts), string.format('%.17g', value),
-                           'ON_DUPLICATE', 'SUM')
-    if type(ok) == 'table' and ok.err then
-      result[2] = result[2] + 1
-      if result[3] == '' then result[3] = KEYS[k] .. ' @' .. string.format('%d', ts) .. ': ' .. ok.err end
+-- TS.MADD in chunks (one call instead of one per sample; the series' DUPLICATE_POLICY SUM adds to a bucket)
+local batch, n = {}, 0
+local function flush()
+  if n == 0 then return end
+  local replies = redis.pcall('TS.MADD', unpack(batch))
+  if type(replies) == 'table' and replies.err then
+    result[2] = result[2] + n
+    if result[3] == '' then result[3] = replies.err end
+  else
+    for i, reply in ipairs(replies) do
+      if type(reply) == 'table' and reply.err then
+        result[2] = result[2] + 1
+        if result[3] == '' then result[3] = batch[3 * i - 2] .. ' @' .. batch[3 * i - 1] .. ': ' .. reply.err end
+      end
     end
   end
+  batch, n = {}, 0
 end
+for k, per in pairs(sums) do
+  for ts, value in pairs(per) do
+    batch[3 * n + 1], batch[3 * n + 2], batch[3 * n + 3] = KEYS[k], string.format('%d', ts), string.format('%.17g', value)
+    n = n + 1
+    if n == 1000 then flush() end
+  end
+end
+flush()
 return result
 """
 
