@@ -159,6 +159,36 @@ def test_recompute_past_raw_retention_equals_a_fresh_run(kafka_broker, redis_ser
     assert {b: posts_per_tier(redis_client, b)["1h"] for b in BRANDS} == {"acme": 45.0, "globex": 45.0}
 
 
+def test_recompute_by_record_time_recounts_every_post_created_in_the_cleared_span(kafka_broker, redis_server,
+                                                                                   redis_client, small_model_dir,
+                                                                                   models):
+    """Before: records were chosen by Kafka time but samples cleared by created_at span: a post created in the span
+    whose record lies outside the range lost its samples and kept its marker (undercount)."""
+    create_topic(kafka_broker, "posts", 1)
+    now = now_ms()
+    created = now - 30 * MIN
+    early = make_posts(10, BRANDS, base_ms=created, prefix="e")            # records written 2 h ago
+    late = make_posts(10, BRANDS, base_ms=created + 500, prefix="l")       # same seconds, records written now
+    produce(kafka_broker, "posts", encode(early), timestamps_ms=[now - 2 * HOUR + i for i in range(10)])
+    produce(kafka_broker, "posts", encode(late))
+    settings = settings_for(kafka_broker, redis_server.url, small_model_dir)
+    replay(settings, inference=models["default"])
+    new = settings_for(kafka_broker, redis_server.url, small_model_dir, **LOWERED)
+    result = replay(new, ReplayRange(from_time_ms=now - MIN), mode="recompute", inference=models["lowered"])
+    assert result.cleared_markers == result.counted == 20  # the early records too: created in the cleared span
+    recomputed = {b: tier_totals(redis_client, b, "count") for b in BRANDS}
+    # nothing newer for these brands: raw keeps them too (retention counts back from a series' newest sample)
+    assert {b: posts_per_tier(redis_client, b) for b in BRANDS} == {b: {"raw": 10.0, "1m": 10.0, "1h": 10.0}
+                                                                     for b in BRANDS}
+    fresh_url = redis_server.url.rsplit("/", 1)[0] + "/1"
+    replay(settings_for(kafka_broker, fresh_url, small_model_dir, **LOWERED), inference=models["lowered"])
+    fresh_client = redis.Redis.from_url(fresh_url, decode_responses=True)
+    try:
+        assert recomputed == {b: tier_totals(fresh_client, b, "count") for b in BRANDS}
+    finally:
+        fresh_client.close()
+
+
 def test_recompute_refuses_to_clear_posts_the_topic_no_longer_holds(kafka_broker, redis_server, redis_client,
                                                                     small_model_dir, models):
     create_topic(kafka_broker, "posts", 1)
