@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -135,6 +136,7 @@ async def run(args) -> dict:
     return {
         "batch": args.batch, "batches": args.batches, "brands": args.brands, "emotions": len(GOEMOTIONS_LABELS),
         "step_ms": args.step_ms, "baseline_rev": args.baseline_rev, "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(), "load_average_after": [round(x, 1) for x in os.getloadavg()],
         "results": results,
     }
 
