@@ -213,6 +213,7 @@ async def _prepare_recompute(consumer, store: RedisStore, starts, stops, span: R
     ids: set[str] = set()
     per_brand: dict[str, set[str]] = {}
     async for rows in _read(consumer, begin, ends, settings.max_batch * 8, ReplayRange()):
+        await store.hold_fence(*keep)  # refreshed while a long topic is read: it expires only if this process dies
         for record in rows:
             post = _valid_post(record, settings)
             if post is not None and keep[0] <= post.created_at <= keep[1]:
