@@ -182,32 +182,18 @@ for b in pairs(touched) do
   redis.call('SADD', KEYS[1], ARGV[12 + b])
   redis.call('ZREMRANGEBYRANK', KEYS[zsets + b], 0, -(bound + 1))
 end
--- TS.MADD in chunks (one call instead of one per sample; the series' DUPLICATE_POLICY SUM adds to a bucket)
-local batch, n = {}, 0
-local function flush()
-  if n == 0 then return end
-  local replies = redis.pcall('TS.MADD', unpack(batch))
-  if type(replies) == 'table' and replies.err then
-    result[2] = result[2] + n
-    if result[3] == '' then result[3] = replies.err end
-  else
-    for i, reply in ipairs(replies) do
-      if type(reply) == 'table' and reply.err then
-        result[2] = result[2] + 1
-        if result[3] == '' then result[3] = batch[3 * i - 2] .. ' @' .. batch[3 * i - 1] .. ': ' .. reply.err end
-      end
-    end
-  end
-  batch, n = {}, 0
-end
+-- TS.ADD with an explicit ON_DUPLICATE SUM (not TS.MADD, which applies whatever duplicate policy the series has:
+-- a series created elsewhere with LAST would silently overwrite a bucket instead of adding to it)
 for k, per in pairs(sums) do
   for ts, value in pairs(per) do
-    batch[3 * n + 1], batch[3 * n + 2], batch[3 * n + 3] = KEYS[k], string.format('%d', ts), string.format('%.17g', value)
-    n = n + 1
-    if n == 1000 then flush() end
+    local ok = redis.pcall('TS.ADD', KEYS[k], string.format('%d', ts), string.format('%.17g', value),
+                           'ON_DUPLICATE', 'SUM')
+    if type(ok) == 'table' and ok.err then
+      result[2] = result[2] + 1
+      if result[3] == '' then result[3] = KEYS[k] .. ' @' .. string.format('%d', ts) .. ': ' .. ok.err end
+    end
   end
 end
-flush()
 return result
 """
 
