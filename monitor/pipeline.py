@@ -206,7 +206,7 @@ class BatchProcessor:
             classified = await self._classify([post for _, post in parsed])
             written = await self.store.write_with_retry(classified, self.inference.thresholds)
             METRICS.redis_up.set(1)
-            # posts the store refused (too_old, brand_limit: never marked, never counted) go the DLQ like rejects
+            # posts the store refused (too_old, brand_limit: never marked, never counted) go to the DLQ like rejects
             for (record, _), outcome in zip(parsed, written):
                 if isinstance(outcome, PostRejected):
                     reasons.append(outcome.reason)
