@@ -468,15 +468,25 @@ class IngestMatching:
         self.store = store
         self.live: LiveMatcher | None = None
 
+    async def _matcher(self) -> "Matcher":
+        if self.live is None:
+            self.live = LiveMatcher(self.store.redis, self.reload_seconds)
+        return await self.live.current()
+
+    async def brands_of(self, post: Post) -> list[str]:
+        """The brands ``post`` would be counted for now, without counting anything (replay recompute's pre-scan)."""
+        if self.mode == "untagged" and post.brands:
+            return list(post.brands)
+        tagged = assign(await self._matcher(), post, self.mode)
+        return list(tagged.brands) if tagged is not None else []
+
     async def apply(self, parsed: list[tuple[Any, Post]]) -> tuple[list[tuple[Any, Post]], int]:
         """``(record, post)`` pairs -> the pairs that have a brand (posts tagged), and how many had none."""
         from monitor.metrics import METRICS
 
         if self.mode == "untagged" and all(post.brands for _, post in parsed):
             return parsed, 0  # nothing to match: no registry read
-        if self.live is None:
-            self.live = LiveMatcher(self.store.redis, self.reload_seconds)
-        matcher = await self.live.current()
+        matcher = await self._matcher()
         METRICS.brand_queries.set(len(matcher))
         METRICS.brand_registry_version.set(matcher.version)
         kept: list[tuple[Any, Post]] = []

@@ -78,5 +78,12 @@ def replay(mode: str, from_time: str | None, from_offset: int | None, to_time: s
     if from_time is not None and from_offset is not None:
         raise click.UsageError("give --from-time or --from-offset, not both")
     span = ReplayRange.parse(from_time=from_time, from_offset=from_offset, to_time=to_time)
-    summary = asyncio.run(run_replay(settings, span, mode=mode, group_id=group_id, publish=publish, progress=progress))
+    from monitor.replay import ReplayRefused
+    from monitor.store import ClearRefused
+
+    try:
+        summary = asyncio.run(run_replay(settings, span, mode=mode, group_id=group_id, publish=publish,
+                                         progress=progress))
+    except (ReplayRefused, ClearRefused) as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(summary.describe())

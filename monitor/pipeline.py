@@ -19,7 +19,9 @@ Shared by the Faust worker and by replay, so both count the same way. Delivery g
   never misses one. Alerts are evaluated for every brand of the batch on every successful attempt, counted before
   or not; the alert cooldown keeps a re-evaluation from firing twice.
 
-Input never crashes the batch: anything :func:`monitor.post.parse_post` rejects goes to the DLQ with its reason.
+Input never crashes the batch: anything :func:`monitor.post.parse_post` or the time policy
+(:mod:`monitor.timepolicy`) rejects, and any post the store refuses to count (``too_old``, ``brand_limit``), goes to
+the DLQ with its reason.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from monitor.post import Post, PostRejected, parse_post, rejection_envelope
 from monitor.retry import Backoff, retry_transient
 from monitor.settings import MonitorSettings
 from monitor.store import ClassifiedPost, RedisStore
+from monitor.timepolicy import check_created_at
 
 __all__ = ["PROCESSING_FAILED", "BatchProcessor", "BatchResult", "Record", "check_alert_emotions"]
 
@@ -196,9 +199,10 @@ class BatchProcessor:
         reasons: list[str] = []
         for record in records:
             try:
-                parsed.append((record, parse_post(record.value, record.timestamp_ms,
-                                                  max_bytes=self.settings.max_post_bytes,
-                                                  require_brand=self.brand_matching is None)))
+                parsed.append((record, check_created_at(
+                    parse_post(record.value, record.timestamp_ms, max_bytes=self.settings.max_post_bytes,
+                               require_brand=self.brand_matching is None),
+                    self.settings)))
             except PostRejected as exc:
                 reasons.append(exc.reason)
                 envelope = rejection_envelope(record.value, exc, topic=record.topic, partition=record.partition,
@@ -211,6 +215,16 @@ class BatchProcessor:
             classified = await self._classify([post for _, post in parsed])
             written = await self.store.write_with_retry(classified, self.inference.thresholds)
             METRICS.redis_up.set(1)
+            # posts the store refused (too_old, brand_limit: never marked, never counted) go to the DLQ like rejects
+            for (record, _), outcome in zip(parsed, written):
+                if isinstance(outcome, PostRejected):
+                    reasons.append(outcome.reason)
+                    envelope = rejection_envelope(record.value, outcome, topic=record.topic,
+                                                  partition=record.partition, offset=record.offset)
+                    pending.append(await self.send(self.settings.dlq_topic, record.key, envelope))
+            kept = [i for i, outcome in enumerate(written) if not isinstance(outcome, PostRejected)]
+            parsed, classified, written = ([rows[i] for i in kept] for rows in (parsed, classified, written))
+            result.rejected = len(reasons)
             self._observe_delay([record for (record, _), new in zip(parsed, written) if new])
             fresh = _counted(classified, written, counted_earlier)
             result.counted = sum(fresh)

@@ -50,7 +50,9 @@ MAX_BRAND_CHARS = 64
 MAX_ID_CHARS = 256
 BRAND_PATTERN = re.compile(r"^[^\W_](?:[\w.&+'-]| (?! ))*$")
 # Reasons a record is rejected; stable strings, so DLQ consumers can group by them.
-REASONS = ("oversize", "not_json", "not_object", "missing_field", "wrong_type", "invalid_value")
+REASONS = ("oversize", "not_json", "not_object", "missing_field", "wrong_type", "invalid_value",
+           # the time policy (monitor.timepolicy) and the store's refusals (monitor.store)
+           "future_timestamp", "too_old", "brand_limit")
 
 
 class PostRejected(ValueError):

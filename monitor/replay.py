@@ -1,10 +1,18 @@
 """Replay / backfill the posts topic through the same pipeline as the worker, in its own consumer group.
 
 * ``fill``: reprocess the range; posts already counted are skipped by the idempotency marker, so running it twice
-  (or while the worker runs) never double counts.
-* ``recompute``: first read the range to learn its post ids and its ``created_at`` span, then clear that span (raw
-  TimeSeries samples — compactions are recalculated by Redis — recent posts, and the ids' markers), then reprocess,
-  e.g. with a new model or thresholds. Everything counted in that span is replaced, so replay the whole span.
+  (or while the worker runs) never double counts. Markers live ``EM_MONITOR_SEEN_TTL_MS`` from when a post was
+  counted, which is after its record was written: a record older than that (the *marker horizon*, less
+  ``max_future_ms`` for clock skew) may have lost its marker, so fill refuses a range holding one
+  (:class:`ReplayRefused`, naming ``recompute``) before counting anything.
+* ``recompute``: read the range to learn its posts' ``created_at`` span, widen it to whole buckets of every tier,
+  then — while a fence in Redis makes workers wait with posts inside that span — read the *whole topic* for every
+  post whose ``created_at`` lies in the span (whatever its record time), clear those posts' brands' samples in
+  every tier in that span, their recent posts and their markers, and count them again (e.g. with a new model or
+  thresholds). It refuses before clearing anything when Redis holds more posts of a brand in the span than the topic
+  still has (they would be lost), and stops before touching markers when Redis refuses a clear. Racing a live
+  worker: a post counted by the worker before the fence is in the topic, so it is cleared and recounted; one the
+  worker writes later waits for the fence and is then counted once (already counted by the recompute, or not).
 
 Broker faults handled (docs/platform.md): ``end_offsets()`` is wrong on tansu, so the end of each partition is the
 fetch high-water mark; ``offsets_for_times()`` for a time past the end answers offset 0 with timestamp -1, which
@@ -25,6 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -34,10 +43,15 @@ from monitor.post import PostRejected, to_epoch_ms, parse_post
 from monitor.retry import Backoff, retry_transient
 from monitor.settings import MonitorSettings
 from monitor.store import RedisStore
+from monitor.timepolicy import check_created_at
 
-__all__ = ["ReplayRange", "ReplaySummary", "high_water_marks", "run_replay"]
+__all__ = ["ReplayRange", "ReplayRefused", "ReplaySummary", "high_water_marks", "run_replay"]
 
 log = logging.getLogger(__name__)
+
+
+class ReplayRefused(RuntimeError):
+    """The replay would count wrongly (see the module docstring); nothing was counted or cleared."""
 
 
 @dataclass(frozen=True)
@@ -144,68 +158,162 @@ async def _read(consumer, starts: dict, stops: dict, batch: int, span: ReplayRan
             yield rows
 
 
+def _valid_post(record, settings: MonitorSettings):
+    """The record's post when it passes parsing and the time policy, else None (the pipeline dead-letters it)."""
+    try:
+        return check_created_at(parse_post(record.value, record.timestamp, max_bytes=settings.max_post_bytes,
+                                           require_brand=settings.brand_matching == "off"), settings)
+    except PostRejected:
+        return None
+
+
+def _created_in(record, span: tuple[int, int], settings: MonitorSettings) -> bool:
+    post = _valid_post(record, settings)
+    return post is not None and span[0] <= post.created_at <= span[1]
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+async def _check_marker_horizon(consumer, starts, stops, span: ReplayRange, settings: MonitorSettings) -> None:
+    """Fill: refuse a range holding a record older than the marker horizon (its post may have been counted and its
+    marker expired since: filling it would count it twice)."""
+    horizon = int(time.time() * 1000) - settings.seen_ttl_ms + settings.max_future_ms
+    oldest = None
+    async for rows in _read(consumer, starts, stops, settings.max_batch * 8, span):
+        for record in rows:
+            if oldest is None or record.timestamp < oldest:
+                oldest = record.timestamp
+    if oldest is not None and oldest < horizon:
+        raise ReplayRefused(
+            f"replay fill refused: the range holds records from {_iso(max(oldest, 0))}, older than the marker horizon "
+            f"{_iso(horizon)} (EM_MONITOR_SEEN_TTL_MS = {settings.seen_ttl_ms} ms): their posts may have been counted "
+            f"and their markers expired, so fill could count them twice. Use --mode recompute for that range, or "
+            f"fill from --from-time {horizon}"
+        )
+
+
+async def _prepare_recompute(consumer, store: RedisStore, starts, stops, span: ReplayRange,
+                             settings: MonitorSettings, summary: ReplaySummary, matching=None):
+    """Recompute, before any recount: learn the created_at span of the range's posts, widen it to whole tier buckets,
+    fence it, find every post of the topic inside it, check the topic still holds all that Redis counted there,
+    clear it. Returns (span, starts, stops) of the recount: the whole topic up to its end after the fence was set.
+
+    ``matching`` (the pipeline's brand matching, None when off) attributes untagged posts to brands by the current
+    registry, as the recount will."""
+    lo = hi = None
+    async for rows in _read(consumer, starts, stops, settings.max_batch * 8, span):
+        for record in rows:
+            post = _valid_post(record, settings)
+            if post is not None:
+                lo = post.created_at if lo is None else min(lo, post.created_at)
+                hi = post.created_at if hi is None else max(hi, post.created_at)
+    if lo is None:
+        return None, starts, stops
+    keep = store.whole_buckets(lo, hi)
+    await store.hold_fence(*keep)
+    # the end of every partition *after* the fence: a post the worker counted before the fence is below it
+    begin, ends = await _plan(consumer, settings, ReplayRange())
+    ids: set[str] = set()
+    per_brand: dict[str, set[str]] = {}
+    async for rows in _read(consumer, begin, ends, settings.max_batch * 8, ReplayRange()):
+        await store.hold_fence(*keep)  # refreshed while a long topic is read: it expires only if this process dies
+        for record in rows:
+            post = _valid_post(record, settings)
+            if post is not None and keep[0] <= post.created_at <= keep[1]:
+                ids.add(post.id)
+                for brand in (await matching.brands_of(post) if matching is not None else post.brands):
+                    per_brand.setdefault(brand, set()).add(post.id)
+    for brand, posts in sorted(per_brand.items()):
+        counted = await store.counted_in_span(brand, *keep)
+        if counted > len(posts):
+            raise ReplayRefused(
+                f"replay recompute refused: Redis counts {counted} posts of brand {brand!r} created in "
+                f"[{_iso(keep[0])}, {_iso(keep[1])}] but the topic holds only {len(posts)} (the rest expired from "
+                "Kafka?): clearing would lose them. Nothing was cleared"
+            )
+    summary.cleared_markers = await store.clear(keep[0], keep[1], per_brand, ids)
+    log.info("recompute: cleared %d brands in [%s, %s], %d posts to recount", len(per_brand), _iso(keep[0]),
+             _iso(keep[1]), len(ids))
+    return keep, begin, ends
+
+
 async def run_replay(settings: MonitorSettings, span: ReplayRange, *, mode: str = "fill", group_id: str | None = None,
                      publish: bool = False, progress: bool = True, inference=None) -> ReplaySummary:
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     summary = ReplaySummary(mode)
-    inference = inference or load_inference(settings)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker_host_port(), enable_auto_commit=False,
                                 group_id=group_id or f"{settings.group_id}-replay", auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=4 * 1024 * 1024,
                                 fetch_max_wait_ms=settings.fetch_max_wait_ms)
     producer = AIOKafkaProducer(bootstrap_servers=settings.broker_host_port(), linger_ms=5) if publish else None
-    store = RedisStore(settings, inference.labels)
+    store = started_producer = None
     await consumer.start()
-    if producer:
-        await producer.start()
     try:
+        starts, stops = await _plan(consumer, settings, span)
+        summary.ranges = {f"{tp.topic}[{tp.partition}]": [starts[tp], stops[tp]] for tp in starts}
+        total = sum(stops[tp] - starts[tp] for tp in starts)
+        keep = None  # recompute: the created_at span it recounts (records are chosen by it, not by record time)
+        if mode == "fill" and total:  # before loading the model: a refusal is immediate
+            await _check_marker_horizon(consumer, starts, stops, span, settings)
+        inference = inference or load_inference(settings)
+        store = RedisStore(settings, inference.labels)
+        if producer:
+            await producer.start()
+            started_producer = producer
+
         async def send(topic: str, key: bytes | None, value: bytes):
             return await producer.send(topic, value, key=key) if producer else None
 
         processor = BatchProcessor(settings, inference, store, send, publish_classified=publish,
                                    evaluate_alerts=False)
-        starts, stops = await _plan(consumer, settings, span)
-        summary.ranges = {f"{tp.topic}[{tp.partition}]": [starts[tp], stops[tp]] for tp in starts}
-        total = sum(stops[tp] - starts[tp] for tp in starts)
         if mode == "recompute" and total:
-            ids, lo, hi = [], None, None
-            async for rows in _read(consumer, starts, stops, settings.max_batch * 8, span):
-                for record in rows:
-                    try:
-                        post = parse_post(record.value, record.timestamp, max_bytes=settings.max_post_bytes,
-                                          require_brand=settings.brand_matching == "off")
-                    except PostRejected:
-                        continue
-                    ids.append(post.id)
-                    lo = post.created_at if lo is None else min(lo, post.created_at)
-                    hi = post.created_at if hi is None else max(hi, post.created_at)
-            if ids:
-                summary.cleared_markers = await store.clear(lo, hi, ids)
+            keep, starts, stops = await _prepare_recompute(consumer, store, starts, stops, span, settings, summary,
+                                                           processor.brand_matching)
+            span = ReplayRange()
+            total = sum(stops[tp] - starts[tp] for tp in starts) if keep else 0
+            if not keep:
+                starts = stops
         skipped = [0]
         with tqdm(total=total, desc=f"replay {mode}", unit="post", disable=not progress) as bar:
             async for rows in _read(consumer, starts, stops, settings.max_batch, span, skipped):
+                if keep is not None:
+                    chosen = [r for r in rows if _created_in(r, keep, settings)]
+                    skipped[0] += len(rows) - len(chosen)
+                    rows = chosen
+                    await store.hold_fence(*keep)  # refreshed: it expires only if this process dies
                 records = [Record(r.value, r.timestamp, r.topic, r.partition, r.offset, r.key) for r in rows]
-                result = await processor.process_until_done(records)
-                summary.records += result.records
-                summary.counted += result.counted
-                summary.duplicates += result.duplicates
-                summary.rejected += result.rejected
-                summary.failed += result.failed
-                summary.unmatched += result.unmatched
-                commit = {}
-                for r in rows:
-                    tp = TopicPartition(r.topic, r.partition)
-                    commit[tp] = max(commit.get(tp, 0), r.offset + 1)
-                await retry_transient(lambda: consumer.commit(commit),
-                                      Backoff(settings.redis_retry_initial, settings.redis_retry_max), "commit")
+                result = await processor.process_until_done(records) if records else None
+                if result is not None:
+                    summary.records += result.records
+                    summary.counted += result.counted
+                    summary.duplicates += result.duplicates
+                    summary.rejected += result.rejected
+                    summary.failed += result.failed
+                    summary.unmatched += result.unmatched
+                    commit = {}
+                    for r in rows:
+                        tp = TopicPartition(r.topic, r.partition)
+                        commit[tp] = max(commit.get(tp, 0), r.offset + 1)
+                    await retry_transient(lambda: consumer.commit(commit),
+                                          Backoff(settings.redis_retry_initial, settings.redis_retry_max), "commit")
                 bar.update(len(rows) + skipped[0])
                 skipped[0] = 0
+        if keep is not None:
+            await store.release_fence()
     finally:
+        if mode == "recompute" and store is not None:
+            try:
+                await store.release_fence()
+            except Exception:  # Redis away: the fence expires by itself
+                log.warning("could not release the recompute fence; it expires in 2 minutes")
         await consumer.stop()
-        if producer:
-            await producer.stop()
-        await store.close()
+        if started_producer:
+            await started_producer.stop()
+        if store is not None:
+            await store.close()
     summary.seconds = time.perf_counter() - started
     return summary

@@ -9,12 +9,14 @@ key                                         meaning
                                             (posts below it add no sample: a missing sample counts 0)
 ``em:ts:{brand}:{emotion}:score``           the post's probability for ``emotion`` (sum it, divide by ``posts``: mean)
 ``em:ts:{brand}:_all:posts``                1 per post mentioning ``brand`` (the denominator for shares and means)
-``...:{metric}:1m`` / ``...:{metric}:1h``   compactions (SUM over 1 minute / 1 hour) of the raw series above
+``...:{metric}:1m`` / ``...:{metric}:1h``   the same sums per 1-minute / 1-hour bucket (written by the same
+                                            script as the raw series, not by compaction rules)
 ==========================================  ==============================================================================
 
 Every series carries the labels ``app=emotion-monitor``, ``brand``, ``emotion`` (``_all`` for posts), ``metric``
 (``count`` | ``score`` | ``posts``) and ``tier`` (``raw`` | ``1m`` | ``1h``). Readers always filter on ``tier`` so a
-compaction is never counted together with its source (TS.MRANGE would otherwise double count; see docs/platform.md).
+tier is never counted together with another (TS.MRANGE would otherwise double count; see docs/platform.md). A post is in every tier whose
+retention covers its age: a post older than raw retention is only in the 1m/1h tiers.
 A dashboard query for a brand is therefore one call, aggregated on the server, with no key scans::
 
     TS.MRANGE from to AGGREGATION sum 60000 FILTER app=emotion-monitor brand=acme metric=count tier=1m GROUPBY emotion REDUCE sum
@@ -25,10 +27,13 @@ however busy the brand), and an out-of-order (replayed) post is accepted, which 
 
 Other keys:
 
-* ``em:seen:{post_id}`` (string, TTL = raw retention): the idempotency marker. A post is counted only by the atomic
+* ``em:seen:{post_id}`` (string, TTL = ``EM_MONITOR_SEEN_TTL_MS``, at least raw retention): the idempotency marker. A post is counted only by the atomic
   Lua script (one call per batch) that sets this marker *and* adds its samples, so a redelivered post is never
   counted twice.
-* ``em:brands`` (set): every brand seen — the dashboard's brand selector.
+* ``em:brands`` (set): every brand seen — the dashboard's brand selector. ``em:brands:new:{minute}`` (string, TTL
+  2 min): brands admitted in that minute, for ``EM_MONITOR_MAX_NEW_BRANDS_PER_MINUTE``.
+* ``em:recompute:fence`` (string ``token from_ms to_ms``, TTL 2 min, refreshed): a recompute is clearing and
+  recounting that ``created_at`` span; workers wait with posts inside it.
 * ``em:posts:{brand}`` (sorted set, score = created_at ms, member = JSON of the classified post): the bounded store
   of recent posts behind a spike; ``ZRANGEBYSCORE`` by time range.
   Post JSON fields: ``id``, ``text``, ``brands``, ``created_at`` (ms), ``source``, ``author``, ``scores``
@@ -70,6 +75,7 @@ __all__ = [
     "BRAND_QUERIES_VERSION_KEY",
     "UNMATCHED_KEY",
     "METRICS",
+    "RECOMPUTE_FENCE_KEY",
     "TIERS",
     "alert_cooldown_key",
     "brand_alerts_key",
@@ -90,6 +96,7 @@ BRAND_QUERIES_VERSION_KEY = f"{PREFIX}:brand_queries:version"
 UNMATCHED_KEY = f"{PREFIX}:unmatched"
 ALERTS_KEY = f"{PREFIX}:alerts"
 ALERTS_INDEXED_SINCE_KEY = f"{PREFIX}:alerts:indexed_since"
+RECOMPUTE_FENCE_KEY = f"{PREFIX}:recompute:fence"
 
 
 def series_key(brand: str, emotion: str, metric: str, tier: str = "raw") -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.post import DEFAULT_MAX_BYTES
@@ -84,11 +84,36 @@ class MonitorSettings(BaseSettings):
         1000, ge=1, description="Raw samples are summed per bucket of this many ms (1 = one sample per post's "
         "millisecond): fewer Redis writes and samples under load; the dashboard and alerts read sums"
     )
-    retention_raw_ms: int = Field(7 * _DAY_MS, ge=0, description="Retention of raw samples (ms; 0 = forever)")
-    retention_1m_ms: int = Field(30 * _DAY_MS, ge=0, description="Retention of the 1-minute compactions (ms)")
-    retention_1h_ms: int = Field(400 * _DAY_MS, ge=0, description="Retention of the 1-hour compactions (ms)")
+    retention_raw_ms: int = Field(
+        7 * _DAY_MS, ge=1, description="Retention of raw samples (ms, counted back from a series' newest sample; "
+        "finite, so that idempotency markers can outlive it)"
+    )
+    retention_1m_ms: int = Field(30 * _DAY_MS, ge=0, description="Retention of the 1-minute tier (ms; 0 = forever)")
+    retention_1h_ms: int = Field(400 * _DAY_MS, ge=0, description="Retention of the 1-hour tier (ms; 0 = forever)")
     seen_ttl_ms: int = Field(
-        7 * _DAY_MS, ge=_MINUTE_MS, description="Lifetime of a post's idempotency marker (>= raw retention is safest)"
+        7 * _DAY_MS, ge=_MINUTE_MS, description="Lifetime of a post's idempotency marker; must be >= raw retention "
+        "(checked at start). replay --mode fill refuses records older than it (the marker horizon)"
+    )
+    # --- time policy and brand limits (monitor/timepolicy.py, monitor/store.py)
+    max_future_ms: int = Field(
+        5 * _MINUTE_MS, ge=0, description="A post whose created_at is more than this ahead of the worker's clock goes "
+        "to the DLQ (future_timestamp): one far-future sample would make Redis trim the brand's history"
+    )
+    min_created_at_ms: int = Field(
+        946_684_800_000, ge=0, description="created_at before this (epoch ms; default 2000-01-01) is invalid_value: "
+        "epoch seconds sent as milliseconds"
+    )
+    max_brands: int = Field(
+        10_000, ge=0, description="Most brands Redis holds (each costs ~171 series); a post naming a new brand beyond "
+        "it goes to the DLQ (brand_limit); 0 = no limit"
+    )
+    max_new_brands_per_minute: int = Field(
+        600, ge=0, description="Most new brands admitted per minute, all workers together; beyond it -> DLQ "
+        "(brand_limit); 0 = no limit"
+    )
+    brand_allow_list: list[str] = Field(
+        default_factory=list, description="If set, the only brands counted (normalised names); others -> DLQ "
+        "(brand_limit)"
     )
     recent_posts_per_brand: int = Field(2000, ge=1, description="Bound of the recent classified posts kept per brand")
     redis_retry_initial: float = Field(
@@ -121,6 +146,26 @@ class MonitorSettings(BaseSettings):
     # --- operations
     metrics_port: int = Field(9108, ge=0, description="Port of /metrics (Prometheus) and /health; 0 = off")
     log_level: str = Field("warning", description="Worker log level")
+
+    @field_validator("brand_allow_list")
+    @classmethod
+    def _normalise_allowed(cls, value: list[str]) -> list[str]:
+        from monitor.post import normalise_brand
+
+        return [normalise_brand(item) for item in value]
+
+    @model_validator(mode="after")
+    def _markers_outlive_raw(self) -> "MonitorSettings":
+        # a post may be delivered again (uncommitted offsets after a crash, replay fill) as long as its samples are
+        # kept: its marker must still be there, or it is counted twice (docs/monitor.md, "Time policy")
+        if self.seen_ttl_ms < self.retention_raw_ms:
+            raise ValueError(
+                f"seen_ttl_ms ({self.seen_ttl_ms}) is shorter than retention_raw_ms ({self.retention_raw_ms}): a post "
+                "redelivered after its marker expired would be counted twice; raise EM_MONITOR_SEEN_TTL_MS"
+            )
+        if self.seen_ttl_ms <= self.max_future_ms:
+            raise ValueError(f"seen_ttl_ms ({self.seen_ttl_ms}) must exceed max_future_ms ({self.max_future_ms})")
+        return self
 
     @field_validator("alert_emotions")
     @classmethod
