@@ -144,6 +144,36 @@ def test_kill_9_inside_the_redelivery_window_restart_sees_duplicates_and_counts_
     assert _posts_metric(port, "duplicate") >= at_kill - committed > 0
 
 
+def test_sigterm_with_batches_in_hand_finishes_writes_and_commits_them(
+        kafka_broker, redis_server, redis_client, small_model_dir, start_worker):
+    """SIGTERM mid-stream: the batches in hand are finished, written and committed before the worker exits 0, so
+    what Redis holds equals what the group committed; a restarted worker counts exactly the rest, nothing twice."""
+    n = 600
+    create_topic(kafka_broker, "posts", 3)
+    produce(kafka_broker, "posts", encode(make_posts(n, BRANDS)))
+    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16")
+
+    def written() -> int:
+        return sum(posts_total(redis_client, b) for b in BRANDS)
+
+    port = free_port()
+    worker = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port)})
+    wait_until(lambda: _counted(port) >= 32, 150, what="the worker counting", worker=worker)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0, worker.log_tail()
+    at_stop = written()
+    assert 0 < at_stop < n, "the worker finished before it could be stopped; raise n"
+    assert committed_total(kafka_broker) == at_stop  # every post it wrote was committed, nothing left in flight
+
+    port = free_port()
+    restarted = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port)})
+    wait_until(lambda: committed_total(kafka_broker) >= n, 150, what="all offsets committed", worker=restarted)
+    for brand in BRANDS:
+        assert posts_total(redis_client, brand) == n // 3
+    assert _posts_metric(port, "counted") == n - at_stop
+    assert _posts_metric(port, "duplicate") == 0  # nothing was handed out again
+
+
 def test_redis_outage_loses_nothing(kafka_broker, tmp_path, small_model_dir, start_worker):
     import redis
 
