@@ -49,7 +49,8 @@ def test_anger_spike_fires_exactly_one_alert_and_steady_traffic_none(
     steady = [post(i, brand, CALM[i % len(CALM)], T0 + i * 30_000) for i in range(120) for brand in ("acme", "globex")]
     produce(kafka_broker, "posts", steady)
     env = monitor_env(kafka_broker, redis_server.url, None, webhook_url=hook.url, alert_window_ms="300000",
-                      alert_baseline_ms="3600000", alert_min_volume="10", alert_cooldown_ms="900000", metrics_port=str(port))
+                      alert_baseline_ms="3600000", alert_min_volume="10", alert_cooldown_ms="900000",
+                      metrics_port=str(port))
     worker = start_worker(env)  # model_path unset: the trainer's shipped default model
     wait_until(lambda: posts_total(redis_client, "acme") + posts_total(redis_client, "globex") >= 240, 150,
                what="steady traffic", worker=worker)
