@@ -217,6 +217,10 @@ def start_redis(
     """Start redis-server with the TimeSeries module on ``127.0.0.1:port``.
 
     With ``data_dir`` it persists (append-only file plus RDB snapshots) there; without, it keeps nothing on disk.
+    The append-only file is written and fsynced before Redis replies (``appendfsync always``): with the default
+    ``everysec`` Redis may reply before it writes the file (it postpones the write while a background fsync runs), so
+    a SIGKILL lost acknowledged writes here — and the worker commits its Kafka offsets after that acknowledgement,
+    so nothing would re-deliver them. The worker writes once per batch, so the fsync per write costs little.
     """
     port = port or free_port()
     server, module = redis_server_paths()
@@ -227,7 +231,7 @@ def start_redis(
     cmd = [str(server), "--port", str(port), "--bind", "127.0.0.1", "--loadmodule", str(module)]
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        cmd += ["--dir", str(data_dir), "--appendonly", "yes", "--save", "60 1"]
+        cmd += ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always", "--save", "60 1"]
     else:
         cmd += ["--save", "", "--appendonly", "no"]
     log_path = (log_dir / f"redis-{port}.log") if log_dir else None

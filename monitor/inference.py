@@ -76,11 +76,22 @@ def _child_init(settings_json: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _exit_with_parent(os.getppid())
-    _MODEL["classifier"] = _load_classifier(settings_json)
+    try:
+        _MODEL["classifier"] = _load_classifier(settings_json)
+    except Exception as exc:  # noqa: BLE001 - an initializer that raises only breaks the pool, losing the reason:
+        _MODEL["error"] = exc  # keep it for the first call, which raises it in the worker as itself
+
+
+def _loaded(classifier: Any | None) -> Any:
+    if classifier is not None:
+        return classifier
+    if "error" in _MODEL:
+        raise _MODEL["error"]
+    return _MODEL["classifier"]
 
 
 def _describe(classifier: Any | None = None) -> dict:
-    classifier = classifier if classifier is not None else _MODEL["classifier"]
+    classifier = _loaded(classifier)
     return {"labels": list(classifier.labels), "thresholds": np.asarray(classifier.thresholds, dtype=np.float32),
             "version": str(classifier.version), "precision": getattr(classifier, "precision", "fp32"),
             "device": getattr(getattr(classifier, "device", None), "type", "cpu")}
@@ -88,7 +99,7 @@ def _describe(classifier: Any | None = None) -> dict:
 
 def _predict(texts: list[str], batch_size: int, classifier: Any | None = None) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
-    classifier = classifier if classifier is not None else _MODEL["classifier"]
+    classifier = _loaded(classifier)
     proba = classifier.predict_proba(texts, batch_size=batch_size)
     return np.asarray(proba, dtype=np.float32), time.perf_counter() - started
 
@@ -106,7 +117,11 @@ class Inference:
         self.isolation = "thread" if classifier is not None else settings.inference_isolation
         self._executor = self._start()
         in_child = self.classifier is None
-        meta = self._executor.submit(_describe).result() if in_child else _describe(self.classifier)
+        try:
+            meta = self._executor.submit(_describe).result() if in_child else _describe(self.classifier)
+        except BaseException:  # e.g. the model failed to load in the child: no process left behind
+            self.close()
+            raise
         self.labels: list[str] = meta["labels"]
         self.precision: str = meta["precision"]
         self.device: str = meta["device"]

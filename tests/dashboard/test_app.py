@@ -175,18 +175,60 @@ def test_redis_goes_away_while_open(dashboard_env, seeded, redis_server):
     assert "Redis is unreachable" in " ".join(e.value for e in at.error)
 
 
+def _button(at: AppTest, label: str):
+    (button,) = [b for b in at.button if b.label == label]
+    return button
+
+
 def test_password_gate(dashboard_env, seeded):
+    open_frame = chart_data(run_app())  # the same data without a gate, for comparison
     dashboard_env.setenv("EM_DASHBOARD_PASSWORD", "s3cret")
     at = run_app()
     assert not at.get("vega_lite_chart") and not at.dataframe
     at.text_input[0].input("wrong")
-    at.button[0].click().run()
+    _button(at, "Enter").click().run()
     assert "Wrong password." in " ".join(e.value for e in at.error)
     assert not at.get("vega_lite_chart")
     at.text_input[0].input("s3cret")
-    at.button[0].click().run()
+    _button(at, "Enter").click().run()
     assert not at.exception
-    assert chart_data(at) is not None
+    frame = chart_data(at)
+    pd.testing.assert_frame_equal(frame, open_frame)
+    assert at_time(frame, "anger", seeded.t1) == 20
+    # remembered for the session: the next run (a refresh, a widget change) shows data without asking again ...
+    at.run()
+    assert not at.text_input and chart_data(at) is not None and not at.exception
+    # ... but only for that session: a new visitor is asked
+    other = run_app()
+    assert [t.label for t in other.text_input] == ["Password"] and not other.get("vega_lite_chart")
+
+
+def test_password_and_oidc_together_need_both(dashboard_env, seeded):
+    dashboard_env.setenv("EM_DASHBOARD_PASSWORD", "s3cret")
+    dashboard_env.setenv("EM_DASHBOARD_OIDC_PROVIDER", "default")
+    at = AppTest.from_file(APP_FILE, default_timeout=30)
+    at.user = {"is_logged_in": False}
+    at.run()
+    # signed out: only the login step, no password field yet, no data
+    assert [b.label for b in at.button] == ["Log in"] and not at.text_input
+    assert not at.get("vega_lite_chart") and not at.dataframe
+    # signed in through OIDC: the password is still required
+    at.user = {"is_logged_in": True, "email": "ana@example.com"}
+    at.run()
+    assert not at.exception
+    assert "Signed in as ana@example.com" in " ".join(c.value for c in at.sidebar.caption)
+    assert [t.label for t in at.text_input] == ["Password"] and not at.get("vega_lite_chart")
+    at.text_input[0].input("wrong")
+    _button(at, "Enter").click().run()
+    assert not at.get("vega_lite_chart")
+    at.text_input[0].input("s3cret")
+    _button(at, "Enter").click().run()
+    assert not at.exception
+    assert at_time(chart_data(at), "anger", seeded.t1) == 20
+    # signed out again (the password still remembered in this session): nothing but the login step
+    at.user = {"is_logged_in": False}
+    at.run()
+    assert [b.label for b in at.button] == ["Log in"] and not at.get("vega_lite_chart") and not at.dataframe
 
 
 def test_oidc_gate_asks_for_login(dashboard_env, seeded):

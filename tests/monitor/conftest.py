@@ -149,6 +149,24 @@ def consume_all(broker, topic: str, expected: int, timeout: float = 30.0) -> lis
     return asyncio.run(run())
 
 
+def committed_total(broker, topic: str = "posts", partitions: int = 3, group: str = "emotion-monitor") -> int:
+    """Sum of the consumer group's committed offsets on ``topic`` (OffsetFetch with explicit partitions, which tansu
+    answers; the consumer never subscribes, so it does not join or disturb the group)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run():
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(broker), group_id=group,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            offsets = [await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)]
+        finally:
+            await consumer.stop()
+        return sum(o for o in offsets if o is not None and o > 0)
+
+    return asyncio.run(run())
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition", worker: Worker | None = None):
     from redis.exceptions import ConnectionError as RedisConnectionError
 

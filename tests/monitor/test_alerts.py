@@ -5,6 +5,7 @@ No classifier here: posts are written with given scores, which is what the engin
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -52,6 +53,19 @@ def test_alert_message_states_the_real_window(window_ms, said):
     assert _duration(window_ms) == said
 
 
+END = T0 + 120 * 30_000  # end of the steady hour, start of the spike
+THRESHOLDS = np.full(3, 0.5, dtype=np.float32)
+STEADY = [_classified(i, "acme", T0 + i * 30_000, i % 10 == 0) for i in range(120)]  # one hour, 10% angry
+SPIKE = [_classified(1000 + i, "acme", END + i * 10_000, i % 5 != 0) for i in range(25)]  # 80% angry
+FIRES_AT = END + 14 * 10_000  # the third spike batch of five is the first with 10 angry posts in the window
+
+
+async def _write_steady_hour(store: RedisStore, engine: AlertEngine) -> None:
+    for start in range(0, 120, 20):
+        await store.write(STEADY[start:start + 20], THRESHOLDS)
+        assert await engine.evaluate({"acme": STEADY[start + 19].post.created_at}) == []
+
+
 def test_engine_fires_once_to_redis_topic_and_webhook_with_retries(redis_server, redis_client, webhook):
     hook = webhook(fail_first=2)  # two 500s, then success: retries with back-off
     cfg = settings(redis_url=redis_server.url, webhook_url=hook.url, webhook_backoff=0.05, webhook_retries=3)
@@ -63,32 +77,86 @@ def test_engine_fires_once_to_redis_topic_and_webhook_with_retries(redis_server,
     async def run():
         store = RedisStore(cfg, EMOTIONS)
         engine = AlertEngine(cfg, store, publish, "test")
-        thresholds = np.full(3, 0.5, dtype=np.float32)
-        # 60 minutes of steady traffic, 10% angry: never a spike
-        steady = [_classified(i, "acme", T0 + i * 30_000, i % 10 == 0) for i in range(120)]
-        for start in range(0, 120, 20):
-            await store.write(steady[start:start + 20], thresholds)
-            assert await engine.evaluate({"acme": steady[start + 19].post.created_at}) == []
-        # then 5 minutes where most posts are angry
-        end = T0 + 120 * 30_000
-        spike = [_classified(1000 + i, "acme", end + i * 10_000, i % 5 != 0) for i in range(25)]
+        await _write_steady_hour(store, engine)  # never a spike
         fired = []
-        for start in range(0, 25, 5):
-            await store.write(spike[start:start + 5], thresholds)
-            fired += await engine.evaluate({"acme": spike[start + 4].post.created_at})
+        for start in range(0, 25, 5):  # then 5 minutes where most posts are angry
+            await store.write(SPIKE[start:start + 5], THRESHOLDS)
+            fired += await engine.evaluate({"acme": SPIKE[start + 4].post.created_at})
         await engine.drain()
         await store.close()
         return fired
 
     fired = asyncio.run(run())
     assert len(fired) == 1 and fired[0].brand == "acme" and fired[0].emotion == "anger"
-    assert fired[0].count >= 10 and fired[0].value >= 0.6 and fired[0].baseline == pytest.approx(0.1, abs=0.02)
-    assert "in the last 5 min vs 10% before" in fired[0].message
+    # at the third spike batch (spike posts 0..14): 12 angry of those 15, plus the 5 calm steady posts of the last
+    # 5 minutes = 12 of 20 posts; the baseline hour before it holds steady posts 0..114, 12 of them angry
+    assert (fired[0].count, fired[0].posts, fired[0].value) == (12, 20, 0.6)
+    assert fired[0].baseline == round(12 / 115, 4)
+    assert (fired[0].window_start, fired[0].window_end) == (FIRES_AT - 5 * MIN + 1, FIRES_AT)
+    assert "60% of 20 posts in the last 5 min vs 10% before" in fired[0].message
     assert [t for t, _, _ in sent] == ["alerts"]
     assert len(hook.received) == 1 and hook.received[0]["brand"] == "acme" and hook.state["attempts"] == 3
     stored = redis_client.zrange("em:alerts", 0, -1)
     assert len(stored) == 1 and '"emotion":"anger"' in stored[0]
-    assert redis_client.pttl("em:alert:last:acme:anger") > 0
+    # the cooldown marker holds the alert's event time and lives EM_MONITOR_ALERT_COOLDOWN_MS (15 min by default)
+    assert redis_client.get("em:alert:last:acme:anger") == str(FIRES_AT)
+    assert 15 * MIN - 60_000 < redis_client.pttl("em:alert:last:acme:anger") <= 15 * MIN
+
+
+def test_two_engines_on_one_redis_fire_one_alert(redis_server, redis_client):
+    """Two workers (each its own engine and connection) see the same spike at the same moment: one alert in all."""
+    cfg = settings(redis_url=redis_server.url)
+    sent = []
+
+    async def publish(topic, key, value):
+        sent.append(topic)
+
+    async def run():
+        stores = [RedisStore(cfg, EMOTIONS), RedisStore(cfg, EMOTIONS)]
+        engines = [AlertEngine(cfg, store, publish, "test") for store in stores]
+        await _write_steady_hour(stores[0], engines[0])
+        await stores[0].write(SPIKE[:15], THRESHOLDS)
+        results = []
+        for _ in range(3):  # several rounds, both engines at once: only the first claim of the cooldown wins
+            results.append(await asyncio.gather(*(e.evaluate({"acme": FIRES_AT}) for e in engines)))
+        for store in stores:
+            await store.close()
+        return results
+
+    results = asyncio.run(run())
+    fired = [alert for round_ in results for per_engine in round_ for alert in per_engine]
+    assert len(fired) == 1 and (fired[0].brand, fired[0].emotion) == ("acme", "anger")
+    assert sent == ["alerts"]
+    assert redis_client.zcard("em:alerts") == 1 and redis_client.zcard("em:alerts:brand:acme") == 1
+
+
+def test_cooldown_expires_and_the_spike_alerts_again(redis_server, redis_client):
+    cooldown_ms = 300
+    cfg = settings(redis_url=redis_server.url, alert_cooldown_ms=cooldown_ms)
+
+    async def publish(topic, key, value):
+        pass
+
+    async def run():
+        store = RedisStore(cfg, EMOTIONS)
+        engine = AlertEngine(cfg, store, publish, "test")
+        await _write_steady_hour(store, engine)
+        await store.write(SPIKE[:15], THRESHOLDS)
+        first = await engine.evaluate({"acme": FIRES_AT})
+        during = await engine.evaluate({"acme": FIRES_AT})  # same spike, inside the cooldown
+        ttl = await store.redis.pttl("em:alert:last:acme:anger")
+        deadline = time.monotonic() + 30
+        while await store.redis.exists("em:alert:last:acme:anger"):  # wait for Redis to expire the marker
+            assert time.monotonic() < deadline, "cooldown marker never expired"
+            await asyncio.sleep(0.05)
+        after = await engine.evaluate({"acme": FIRES_AT})
+        await store.close()
+        return first, during, ttl, after
+
+    first, during, ttl, after = asyncio.run(run())
+    assert len(first) == 1 and during == [] and 0 < ttl <= cooldown_ms
+    assert len(after) == 1 and (after[0].emotion, after[0].count) == ("anger", 12)
+    assert redis_client.zcard("em:alerts") == 2
 
 
 def test_webhook_refuses_hosts_outside_allow_list(redis_server, webhook):

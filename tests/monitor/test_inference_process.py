@@ -82,3 +82,15 @@ def test_the_inference_child_never_outlives_the_worker(kafka_broker, redis_serve
     while _session_members(sid) and time.time() < deadline:
         time.sleep(0.2)
     assert _session_members(sid) == []
+
+
+def test_a_model_that_fails_to_load_in_the_child_raises_its_own_error(small_model_dir, tmp_path):
+    """The child's load error reaches the worker as itself (e.g. the missing file), not as a bare BrokenProcessPool
+    that hides the reason from the worker's log tail (which `up` shows)."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(small_model_dir, broken)
+    (broken / "thresholds.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"thresholds\.json: missing"):
+        load_inference(MonitorSettings(model_path=str(broken), device="cpu"))

@@ -104,3 +104,30 @@ def test_clear_widens_to_whole_buckets_and_drops_markers(redis_server, redis_cli
                                      [item("a", ["acme"], 10_550, [0.9, 0.1, 0.2])]], between=clear)
     assert fresh == [[True, True], [True]]  # a's marker was cleared, so the recompute counts it again
     assert samples(redis_client, "acme", "_all", "posts") == [(10_000, 1.0), (12_000, 1.0)]
+
+
+def test_created_series_carry_each_tiers_retention_and_markers_their_ttl(redis_server, redis_client):
+    day = 86_400_000
+    write(redis_server.url, [[item("a", ["acme"], 10_100, [0.9, 0.1, 0.2])]],
+          retention_raw_ms=2 * day, retention_1m_ms=3 * day, retention_1h_ms=5 * day, seen_ttl_ms=4 * day)
+    expected = {"raw": 2 * day, "1m": 3 * day, "1h": 5 * day}
+    created = redis_client.ts().queryindex([f"app={schema.APP_LABEL}", "brand=acme"])
+    assert len(created) == (3 * 2 + 1) * 3  # 3 emotions x (count, score) + posts, each in 3 tiers
+    for key in created:
+        tier = redis_client.ts().info(key).labels["tier"]
+        assert redis_client.ts().info(key).retention_msecs == expected[tier], key
+    ttl = redis_client.pttl(schema.seen_key("a"))
+    assert 4 * day - 60_000 < ttl <= 4 * day  # set with the write, counting down from EM_MONITOR_SEEN_TTL_MS
+
+
+def test_recent_posts_keep_only_the_newest_per_brand(redis_server, redis_client):
+    # two batches, created_at out of order across them: the bound keeps the newest by event time, not arrival
+    first = [item(f"p{i}", ["acme"], 10_000 + i * 1000, [0.9, 0.1, 0.2]) for i in (0, 5, 2)]
+    second = [item(f"p{i}", ["acme", "globex"], 10_000 + i * 1000, [0.9, 0.1, 0.2]) for i in (4, 1, 3)]
+    write(redis_server.url, [first, second], recent_posts_per_brand=3)
+    kept = redis_client.zrange(schema.posts_key("acme"), 0, -1, withscores=True)
+    assert [(body.split('"id":"')[1].split('"')[0], int(ts)) for body, ts in kept] == [
+        ("p3", 13_000), ("p4", 14_000), ("p5", 15_000)]
+    assert redis_client.zcard(schema.posts_key("globex")) == 3  # under its bound: all kept
+    # every post was still counted: the bound trims the recent-posts store only
+    assert sum(v for _, v in samples(redis_client, "acme", "_all", "posts")) == 6

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+import urllib.request
+
+from emotion_monitor.servers import free_port
 
 from tests.monitor.conftest import consume_all, create_topic, monitor_env, posts_total, produce, wait_until
 
@@ -39,12 +43,14 @@ def post(i: int, brand: str, text: str, created_at: int) -> bytes:
 def test_anger_spike_fires_exactly_one_alert_and_steady_traffic_none(
         kafka_broker, redis_server, redis_client, start_worker, webhook):
     hook = webhook()
+    port = free_port()
     create_topic(kafka_broker, "posts", 3)
     # one hour of steady traffic for two brands (one post every 30 s each): calm texts only
     steady = [post(i, brand, CALM[i % len(CALM)], T0 + i * 30_000) for i in range(120) for brand in ("acme", "globex")]
     produce(kafka_broker, "posts", steady)
     env = monitor_env(kafka_broker, redis_server.url, None, webhook_url=hook.url, alert_window_ms="300000",
-                      alert_baseline_ms="3600000", alert_min_volume="10", alert_cooldown_ms="900000")
+                      alert_baseline_ms="3600000", alert_min_volume="10", alert_cooldown_ms="900000",
+                      metrics_port=str(port))
     worker = start_worker(env)  # model_path unset: the trainer's shipped default model
     wait_until(lambda: posts_total(redis_client, "acme") + posts_total(redis_client, "globex") >= 240, 150,
                what="steady traffic", worker=worker)
@@ -66,3 +72,6 @@ def test_anger_spike_fires_exactly_one_alert_and_steady_traffic_none(
     on_topic = consume_all(kafka_broker, "alerts", 2, timeout=8)
     assert len(on_topic) == 1 and json.loads(on_topic[0].value)["brand"] == "acme"
     assert redis_client.zcard("em:alerts") == 1
+    # the worker's own counter of alerts fired, by emotion (em_alerts_total): exactly the one alert
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert dict(re.findall(r'^em_alerts_total\{emotion="(\w+)"\} (\S+)$', metrics, re.M)) == {"anger": "1.0"}

@@ -10,7 +10,9 @@ import time
 import urllib.request
 
 from emotion_monitor.servers import free_port, start_redis
-from tests.monitor.conftest import consume_all, create_topic, monitor_env, posts_total, produce, wait_until
+from tests.monitor.conftest import (
+    committed_total, consume_all, create_topic, monitor_env, posts_total, produce, wait_until,
+)
 from tests.monitor.posts_data import encode, make_posts
 
 BRANDS = ("acme", "globex", "initech")
@@ -47,20 +49,30 @@ def test_malformed_records_go_to_dlq_with_reasons_and_processing_goes_on(
         envelope = json.loads(record.value)
         original = base64.b64decode(envelope["original_b64"])
         got[original] = envelope["reason"]
-        assert envelope["detail"] and envelope["source_topic"] == "posts" and envelope["source_offset"] >= 0
+        # original_text: the record as text whenever its bytes are UTF-8, absent otherwise (original_b64 always)
+        try:
+            text = original.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        assert envelope.get("original_text") == text, (envelope["reason"], original[:60])
     assert got == MALFORMED
+    assert sum("original_text" in json.loads(r.value) for r in dlq) == len(MALFORMED) - 1  # all but the \xff one
     assert sum(posts_total(redis_client, b) for b in BRANDS) == 60
     assert worker.process.poll() is None  # still running
 
 
-def _counted(port: int) -> float:
-    """The worker's own Prometheus counter of posts it counted (0 while its endpoint is not up)."""
+def _posts_metric(port: int, outcome: str) -> float:
+    """The worker's own Prometheus counter em_posts_total{outcome} (0 while its endpoint is not up)."""
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
     except OSError:
         return 0.0
-    match = re.search(r'em_posts_total\{outcome="counted"\} (\S+)', text)
+    match = re.search(rf'em_posts_total\{{outcome="{outcome}"\}} (\S+)', text)
     return float(match.group(1)) if match else 0.0
+
+
+def _counted(port: int) -> float:
+    return _posts_metric(port, "counted")
 
 
 def _health_ok(port: int) -> bool:
@@ -88,7 +100,8 @@ def test_kill_9_mid_stream_then_restart_counts_exactly(kafka_broker, redis_serve
     port_c = free_port()
     restarted = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port_c)})
     wait_until(lambda: sum(posts_total(redis_client, b) for b in BRANDS) >= n, 150, what="all posts", worker=other)
-    time.sleep(2)  # redelivered posts, if any were going to be double counted, would land now
+    # every offset committed: no record is still in flight, so a double count would be in Redis by now
+    wait_until(lambda: committed_total(kafka_broker) >= n, 60, what="all offsets committed", worker=other)
     for brand in BRANDS:
         assert posts_total(redis_client, brand) == n // 3
     assert 0 < _counted(port_b) < n  # the surviving worker did part of the work, not all of it
@@ -98,6 +111,69 @@ def test_kill_9_mid_stream_then_restart_counts_exactly(kafka_broker, redis_serve
     for worker in (other, restarted):
         worker.signal(signal.SIGTERM)
     assert other.wait(30) == 0 and restarted.wait(30) == 0
+
+
+def test_kill_9_inside_the_redelivery_window_restart_sees_duplicates_and_counts_once(
+        kafka_broker, redis_server, redis_client, small_model_dir, start_worker):
+    """A worker killed -9 after writing posts whose offsets its group has not committed yet (the redelivery window):
+    the restarted worker gets them again, reports them as duplicates and counts only the rest."""
+    n = 600
+    create_topic(kafka_broker, "posts", 3)
+    produce(kafka_broker, "posts", encode(make_posts(n, BRANDS)))
+    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16")
+
+    def written() -> int:
+        return sum(posts_total(redis_client, b) for b in BRANDS)
+
+    for _attempt in range(3):  # the kill may land just after a commit; then the window is empty: go again
+        worker = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(free_port())})
+        wait_until(lambda: written() > committed_total(kafka_broker), 150, interval=0.1,
+                   what="posts written but not committed", worker=worker)
+        worker.signal(signal.SIGKILL)
+        worker.wait(10)
+        at_kill, committed = written(), committed_total(kafka_broker)
+        if at_kill > committed:
+            break
+    else:
+        raise AssertionError("three kills all landed right after a commit")
+    assert at_kill < n, "the worker finished before it could be killed; raise n"
+    port = free_port()
+    restarted = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port)})
+    wait_until(lambda: committed_total(kafka_broker) >= n, 150, what="all offsets committed", worker=restarted)
+    for brand in BRANDS:
+        assert posts_total(redis_client, brand) == n // 3
+    assert _posts_metric(port, "counted") == n - at_kill
+    assert _posts_metric(port, "duplicate") >= at_kill - committed > 0
+
+
+def test_sigterm_with_batches_in_hand_finishes_writes_and_commits_them(
+        kafka_broker, redis_server, redis_client, small_model_dir, start_worker):
+    """SIGTERM mid-stream: the batches in hand are finished, written and committed before the worker exits 0, so
+    what Redis holds equals what the group committed; a restarted worker counts exactly the rest, nothing twice."""
+    n = 600
+    create_topic(kafka_broker, "posts", 3)
+    produce(kafka_broker, "posts", encode(make_posts(n, BRANDS)))
+    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16")
+
+    def written() -> int:
+        return sum(posts_total(redis_client, b) for b in BRANDS)
+
+    port = free_port()
+    worker = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port)})
+    wait_until(lambda: _counted(port) >= 32, 150, what="the worker counting", worker=worker)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0, worker.log_tail()
+    at_stop = written()
+    assert 0 < at_stop < n, "the worker finished before it could be stopped; raise n"
+    assert committed_total(kafka_broker) == at_stop  # every post it wrote was committed, nothing left in flight
+
+    port = free_port()
+    restarted = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port)})
+    wait_until(lambda: committed_total(kafka_broker) >= n, 150, what="all offsets committed", worker=restarted)
+    for brand in BRANDS:
+        assert posts_total(redis_client, brand) == n // 3
+    assert _posts_metric(port, "counted") == n - at_stop
+    assert _posts_metric(port, "duplicate") == 0  # nothing was handed out again
 
 
 def test_redis_outage_loses_nothing(kafka_broker, tmp_path, small_model_dir, start_worker):

@@ -1,9 +1,12 @@
 """What `up --persist DIR` relies on: the broker's s3 storage on the on-disk S3 server (s3rver) and Redis' append-only
-file keep topics, records, committed group offsets and TimeSeries samples across a full stop and restart of all three."""
+file keep topics, records, committed group offsets and TimeSeries samples across a full stop and restart of all three,
+and across a crash: SIGKILL of all three, with no chance to flush anything."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import pytest
 import redis
@@ -23,6 +26,16 @@ def _start(persist, log_dir, kafka_port, redis_port):
 def _stop(servers):
     for server in reversed(servers):
         server.stop()
+
+
+def _kill(servers):
+    """A crash: SIGKILL to Redis, the broker and the S3 server at once, nothing flushed on the way out."""
+    for server in servers:
+        if server.alive():
+            os.kill(server.pid, signal.SIGKILL)
+    for server in servers:
+        server.process.wait(timeout=10)
+        assert server.process.returncode == -signal.SIGKILL
 
 
 async def _produce_and_commit(kafka_url: str) -> None:
@@ -69,7 +82,8 @@ async def _read_back(kafka_url: str) -> tuple[list[bytes], int]:
 
 
 @pytest.mark.timeout(180)
-def test_broker_and_redis_data_survive_a_restart(tmp_path):
+@pytest.mark.parametrize("end", ["sigterm", "sigkill"])
+def test_broker_and_redis_data_survive_a_restart(tmp_path, end):
     persist = tmp_path / "data"
     kafka_port, redis_port = free_port(), free_port()
     servers = _start(persist, tmp_path, kafka_port, redis_port)
@@ -82,7 +96,7 @@ def test_broker_and_redis_data_survive_a_restart(tmp_path):
         client.ts().madd([("em:ts:acme:anger:count", 1000 + i, 1) for i in range(25)])
         client.close()
     finally:
-        _stop(servers)
+        (_kill if end == "sigkill" else _stop)(servers)
     assert any((persist / "s3").rglob("*")) and any((persist / "redis").iterdir())
 
     servers = _start(persist, tmp_path, kafka_port, redis_port)

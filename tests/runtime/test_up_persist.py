@@ -1,5 +1,5 @@
-"""`up --persist DIR` through its real interface: counts and the posts topic survive a restart of `up` (slow: two
-full start-ups of the worker and dashboard)."""
+"""`up --persist DIR` through its real interface: counts and the posts topic survive a restart of `up` (two
+full start-ups of the worker and dashboard; in the default suite, about a minute)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,6 @@ def _produce(kafka_url: str, path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.slow
 def test_up_persist_keeps_counts_and_posts_across_a_restart(tmp_path):
     from emotion_monitor.servers import free_port
 

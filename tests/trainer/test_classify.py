@@ -40,15 +40,23 @@ def test_cli_reports_bad_lines_and_continues(untrained_artifact):
     assert "4 line(s) skipped" in err
 
 
-def test_classify_file_argument(untrained_artifact, tmp_path):
+def test_classify_file_argument(untrained_artifact, untrained_classifier, tmp_path):
     path = tmp_path / "in.txt"
     path.write_text("first\nsecond\n")
+    # what the model says in-process: every label at/above its threshold, most probable first
+    proba = untrained_classifier.predict_proba(["first", "second"])
+    above = [[untrained_classifier.labels[j] for j in (-row).argsort() if row[j] >= untrained_classifier.thresholds[j]]
+             for row in proba]
+    assert all(len(labels) >= 2 for labels in above)  # so --top-k 1 really has something to cut
     result = CliRunner().invoke(main, ["classify", "--model", str(untrained_artifact), "--no-all-scores",
                                        "--top-k", "1", str(path)])
     assert result.exit_code == 0
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["text"] for o in out] == ["first", "second"]
-    assert all(len(o["labels"]) <= 1 and set(o["scores"]) == set(o["labels"]) for o in out)
+    assert [o["labels"] for o in out] == [labels[:1] for labels in above]
+    for o, row in zip(out, proba):  # --no-all-scores: only the returned label's score
+        name = o["labels"][0]
+        assert o["scores"] == {name: round(float(row[untrained_classifier.labels.index(name)]), 4)}
 
 
 def test_parse_line_and_stream(untrained_classifier):

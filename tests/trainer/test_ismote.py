@@ -107,25 +107,62 @@ def test_nothing_to_do_returns_input(data):
         ISMOTE(label_mode="mean")
 
 
-def test_smote_comparison_has_same_counts(data):
+def _expected_labels(mode, Y, pairs, minority):
+    ya, yb = Y[pairs[:, 0]], Y[pairs[:, 1]]
+    if mode == "single":
+        expected = np.zeros_like(ya)
+        expected[np.arange(len(ya)), minority] = 1
+        return expected
+    return {"anchor": ya, "union": np.maximum(ya, yb), "intersection": np.minimum(ya, yb)}[mode]
+
+
+def test_smote_comparison_places_and_labels_like_smote(data):
     from trainer.settings import TrainerSettings
     from trainer.stage2 import resample
 
     X, Y = data
     settings = TrainerSettings(ismote_target=0.5, ismote_k=3, seed=0)
+    # label counts 400, 20, 15, 200: median 110, target ceil(0.5 * 110) = 55 -> 35 rows for label 1, 40 for label 2
     Xs, Ys = resample("smote", X, Y, settings)
     Xi, Yi = resample("ismote", X, Y, settings)
-    assert len(Xs) == len(Xi) > len(X)
-    assert (Ys[len(Y):].sum(axis=1) == 1).all()  # SMOTE rows carry their minority label only
+    assert len(Xs) == len(Xi) == len(X) + 35 + 40
+    assert np.array_equal(Xs[:len(X)], X) and np.array_equal(Ys[:len(Y)], Y)
+    # SMOTE rows, label by label in label order, carry their minority label only ...
+    one_hot = np.zeros((75, 4), dtype=Y.dtype)
+    one_hot[:35, 1] = 1
+    one_hot[35:, 2] = 1
+    assert np.array_equal(Ys[len(Y):], one_hot)
+    # ... and each lies on a segment between two rows of that label (SMOTE interpolates, nothing else)
+    for row, label in zip(Xs[len(X):], one_hot.argmax(axis=1)):
+        members = X[Y[:, label] == 1]
+        a = np.repeat(members, len(members), axis=0)
+        b = np.tile(members, (len(members), 1))
+        assert _distance_to_segment(row[None, :].repeat(len(a), 0), a, b).min() < 1e-4
+    # the ISMOTE rows are the resampler's own, configured from the settings, with anchor labels (the default mode)
+    sampler = ISMOTE(settings.ismote_k, settings.ismote_radius, settings.ismote_target, settings.ismote_label_mode,
+                     settings.seed)
+    Xr, _ = sampler.fit_resample(X, Y)
+    assert settings.ismote_label_mode == "anchor" and np.array_equal(Xi, Xr)
+    assert np.array_equal(Yi[len(Y):], Y[sampler.pairs_[:, 0]])
+    assert np.bincount(sampler.synthetic_label_, minlength=4).tolist() == [0, 35, 40, 0]
 
 
 @pytest.mark.parametrize("mode", ["anchor", "union", "intersection", "single"])
 def test_every_resampler_label_mode_is_a_valid_setting(data, mode):
-    """The settings (and so `train --ismote-label-mode`) accept every mode the resampler implements."""
+    """The settings (and so `train --ismote-label-mode`) accept every mode the resampler implements, and stage 2's
+    resampling honours it: samples within radius x pair distance of their pair, labelled as the mode says."""
     from trainer.settings import TrainerSettings
+    from trainer.stage2 import resample
 
-    settings = TrainerSettings(ismote_label_mode=mode)
+    settings = TrainerSettings(ismote_label_mode=mode, ismote_target=0.5, ismote_k=3, ismote_radius=0.5, seed=5)
     assert settings.ismote_label_mode == mode
     X, Y = data
-    Xr, Yr = ISMOTE(label_mode=settings.ismote_label_mode, random_state=0).fit_resample(X, Y)
-    assert len(Xr) == len(Yr) > len(X)
+    Xr, Yr = resample("ismote", X, Y, settings)
+    reference = ISMOTE(3, 0.5, 0.5, mode, 5)
+    Xref, _ = reference.fit_resample(X, Y)
+    assert np.array_equal(Xr, Xref) and len(Yr) == len(X) + 75
+    pairs, minority = reference.pairs_, reference.synthetic_label_
+    assert (Y[pairs[:, 0], minority] == 1).all() and (Y[pairs[:, 1], minority] == 1).all()
+    a, b = X[pairs[:, 0]], X[pairs[:, 1]]
+    assert (_distance_to_segment(Xr[len(X):], a, b) <= 0.5 * np.linalg.norm(b - a, axis=1) + 1e-5).all()
+    assert np.array_equal(Yr[len(Y):], _expected_labels(mode, Y, pairs, minority))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from trainer.metrics import evaluate_predictions, grouped, tune_thresholds
 
@@ -33,3 +34,18 @@ def test_grouping_projects_any_member():
     assert g["per_group"]["positive"]["f1"] == 1.0  # joy predicted as love is still positive
     assert g["per_group"]["negative"]["recall"] == 0.0
     assert set(g["per_group"]) == {"positive", "negative", "neutral"}
+
+
+def test_tuning_on_a_hand_computed_case():
+    # label 0: cuts in (0.30, 0.437] predict {0.9, 0.6, 0.437}: tp 2, fp 1, fn 0 -> F1 0.8, the best
+    #   ((0.6, 0.9]: 0.667; (0.437, 0.6]: 0.5; (0.1, 0.3]: 0.667; lower: 0.571); nearest 0.5 on the grid: 0.43
+    # label 1: every cut in (0.2, 0.355] separates perfectly (F1 1); nearest 0.5: 0.35
+    # label 2: its positive sits under the grid (0.01): F1 0 at every cut, a tie everywhere -> 0.5
+    # label 3: no positives -> stays 0.5
+    y = np.array([[1, 1, 1, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    proba = np.array([[0.9, 0.355, 0.01, 0.7],
+                      [0.6, 0.2, 0.6, 0.1],
+                      [0.437, 0.1, 0.1, 0.1],
+                      [0.3, 0.1, 0.1, 0.1],
+                      [0.1, 0.1, 0.1, 0.1]])
+    assert tune_thresholds(y, proba).tolist() == pytest.approx([0.43, 0.35, 0.5, 0.5], abs=1e-6)
