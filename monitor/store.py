@@ -27,6 +27,7 @@ from monitor import schema
 from monitor.post import Post
 from monitor.retry import Backoff, RedisUnavailable
 from monitor.settings import MonitorSettings
+from monitor.taxonomy import group_series
 
 __all__ = ["ClassifiedPost", "RedisStore", "RedisUnavailable"]
 
@@ -144,8 +145,13 @@ class RedisStore:
         )
         self._script = self.redis.register_script(_WRITE_BATCH)
         self._ready_brands: set[str] = set()
+        # Group series (``sentiment:negative``, ...): 1 per post with at least one emotion of the group, so a group's
+        # share of posts is exact; a sum of its members' counts would count a post once per member emotion. To the
+        # write script they are just more emotion columns (score = the highest member score).
+        self._groups = group_series(self.emotions)
+        columns = self.emotions + [name for name, _members in self._groups]
         # (emotion, metric) of every series a brand has: the same list for every brand
-        self._series = [(emotion, metric) for emotion in self.emotions for metric in ("count", "score")]
+        self._series = [(emotion, metric) for emotion in columns for metric in ("count", "score")]
         self._series.append((schema.ALL_EMOTIONS, "posts"))
 
     async def close(self) -> None:
@@ -221,7 +227,24 @@ class RedisStore:
                 raise RuntimeError(f"series of brand {brands[reply[1] - 1]!r} vanish as soon as they are created")
         if reply[1]:
             log.warning("%d aggregated samples refused (older than retention?)", reply[1])
+        await self._trim_recent_posts_by_age(posts)
         return [bool(flag) for flag in reply[2:]]
+
+    async def _trim_recent_posts_by_age(self, posts: Sequence[ClassifiedPost]) -> None:
+        """The recent-posts store is bounded by age (``recent_posts_max_age_ms`` before the newest post of the batch,
+        like TimeSeries retention) as well as by count (the script's trim). Outside the atomic script on purpose:
+        trimming is idempotent, so a crash before it only leaves old posts until the next batch."""
+        max_age = self.settings.recent_posts_max_age_ms
+        if not max_age:
+            return
+        newest: dict[str, int] = {}
+        for item in posts:
+            for brand in item.post.brands:
+                newest[brand] = max(newest.get(brand, 0), item.post.created_at)
+        pipe = self.redis.pipeline(transaction=False)
+        for brand, created in newest.items():
+            pipe.zremrangebyscore(schema.posts_key(brand), "-inf", f"({created - max_age}")
+        await pipe.execute()
 
     def _batch_call(self, posts: Sequence[ClassifiedPost], brands: list[str],
                     thresholds: np.ndarray) -> tuple[list[str], list]:
@@ -233,11 +256,16 @@ class RedisStore:
             keys += [schema.series_key(brand, emotion, metric) for emotion, metric in self._series]
         keys += [schema.posts_key(brand) for brand in brands]
         keys += [schema.seen_key(item.post.id) for item in posts]
-        args: list = [s.seen_ttl_ms, s.recent_posts_per_brand, len(self.emotions), len(brands), len(posts), *brands]
+        n_columns = len(self.emotions) + len(self._groups)
+        args: list = [s.seen_ttl_ms, s.recent_posts_per_brand, n_columns, len(brands), len(posts), *brands]
         scores = np.array([[item.scores[e] for e in self.emotions] for item in posts], dtype="<f8")
-        packed = np.empty((len(posts), len(self.emotions)), dtype=[("score", "<f8"), ("above", "u1")])
+        above = scores >= np.asarray(thresholds, dtype=np.float64)
+        if self._groups:  # group columns: any member at or above its threshold; the highest member score
+            scores = np.hstack([scores, *(scores[:, m].max(axis=1, keepdims=True) for _name, m in self._groups)])
+            above = np.hstack([above, *(above[:, m].any(axis=1, keepdims=True) for _name, m in self._groups)])
+        packed = np.empty((len(posts), n_columns), dtype=[("score", "<f8"), ("above", "u1")])
         packed["score"] = scores
-        packed["above"] = np.where(scores >= np.asarray(thresholds, dtype=np.float64), ord("1"), ord("0"))
+        packed["above"] = np.where(above, ord("1"), ord("0"))
         bucket_ms = s.raw_bucket_ms
         for item, row in zip(posts, packed):
             created = item.post.created_at
