@@ -416,15 +416,20 @@ def _shifts_panel(totals: pd.DataFrame, grouping: str, title: str) -> None:
         st.info("Not enough posts to compare periods yet.")
         return
     shown = shifts.head(15)
-    styled = shown.style.format({
-        "previous": "{:,.0f}", "current": "{:,.0f}", "previous_share": "{:.1f}", "current_share": "{:.1f}",
-        "change_pp": "{:+.1f}", "change_pct": "{:+.0f}"}, na_rep="—")
-    st.dataframe(styled, hide_index=True, width="stretch", column_config={
-        "previous_share": st.column_config.NumberColumn("previous share %"),
-        "current_share": st.column_config.NumberColumn("current share %"),
-        "change_pp": st.column_config.NumberColumn("change (pp)"),
-        "change_pct": st.column_config.NumberColumn("change (%)"),
+    table = pd.DataFrame({
+        "brand": shown["brand"], "emotion": shown["emotion"],
+        "previous": _texts(shown["previous"], "{:,.0f}"), "current": _texts(shown["current"], "{:,.0f}"),
+        "previous share %": _texts(shown["previous_share"], "{:.1f}"),
+        "current share %": _texts(shown["current_share"], "{:.1f}"),
+        "change (pp)": _texts(shown["change_pp"], "{:+.1f}"), "change (%)": _texts(shown["change_pct"], "{:+.0f}"),
+        "note": shown["note"],
     })
+    st.dataframe(table, hide_index=True, width="stretch")
+
+
+def _texts(values: pd.Series, pattern: str) -> pd.Series:
+    """Numbers as display text, a dash where there is none (a table cell must never read None or NaN)."""
+    return values.map(lambda v: "—" if v is None or pd.isna(v) else pattern.format(v))
 
 
 def _alerts_panel(client, settings: DashboardSettings, alerts: list[dict], malformed: int, zone: ZoneInfo) -> None:
@@ -438,12 +443,11 @@ def _alerts_panel(client, settings: DashboardSettings, alerts: list[dict], malfo
                "measured when it fired.")
     table = pd.DataFrame([{
         "time": fmt_time(a["ts"], zone), "brand": a["brand"], "emotion": a["emotion"],
-        "share %": 100 * float(a["value"]) if a.get("value") is not None else None,
-        "baseline %": 100 * float(a["baseline"]) if a.get("baseline") is not None else None,
-        "posts with it": a.get("count"), "posts": a.get("posts"), "message": a.get("message", ""),
+        "share %": _percent(a.get("value")), "baseline %": _percent(a.get("baseline")),
+        "posts with it": _whole(a.get("count")), "posts": _whole(a.get("posts")), "message": a.get("message", ""),
     } for a in alerts])
-    st.dataframe(table.style.format({"share %": "{:.0f}", "baseline %": "{:.0f}"}, na_rep="—"), hide_index=True,
-                 width="stretch", column_config={"message": st.column_config.TextColumn(width="large")})
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"message": st.column_config.TextColumn(width="large")})
     ids = [f"{a['ts']}|{a['brand']}|{a['emotion']}" for a in alerts]
     by_id = dict(zip(ids, alerts))
     chosen = st.selectbox(
@@ -468,6 +472,21 @@ def _alerts_panel(client, settings: DashboardSettings, alerts: list[dict], malfo
         st.info("The posts of this window are no longer stored (the recent-posts store is bounded).")
     else:
         _posts_table(posts, zone)
+
+
+def _percent(fraction) -> str:
+    """An alert's share (a fraction) as the message writes it: whole percent."""
+    try:
+        return f"{100 * float(fraction):.0f}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+def _whole(value) -> str:
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return "—"
 
 
 def _posts_table(posts: pd.DataFrame, zone: ZoneInfo) -> None:

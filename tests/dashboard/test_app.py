@@ -100,11 +100,11 @@ def test_share_of_posts(dashboard_env, seeded):
     assert at_time(frame, "joy", seeded.t2) == pytest.approx(100 * 2 / 20)
 
 
-def test_ekman_grouping_sums_member_emotions(dashboard_env, seeded):
+def test_ekman_grouping_counts_posts_with_any_member_emotion(dashboard_env, seeded):
     at = run_app()
     at.radio(key="em_grouping").set_value("ekman").run()
     frame = chart_data(at)
-    assert at_time(frame, "anger", seeded.t1) == 20 + 4  # anger + annoyance
+    assert at_time(frame, "anger", seeded.t1) == 22  # the group series: not anger 20 + annoyance 4
     assert at_time(frame, "joy", seeded.t1) == 3
     assert "annoyance" not in set(frame["emotion"])
 
@@ -127,13 +127,15 @@ def test_compare_several_brands(dashboard_env, seeded):
 
 def test_shift_table_ranks_the_seeded_change_first(dashboard_env, seeded):
     at = run_app()
-    shifts = next(d.value for d in at.dataframe if "change_pp" in d.value.columns)
+    shifts = next(d.value for d in at.dataframe if "change (pp)" in d.value.columns)
     top = shifts.iloc[0]
     assert (top["brand"], top["emotion"]) == ("acme", "anger")
-    assert top["previous"] == 1 and top["current"] == 30
-    assert top["change_pp"] == pytest.approx(60 - 2)
+    assert top["previous"] == "1" and top["current"] == "30"
+    assert top["change (pp)"] == "+58.0" and top["previous share %"] == "2.0" and top["current share %"] == "60.0"
     joy = shifts[shifts["emotion"] == "joy"].iloc[0]
-    assert joy["change_pp"] == pytest.approx(0) and joy["previous"] == 5 and joy["current"] == 5
+    assert joy["change (pp)"] == "+0.0" and joy["previous"] == "5" and joy["current"] == "5"
+    annoyance = shifts[shifts["emotion"] == "annoyance"].iloc[0]
+    assert annoyance["change (%)"] == "—"  # absent before: no relative change, and never "None"
 
 
 def test_alert_is_listed_and_its_posts_show(dashboard_env, seeded):

@@ -67,11 +67,16 @@ def test_grouped_shares_and_net_sentiment_match_the_posts_counted_by_hand(dashbo
     assert "no earlier data" in texts(at)
 
 
-def test_grouped_counts_of_data_without_group_series_are_flagged_estimated(dashboard_env, seeded):
-    at = run_app({"grouping": "ekman"})
+def test_grouped_counts_of_data_without_group_series_are_flagged_estimated(dashboard_env, seeded, redis_client):
+    # counts written before the monitor kept group series: the member sum stands in, flagged
+    write_counts(redis_client, "oldco", "raw", [(seeded.t1, "_all", 10), (seeded.t1, "anger", 4),
+                                                 (seeded.t1, "annoyance", 3)])
+    at = run_app({"brand": "oldco", "grouping": "ekman"})
     frame = chart_data(at)
-    assert frame[(frame["emotion"] == "anger") & (frame["ts"] == seeded.t1)]["value"].item() == 20 + 4
+    assert frame[(frame["emotion"] == "anger") & (frame["ts"] == seeded.t1)]["value"].item() == 4 + 3
     assert "estimated" in texts(at)
+    at = run_app({"brand": "acme", "grouping": "ekman"})  # the seeded brand has its group series
+    assert "estimated" not in texts(at)
 
 
 def test_newest_bucket_is_held_back_until_complete(dashboard_env, seeded, redis_client):
@@ -97,10 +102,10 @@ def test_time_before_monitoring_started_is_not_drawn_as_zero(dashboard_env, seed
 
 def test_shifts_and_kpis_without_history_say_so(dashboard_env, seeded):
     at = run_app({"brand": "globex"})  # globex: posts only in the current hour
-    shifts = _frame(at, "change_pp")
+    shifts = _frame(at, "change (pp)")
     row = shifts.iloc[0]
-    assert row["emotion"] == "gratitude" and row["current"] == 7 and row["current_share"] == pytest.approx(70.0)
-    assert pd.isna(row["previous_share"]) and pd.isna(row["change_pp"]) and row["note"] == "no earlier data"
+    assert row["emotion"] == "gratitude" and row["current"] == "7" and row["current share %"] == "70.0"
+    assert row["previous share %"] == "—" and row["change (pp)"] == "—" and row["note"] == "no earlier data"
     posts = _metric(at, "globex · posts")
     assert posts.value == "10" and not posts.delta
     assert "globex: no earlier data for the previous hour" in texts(at)
@@ -187,7 +192,7 @@ def test_live_refresh_off_says_so_in_the_footer(dashboard_env, seeded):
 def test_alert_figures_agree_and_kept_evidence_is_shown(dashboard_env, seeded, redis_client):
     at = run_app()
     row = _frame(at, "message").iloc[0]
-    assert round(row["share %"]) == 67 and round(row["baseline %"]) == 2  # the message says 67% vs 2%
+    assert (row["share %"], row["baseline %"]) == ("67", "2")  # the message says 67% vs 2%
     markers = alert_markers(at)
     assert list(markers["message"].unique()) == [seeded.alert["message"]]
     # an alert carrying its evidence shows it even when the store no longer holds the posts
