@@ -34,6 +34,24 @@ from monitor.schema import ALL_EMOTIONS
 RANGE_LABELS = {"1h": "Last hour", "24h": "Last 24 h", "7d": "Last 7 days", "custom": "Custom"}
 GROUPING_LABELS = {"emotions": "28 emotions", "ekman": "Ekman (6 + neutral)", "sentiment": "Sentiment"}
 TZ_CHOICES = ("local", "utc")
+KPI_WIDTH = 176
+# Streamlit collapses its sidebar by itself only at phone widths (<= 768 px); on a narrow laptop window the controls
+# took a third of the page. Collapse it once per browser tab below this width (the chevron reopens it).
+NARROW_PX = 1000
+_COLLAPSE_SIDEBAR_WHEN_NARROW = f"""<script>
+(() => {{
+  const doc = window.parent ? window.parent.document : document;
+  const win = window.parent || window;
+  if (win.innerWidth >= {NARROW_PX} || win.sessionStorage.getItem("em_sidebar_auto")) return;
+  const collapse = (tries) => {{
+    const open = doc.querySelector('[data-testid="stSidebar"][data-collapsed="false"]');
+    const button = doc.querySelector('[data-testid="stSidebarCollapseButton"] button');
+    if (open && button) {{ button.click(); win.sessionStorage.setItem("em_sidebar_auto", "1"); }}
+    else if (tries > 0) setTimeout(() => collapse(tries - 1), 200);
+  }};
+  collapse(25);
+}})();
+</script>"""
 
 
 def _redacted(url: str) -> str:
@@ -258,8 +276,24 @@ def _x(zone: ZoneInfo) -> alt.X:
     return alt.X("time:T", title=title, scale=scale, axis=alt.Axis(format="%b %d %H:%M", labelOverlap=True))
 
 
+def _bucket_tooltips(frame: pd.DataFrame, measure: str, bucket_ms: int) -> alt.Chart:
+    """An invisible band per bucket over the whole plot: pointing anywhere in it shows the bucket's time, each
+    emotion's value and the posts (a thin line alone is hard to point at)."""
+    wide = frame.pivot_table(index=["time", "when"], columns="emotion", values="value", aggfunc="sum").reset_index()
+    posts = frame.groupby("time")["posts"].max()
+    wide["posts in bucket"] = wide["time"].map(posts)
+    wide["end"] = wide["time"] + pd.Timedelta(milliseconds=bucket_ms)
+    emotions = [c for c in wide.columns if c not in ("time", "when", "end", "posts in bucket")]
+    digits = ".1f" if measure == "share" else ",.0f"
+    wide[emotions] = wide[emotions].fillna(0.0)
+    tooltip = [alt.Tooltip("when:N", title="time")] + [alt.Tooltip(f"{e}:Q", format=digits) for e in emotions] + [
+        alt.Tooltip("posts in bucket:Q", format=",.0f")]
+    return alt.Chart(wide).mark_rect(color="white", opacity=0.01).encode(
+        x=alt.X("time:T"), x2=alt.X2("end:T"), tooltip=tooltip)
+
+
 def emotion_chart(frame: pd.DataFrame, markers: pd.DataFrame, measure: str, view: str, zone: ZoneInfo,
-                  height: int = 260) -> alt.LayerChart:
+                  bucket_ms: int, height: int = 260) -> alt.LayerChart:
     """One brand's emotions over time (lines, stacked areas or the 100 % mix) with its alerts as marked rules."""
     frame = frame.assign(when=_fmt_series(frame["time"], zone))
     colour = alt.Color("emotion:N", title=None, scale=_colour_scale(list(frame["emotion"])),
@@ -269,15 +303,16 @@ def emotion_chart(frame: pd.DataFrame, markers: pd.DataFrame, measure: str, view
                alt.Tooltip("posts:Q", title="posts in bucket", format=",.0f")]
     base = alt.Chart(frame).encode(x=_x(zone), color=colour, tooltip=tooltip)
     if view == "lines":
-        layer = base.mark_line(point=alt.OverlayMarkDef(size=18, opacity=0)).encode(
-            y=alt.Y("value:Q", title=MEASURES[measure]))
+        # dots where buckets are few or far apart (a bucket alone would otherwise draw nothing)
+        dots = alt.OverlayMarkDef(size=30, filled=True) if frame["time"].nunique() <= 40 else False
+        layer = base.mark_line(point=dots).encode(y=alt.Y("value:Q", title=MEASURES[measure]))
     elif view == "stacked":
         layer = base.mark_area(opacity=0.85).encode(
             y=alt.Y("value:Q", title=f"{MEASURES[measure]} (stacked)", stack="zero"))
     else:
         layer = base.mark_area(opacity=0.9).encode(
             y=alt.Y("value:Q", title="mix of the chosen emotions", stack="normalize", axis=alt.Axis(format="%")))
-    layers = [layer]
+    layers = [layer, _bucket_tooltips(frame, measure, bucket_ms)]
     if not markers.empty:
         marks = markers.assign(when=_fmt_series(markers["time"], zone))
         alert_tooltip = [alt.Tooltip("when:N", title="alert"), alt.Tooltip("emotion:N"),
@@ -302,23 +337,27 @@ def _kpi_header(totals: pd.DataFrame, brands: list[str], alerts: list[dict], per
     alert_counts = pd.Series([a["brand"] for a in alerts], dtype=object).value_counts()
     for brand in brands:
         k = kpis(totals, brand)
-        cols = st.columns(4)
+        # fixed-width cards in a wrapping row: on a narrow window they flow onto more lines instead of truncating
+        row = st.container(horizontal=True, gap="small")
+        cols = [row] * 4
         volume, before = k["volume"], k["volume_before"]
         change = (f"{100 * (volume - before) / before:+.0f} %" if before else None)
         cols[0].metric(f"{brand} · posts", f"{volume:,.0f}", change,
-                       help=None if before else NO_HISTORY, border=True)
+                       help=None if before else NO_HISTORY, border=True, width=KPI_WIDTH)
         net, net_before = k["net"], k["net_before"]
         cols[1].metric(f"{brand} · net sentiment", "—" if net is None else f"{net:+.0f}",
                        None if net is None or net_before is None else f"{net - net_before:+.0f} pts",
                        help="(positive − negative) / (positive + negative) posts, in percent: posts with any "
-                            "positive vs any negative emotion", border=True)
+                            "positive vs any negative emotion", border=True, width=KPI_WIDTH)
         if k["top"]:
             emotion, share, delta = k["top"][0]
-            cols[2].metric(f"{brand} · top emotion", f"{emotion} {share:.0f} %",
-                           None if delta is None else f"{delta:+.1f} pp", delta_color="off", border=True)
+            cols[2].metric(f"{brand} · top emotion", emotion,
+                           f"{share:.0f} % of posts, " + (NO_HISTORY if delta is None else f"{delta:+.1f} pp"),
+                           delta_color="off", delta_arrow="off", border=True, width=KPI_WIDTH)
         else:
-            cols[2].metric(f"{brand} · top emotion", "—", border=True)
-        cols[3].metric(f"{brand} · alerts in range", f"{int(alert_counts.get(brand, 0))}", border=True)
+            cols[2].metric(f"{brand} · top emotion", "—", border=True, width=KPI_WIDTH)
+        cols[3].metric(f"{brand} · alerts in range", f"{int(alert_counts.get(brand, 0))}", border=True,
+                       width=KPI_WIDTH)
         if k["top"]:
             st.caption(f"{brand} top emotions: " + " · ".join(
                 f"{e} {s:.0f} % ({'no earlier data' if d is None else f'{d:+.1f} pp'})" for e, s, d in k["top"]))
@@ -372,7 +411,7 @@ def _emotion_panel(series: pd.DataFrame, brands: list[str], window, now_ms: int,
                     + (f" in a bucket of at least {settings.min_share_posts} posts." if measure == "share" else "."))
             continue
         markers = _alert_markers(alerts, brand, window.start_ms, end_ms)
-        st.altair_chart(emotion_chart(frame, markers, measure, view, zone), width="stretch")
+        st.altair_chart(emotion_chart(frame, markers, measure, view, zone, window.bucket_ms), width="stretch")
 
 
 def _comparison_panel(series: pd.DataFrame, brands: list[str], window, now_ms: int, end_ms: int, started: dict,
@@ -599,6 +638,7 @@ def main() -> None:
     if not gate(settings):
         return
     st.title("Brand mood")
+    st.html(_COLLAPSE_SIDEBAR_WHEN_NARROW, unsafe_allow_javascript=True)
     client = _client(settings.redis_url, settings.redis_timeout_seconds)
     try:
         known = queries.list_brands(client)

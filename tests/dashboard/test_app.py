@@ -58,7 +58,7 @@ def alert_markers(at: AppTest) -> pd.DataFrame:
     """The alert markers layered on the emotion charts."""
     frames = []
     for element, spec in _emotion_charts(at):
-        for layer in spec["layer"][1:]:
+        for layer in spec["layer"][2:]:  # after the lines and the bucket tooltips
             frames.append(_datasets(element)[layer["data"]["name"]])
     return pd.concat(frames, ignore_index=True).drop_duplicates() if frames else pd.DataFrame()
 
