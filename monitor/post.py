@@ -113,6 +113,8 @@ class Post(BaseModel):
     source: str | None = Field(default=None, strict=True, max_length=256)
     lang: str | None = Field(default=None, strict=True, max_length=32)
     author: str | None = Field(default=None, strict=True, max_length=256)
+    url: str | None = Field(default=None, strict=True, max_length=2048,
+                            description="Link to the original post, as the source gave it (shown by the dashboard)")
 
     @model_validator(mode="before")
     @classmethod

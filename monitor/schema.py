@@ -39,8 +39,8 @@ Other keys:
   count (``EM_MONITOR_RECENT_POSTS_PER_BRAND``, in the write script) and by age (``EM_MONITOR_RECENT_POSTS_MAX_AGE_MS``
   before the newest post, trimmed right after each write).
   Post JSON fields: ``id``, ``text``, ``brands``, ``created_at`` (ms), ``source``, ``author``, ``scores``
-  (emotion -> probability), ``labels`` (emotions at or above threshold), ``model_version``; ``source``, ``lang`` and
-  ``author`` only when the post had them. The same JSON is the value of the ``posts.classified`` topic.
+  (emotion -> probability), ``labels`` (emotions at or above threshold), ``model_version``; ``source``, ``lang``,
+  ``author`` and ``url`` only when the post had them. The same JSON is the value of the ``posts.classified`` topic.
 * ``em:alerts`` (sorted set, score = alert time ms, member = JSON of the alert): the alert timeline.
   Alert JSON fields: ``brand``, ``emotion``, ``ts`` (ms), ``window_start`` / ``window_end`` (ms, the spike's window;
   its posts are ``ZRANGEBYSCORE em:posts:{brand} window_start window_end``), ``value`` (the emotion's share of the

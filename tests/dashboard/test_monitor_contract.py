@@ -171,3 +171,19 @@ def test_alert_keeps_its_evidence_and_the_store_is_bounded_by_age(redis_server):
 
 async def _ignore(*args) -> None:
     return None
+
+
+def test_a_posts_url_travels_to_the_stored_json():
+    """The post explorer links to the original: the monitor keeps the source's ``url`` in the classified JSON."""
+    import json
+
+    from monitor.post import Post
+    from monitor.store import ClassifiedPost
+
+    post = Post.model_validate({"id": "u1", "brand": "acme", "text": "t", "created_at": 1,
+                                "url": "https://example.com/p/1"})
+    stored = json.loads(ClassifiedPost(post, {"joy": 0.9}, ["joy"], "test").to_json())
+    assert stored["url"] == "https://example.com/p/1"
+    row = queries.post_rows([stored], "joy")[0].iloc[0]
+    assert row["url"] == "https://example.com/p/1" and row["labelled"]
+    assert queries.post_rows([dict(stored, url="javascript:alert(1)")], "joy")[0].iloc[0]["url"] is None
