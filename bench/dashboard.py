@@ -5,7 +5,8 @@ pipeline, the hourly tier with its sums, and the raw tier for the last 6 hours (
 then measures:
 
 * queries: the page's refresh path (emotion over time + shift totals + alerts + monitoring start + the post
-  explorer's read of the newest stored posts) in process, per range and for 1 and 5 compared brands (median and p95 of repeated runs);
+  explorer's read of the newest stored posts) in process, per range and for 1 and 5 compared brands (median and p95
+  of repeated runs);
 * browser: ``emotion-monitor dashboard`` in a subprocess driven by headless Debian chromium (Playwright):
   time from navigation to the first drawn chart, and the refresh time the page itself reports for each live refresh
   ("refresh took N ms": all queries plus building the page's elements on the server).

@@ -1,8 +1,8 @@
 """The Streamlit page: ``streamlit run dashboard/app.py`` (``emotion-monitor dashboard`` does that for you).
 
 Controls (brands, range, measure, chart style, grouping, emotions, time zone) live in the sidebar and every one of them
-is kept in the URL (``?brand=acme&range=24h&measure=share&grouping=sentiment&emotions=negative&view=lines&tz=utc``), read
-on load, so a view can be shared. The panels below them (KPI header, emotion over time with the alerts as markers,
+is kept in the URL (``?brand=acme&range=24h&measure=share&grouping=sentiment&emotions=negative&view=lines&tz=utc``),
+read on load, so a view can be shared. The panels below them (KPI header, emotion over time with the alerts as markers,
 brand comparison, shifts, alerts with their evidence, post explorer) are one ``st.fragment`` with ``run_every``, so
 they refresh in place without reloading the page. All data comes from :mod:`dashboard.queries`; the numbers from
 :mod:`dashboard.transforms`. Redis unreachable, no data yet and unknown brands are messages, never tracebacks.
@@ -71,7 +71,7 @@ def _client(url: str, timeout: float):
 
 
 def _zone(choice: str) -> ZoneInfo:
-    """UTC, or the browser's zone (``st.context.timezone``; UTC when the browser did not say or names an unknown one)."""
+    """UTC, or the browser's zone (``st.context.timezone``; UTC when the browser did not say or named another)."""
     if choice == "local":
         try:
             name = st.context.timezone
@@ -231,17 +231,7 @@ def convert_picks(picks: list[str], old: str, new: str) -> list[str]:
 def _extra_emotions(url: str, timeout: float, brands: tuple[str, ...]) -> list[str]:
     """Emotion names the brands' series carry beyond the 28 GoEmotions ones (a model trained on another label set):
     they can be picked; a name nobody wrote (``rage``) cannot."""
-    client = _client(url, timeout)
-    extra: set[str] = set()
-    for brand in brands:
-        prefix = f"em:ts:{brand}:"
-        keys = queries._guard(client.ts().queryindex, [f"app={queries.schema.APP_LABEL}", f"brand={brand}",
-                                                       "metric=count", "tier=raw"])
-        for key in keys:
-            name = key[len(prefix):-len(":count")] if key.startswith(prefix) and key.endswith(":count") else ""
-            if name and ":" not in name and name not in EMOTIONS:
-                extra.add(name)
-    return sorted(extra)
+    return queries.emotion_names(_client(url, timeout), list(brands), exclude=EMOTIONS)
 
 
 def _time_range(range_key: str, custom: tuple[datetime, datetime] | None, now_ms: int) -> tuple[int, int]:
@@ -264,6 +254,20 @@ def check_custom_range(start: datetime, end: datetime, now: datetime, zone: Zone
 # ---------------------------------------------------------------- charts
 
 
+def draw(chart: alt.TopLevelMixin) -> None:
+    """Draw an Altair chart without Altair's JSON-schema validation of the spec, which took longer than the rest of a
+    chart's refresh. The frames travel as named Arrow datasets, as ``st.altair_chart`` sends them."""
+    datasets = {}
+    for i, part in enumerate([chart, *getattr(chart, "layer", [])]):
+        if isinstance(getattr(part, "data", None), pd.DataFrame):
+            datasets[f"data{i}"] = part.data
+            part.data = alt.NamedData(name=f"data{i}")
+    spec = chart.to_dict(validate=False)
+    spec.pop("config", None)  # Altair's default theme sizes; the page sets heights and stretches to the width
+    spec["datasets"] = datasets
+    st.vega_lite_chart(spec=spec, width="stretch")
+
+
 def _colour_scale(names: list[str]) -> alt.Scale:
     names = list(dict.fromkeys(names))
     return alt.Scale(domain=names, range=[colour_of(name) for name in names])
@@ -279,7 +283,8 @@ def _x(zone: ZoneInfo) -> alt.X:
 def _bucket_tooltips(frame: pd.DataFrame, measure: str, bucket_ms: int) -> alt.Chart:
     """An invisible band per bucket over the whole plot: pointing anywhere in it shows the bucket's time, each
     emotion's value and the posts (a thin line alone is hard to point at)."""
-    wide = frame.pivot_table(index=["time", "when"], columns="emotion", values="value", aggfunc="sum").reset_index()
+    wide = frame.groupby(["time", "when", "emotion"])["value"].sum().unstack("emotion").reset_index()
+    wide.columns.name = None
     posts = frame.groupby("time")["posts"].max()
     wide["posts in bucket"] = wide["time"].map(posts)
     wide["end"] = wide["time"] + pd.Timedelta(milliseconds=bucket_ms)
@@ -411,7 +416,7 @@ def _emotion_panel(series: pd.DataFrame, brands: list[str], window, now_ms: int,
                     + (f" in a bucket of at least {settings.min_share_posts} posts." if measure == "share" else "."))
             continue
         markers = _alert_markers(alerts, brand, window.start_ms, end_ms)
-        st.altair_chart(emotion_chart(frame, markers, measure, view, zone, window.bucket_ms), width="stretch")
+        draw(emotion_chart(frame, markers, measure, view, zone, window.bucket_ms))
 
 
 def _comparison_panel(series: pd.DataFrame, brands: list[str], window, now_ms: int, end_ms: int, started: dict,
@@ -430,7 +435,7 @@ def _comparison_panel(series: pd.DataFrame, brands: list[str], window, now_ms: i
             color=alt.Color("brand:N", legend=None),
             tooltip=["brand:N", alt.Tooltip("posts:Q", format=",.0f"), alt.Tooltip("share:Q", format=".1f",
                                                                                     title="share of voice %")])
-        st.altair_chart(bars.properties(height=max(80, 34 * len(brands))), width="stretch")
+        draw(bars.properties(height=max(80, 34 * len(brands))))
     with right:
         options = [e for e in group_names(grouping) if e in set(series["emotion"])] or group_names(grouping)
         emotion = st.selectbox("One emotion across brands (share of posts)", options, key="em_compare_emotion")
@@ -445,7 +450,7 @@ def _comparison_panel(series: pd.DataFrame, brands: list[str], window, now_ms: i
                 color=alt.Color("brand:N", title=None, legend=alt.Legend(orient="bottom")),
                 tooltip=["brand:N", alt.Tooltip("when:N", title="time"),
                          alt.Tooltip("value:Q", format=".1f", title="share %")])
-            st.altair_chart(lines.properties(height=220), width="stretch")
+            draw(lines.properties(height=220))
 
 
 def _shifts_panel(totals: pd.DataFrame, grouping: str, title: str) -> None:
@@ -562,7 +567,8 @@ def _explorer_panel(client, settings: DashboardSettings, brands: list[str], star
         posts = posts.sort_values(["score", "time"], ascending=False, kind="stable")
     posts = posts.reset_index(drop=True)
     what = f"labelled {emotion}" if members is not None else "all"
-    st.caption(f"{len(posts):,} post(s) ({what}{', containing “' + search.strip() + '”' if search.strip() else ''}) "
+    containing = f", containing “{search.strip()}”" if search.strip() else ""
+    st.caption(f"{len(posts):,} post(s) ({what}{containing}) "
                f"of the {read:,} newest stored for {brand} in the range"
                + (f" (the newest {settings.explorer_limit:,} only)" if cut else "")
                + (f"; {malformed} malformed ignored" if malformed else "")

@@ -37,6 +37,7 @@ __all__ = [
     "TimeWindow",
     "alert_posts",
     "connect",
+    "emotion_names",
     "emotion_series",
     "list_alerts",
     "list_brands",
@@ -185,6 +186,22 @@ def period_totals(client: redis.Redis, brands: list[str], end_ms: int, period_ms
             rows.append((brand, emotion, "previous" if ts < start + period_ms else "current", value))
     frame = pd.DataFrame(rows, columns=columns)
     return frame.groupby(["brand", "emotion", "period"], as_index=False)["count"].sum()
+
+
+def emotion_names(client: redis.Redis, brands: list[str], exclude=()) -> list[str]:
+    """The emotion names the brands' raw count series carry (group series and ``exclude`` left out), sorted: one
+    ``TS.QUERYINDEX`` per brand. A model trained on another label set writes names outside the 28 GoEmotions ones."""
+    names: set[str] = set()
+    for brand in brands:
+        prefix = f"{schema.PREFIX}:ts:{brand}:"
+        keys = _guard(client.ts().queryindex, [f"app={schema.APP_LABEL}", f"brand={brand}", "metric=count",
+                                               "tier=raw"])
+        for key in keys:
+            if key.startswith(prefix) and key.endswith(":count"):
+                name = key[len(prefix):-len(":count")]
+                if name and ":" not in name and name not in exclude:
+                    names.add(name)
+    return sorted(names)
 
 
 def monitoring_start(client: redis.Redis, brands: list[str]) -> dict[str, int]:

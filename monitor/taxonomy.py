@@ -6,8 +6,9 @@ from the per-emotion series; the dashboard draws the groupings.
 
 The groupings are the ones published with the GoEmotions dataset (``ekman_mapping.json`` and ``sentiment_dict.json``,
 Demszky et al., 2020, https://github.com/google-research/google-research/tree/master/goemotions, Apache-2.0). They
-are embedded here because they are tiny and neither the monitor nor the dashboard may read a dataset folder at run time. ``neutral``
-belongs to no group in either file; it is kept as its own group so no post disappears from a grouped view.
+are embedded here because they are tiny and neither the monitor nor the dashboard may read a dataset folder at run
+time. ``neutral`` belongs to no group in either file; it is kept as its own group so no post disappears from a
+grouped view.
 """
 
 from __future__ import annotations
