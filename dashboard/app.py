@@ -338,7 +338,8 @@ def emotion_chart(frame: pd.DataFrame, markers: pd.DataFrame, measure: str, view
 
 def _kpi_header(totals: pd.DataFrame, brands: list[str], alerts: list[dict], period: str) -> None:
     st.subheader("Key figures")
-    st.caption(f"This {period} against the one before.")
+    st.caption(f"This {period} against the one before. Net sentiment: (positive − negative) / (positive + negative) "
+               "posts, in percent, counting posts with any positive or any negative emotion.")
     alert_counts = pd.Series([a["brand"] for a in alerts], dtype=object).value_counts()
     for brand in brands:
         k = kpis(totals, brand)
@@ -347,13 +348,11 @@ def _kpi_header(totals: pd.DataFrame, brands: list[str], alerts: list[dict], per
         cols = [row] * 4
         volume, before = k["volume"], k["volume_before"]
         change = (f"{100 * (volume - before) / before:+.0f} %" if before else None)
-        cols[0].metric(f"{brand} · posts", f"{volume:,.0f}", change,
-                       help=None if before else NO_HISTORY, border=True, width=KPI_WIDTH)
+        cols[0].metric(f"{brand} · posts", f"{volume:,.0f}", change, border=True, width=KPI_WIDTH)
         net, net_before = k["net"], k["net_before"]
         cols[1].metric(f"{brand} · net sentiment", "—" if net is None else f"{net:+.0f}",
                        None if net is None or net_before is None else f"{net - net_before:+.0f} pts",
-                       help="(positive − negative) / (positive + negative) posts, in percent: posts with any "
-                            "positive vs any negative emotion", border=True, width=KPI_WIDTH)
+                       border=True, width=KPI_WIDTH)
         if k["top"]:
             emotion, share, delta = k["top"][0]
             cols[2].metric(f"{brand} · top emotion", emotion,
@@ -577,11 +576,12 @@ def _explorer_panel(client, settings: DashboardSettings, brands: list[str], star
         st.info("No stored post matches.")
         return
     _posts_table(posts.head(settings.posts_limit), zone)
-    labels = {i: f"{fmt_time(row.time.timestamp() * 1000, zone)} · {row.author or 'unknown author'} · "
-                 f"{row.text[:60]}" for i, row in enumerate(posts.head(settings.posts_limit).itertuples())}
-    pick = st.selectbox("Read a post in full", list(labels), format_func=labels.get, key="em_x_read")
+    # the options are the labels themselves (not row numbers), so a new filter never shows a stale label
+    labels = {f"{i + 1}. {fmt_time(row.time.timestamp() * 1000, zone)} · {row.author or 'unknown author'} · "
+              f"{row.text[:60]}": i for i, row in enumerate(posts.head(settings.posts_limit).itertuples())}
+    pick = st.selectbox("Read a post in full", list(labels), key="em_x_read")
     if pick is not None:
-        row = posts.iloc[pick]
+        row = posts.iloc[labels[pick]]
         source = " · ".join(str(x) for x in (row["source"], row["author"]) if x)
         with st.container(border=True):
             st.caption(f"{fmt_time(row['time'].timestamp() * 1000, zone)}" + (f" · {source}" if source else "")
