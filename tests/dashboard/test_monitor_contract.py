@@ -119,9 +119,11 @@ def test_grouped_shares_count_each_post_once(redis_server):
     assert pd.isna(negative["previous_share"]) and negative["note"] == "no earlier data"
 
 
-def test_alert_keeps_its_evidence_and_the_store_is_bounded_by_age(redis_server):
+@pytest.mark.parametrize("watched", ["anger", "sentiment:negative"])
+def test_alert_keeps_its_evidence_and_the_store_is_bounded_by_age(redis_server, watched):
     """The real alert engine snapshots the window's most angry posts into the alert (they outlive the recent-posts
-    store), and the store drops posts older than recent_posts_max_age_ms before the newest one."""
+    store), also when it watches a group series; the store drops posts older than recent_posts_max_age_ms before the
+    newest one."""
     import json
 
     from monitor.alerts import AlertEngine
@@ -135,7 +137,7 @@ def test_alert_keeps_its_evidence_and_the_store_is_bounded_by_age(redis_server):
              for i in range(25)]
     cfg = MonitorSettings(redis_url=redis_server.url, alert_window_ms=5 * MINUTE, alert_baseline_ms=60 * MINUTE,
                           alert_min_volume=10, alert_min_baseline_posts=20, alert_ratio=3.0, alert_min_share=0.2,
-                          alert_cooldown_ms=0, alert_emotions=["anger"], alert_evidence_posts=5,
+                          alert_cooldown_ms=0, alert_emotions=[watched], alert_evidence_posts=5,
                           recent_posts_max_age_ms=30 * MINUTE)
 
     async def run():
@@ -157,6 +159,7 @@ def test_alert_keeps_its_evidence_and_the_store_is_bounded_by_age(redis_server):
             await store.close()
 
     (alert,) = asyncio.run(run())
+    assert alert.emotion == watched
     angry = sorted(((s["anger"], pid) for pid, _, s in rows[120:] if "anger" in s), reverse=True)
     assert [p["id"] for p in alert.evidence] == [pid for _, pid in angry[:5]]
     client = queries.connect(redis_server.url)
