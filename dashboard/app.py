@@ -436,7 +436,8 @@ def _comparison_panel(series: pd.DataFrame, brands: list[str], window, now_ms: i
                                                                                     title="share of voice %")])
         draw(bars.properties(height=max(80, 34 * len(brands))))
     with right:
-        options = [e for e in group_names(grouping) if e in set(series["emotion"])] or group_names(grouping)
+        present = set(series["emotion"].unique())
+        options = [e for e in group_names(grouping) if e in present] or group_names(grouping)
         emotion = st.selectbox("One emotion across brands (share of posts)", options, key="em_compare_emotion")
         frame = chart_frame(series, [emotion], "share", window.buckets, bucket_ms=window.bucket_ms,
                             complete_until=complete_until, started=started, min_posts=settings.min_share_posts)
