@@ -4,8 +4,9 @@ Seeds a fresh Redis (TimeSeries) in the monitor's schema — the 1-minute tier f
 pipeline, the hourly tier with its sums, and the raw tier for the last 6 hours (what the "last hour" view reads) —
 then measures:
 
-* queries: the page's refresh path (emotion over time + shift totals + alerts + the posts behind one alert) in
-  process, per range and for 1 and 5 compared brands (median and p95 of repeated runs);
+* queries: the page's refresh path (emotion over time + shift totals + alerts + monitoring start + the post
+  explorer's read of the newest stored posts) in process, per range and for 1 and 5 compared brands (median and p95
+  of repeated runs);
 * browser: ``emotion-monitor dashboard`` in a subprocess driven by headless Debian chromium (Playwright):
   time from navigation to the first drawn chart, and the refresh time the page itself reports for each live refresh
   ("refresh took N ms": all queries plus building the page's elements on the server).
@@ -37,6 +38,7 @@ from dashboard import queries  # noqa: E402
 from dashboard.browser import CHART, dashboard_page  # noqa: E402
 from dashboard.seed import add_alert, add_post, write_counts  # noqa: E402
 from dashboard.taxonomy import EMOTIONS  # noqa: E402
+from monitor.taxonomy import group_series  # noqa: E402
 from emotion_monitor.servers import start_redis  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -51,19 +53,25 @@ def seed(client: redis.Redis, brands: list[str], days: int, now_ms: int, rng: np
     raw_from = now_ms - 6 * HOUR
     base_p = rng.dirichlet(np.ones(len(EMOTIONS))) * 0.6
     written = 0
-    bar = tqdm(total=len(brands) * (len(EMOTIONS) + 1), desc="seeding series", unit="series")
+    groups = group_series(list(EMOTIONS))  # the monitor's group series (posts with any emotion of the group)
+    bar = tqdm(total=len(brands) * (len(EMOTIONS) + 1 + len(groups)), desc="seeding series", unit="series")
     t0 = time.perf_counter()
     for b, brand in enumerate(brands):
         posts = rng.poisson(20 + 5 * b, size=len(ts))
         p = np.clip(base_p * rng.uniform(0.5, 1.5, len(EMOTIONS)), 0, 1)
-        for e, emotion in enumerate(["_all", *EMOTIONS]):
+        member_counts = {}
+        for e, emotion in enumerate(["_all", *EMOTIONS, *(name for name, _ in groups)]):
             if emotion == "_all":
                 counts = posts
+            elif e > len(EMOTIONS):  # a group: at least its largest member, at most all posts (synthetic)
+                members = np.array([member_counts[i] for i in groups[e - len(EMOTIONS) - 1][1]])
+                counts = np.minimum(posts, np.maximum(members.max(axis=0), np.round(0.8 * members.sum(axis=0))))
             else:
                 prob = np.full(len(ts), p[e - 1])
                 if b == 0 and emotion == "anger":
                     prob[ts > now_ms - 24 * HOUR] = 0.5  # the shift the table should rank first for brand 0
                 counts = rng.binomial(posts, prob)
+                member_counts[e - 1] = counts
             hours = (ts // HOUR) * HOUR
             hourly_ts, index = np.unique(hours, return_inverse=True)
             hourly = np.bincount(index, weights=counts)
@@ -103,8 +111,8 @@ def time_queries(client: redis.Redis, brands: list[str], repeats: int) -> list[d
                 series = queries.emotion_series(client, chosen, window)
                 queries.period_totals(client, chosen, now, queries.RANGES[range_key], now)
                 alerts, _ = queries.list_alerts(client, chosen, window.start_ms, now)
-                if alerts:
-                    queries.alert_posts(client, alerts[0])
+                queries.monitoring_start(client, chosen)
+                queries.list_posts(client, chosen[0], window.start_ms, now, ["anger"])  # the post explorer
                 samples.append((time.perf_counter() - started) * 1000)
             rows.append({"range": range_key, "brands": n_brands, "tier": window.tier, "bucket_ms": window.bucket_ms,
                          "points": int(len(series)), "median_ms": round(statistics.median(samples), 1),

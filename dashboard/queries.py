@@ -6,9 +6,11 @@ Each refresh costs a fixed number of round trips, independent of how much data i
 * emotion over time: one ``TS.MRANGE ... AGGREGATION sum <bucket> FILTER app=.. brand=.. metric=(count,posts)
   tier=.. GROUPBY emotion REDUCE sum`` per brand, all brands in one pipeline (one round trip);
 * shifts: the same query with one bucket per period (two buckets: previous and current), again one pipeline;
+* when each brand's monitoring started: ``TS.INFO`` of its raw and hourly post-count series, one pipeline;
 * alerts: one ``ZREVRANGEBYSCORE em:alerts:brand:{brand}`` per brand, in one pipeline (plus one scan of the shared
   ``em:alerts`` only for alerts stored before the brand indexes existed); the posts behind an alert: one
-  ``ZRANGEBYSCORE em:posts:{brand}``.
+  ``ZRANGEBYSCORE em:posts:{brand}`` (for alerts stored before alerts carried their evidence); the post explorer: one
+  ``ZREVRANGEBYSCORE em:posts:{brand} <to> <from> LIMIT 0 <n>``.
 
 Aggregation happens on the server; only the bucketed sums travel. Every query filters on ``tier`` so a compaction is
 never counted together with its source (see :mod:`monitor.schema`). Redis being unreachable raises
@@ -35,11 +37,15 @@ __all__ = [
     "TimeWindow",
     "alert_posts",
     "connect",
+    "emotion_names",
     "emotion_series",
     "list_alerts",
     "list_brands",
+    "list_posts",
+    "monitoring_start",
     "period_totals",
     "plan_window",
+    "post_rows",
 ]
 
 MINUTE = 60_000
@@ -182,6 +188,50 @@ def period_totals(client: redis.Redis, brands: list[str], end_ms: int, period_ms
     return frame.groupby(["brand", "emotion", "period"], as_index=False)["count"].sum()
 
 
+def emotion_names(client: redis.Redis, brands: list[str], exclude=()) -> list[str]:
+    """The emotion names the brands' raw count series carry (group series and ``exclude`` left out), sorted: one
+    ``TS.QUERYINDEX`` per brand. A model trained on another label set writes names outside the 28 GoEmotions ones."""
+    names: set[str] = set()
+    for brand in brands:
+        prefix = f"{schema.PREFIX}:ts:{brand}:"
+        keys = _guard(client.ts().queryindex, [f"app={schema.APP_LABEL}", f"brand={brand}", "metric=count",
+                                               "tier=raw"])
+        for key in keys:
+            if key.startswith(prefix) and key.endswith(":count"):
+                name = key[len(prefix):-len(":count")]
+                if name and ":" not in name and name not in exclude:
+                    names.add(name)
+    return sorted(names)
+
+
+def monitoring_start(client: redis.Redis, brands: list[str]) -> dict[str, int]:
+    """Per brand, when the monitor first counted a post for it (ms), or absent when it never did.
+
+    The raw post-count series is exact until its retention trims it; the hourly one keeps 400 days but starts at the
+    hour of the first post. So: the raw series' first sample unless it lies over an hour after the hourly one's.
+    Time before this is drawn as no data, not as 0 posts.
+    """
+    if not brands:
+        return {}
+    pipe = client.ts().pipeline(transaction=False)
+    for brand in brands:
+        for tier in ("raw", "1h"):
+            pipe.info(schema.series_key(brand, schema.ALL_EMOTIONS, "posts", tier))
+    replies = _guard(pipe.execute, raise_on_error=False)
+    started = {}
+    for i, brand in enumerate(brands):
+        firsts = []
+        for reply in replies[2 * i:2 * i + 2]:
+            first = getattr(reply, "first_timestamp", None) if not isinstance(reply, Exception) else None
+            firsts.append(int(first) if first else None)  # 0: an empty series
+        raw, hourly = firsts
+        if raw is not None and (hourly is None or raw < hourly + HOUR):
+            started[brand] = raw
+        elif hourly is not None:
+            started[brand] = hourly
+    return started
+
+
 def _parse_members(members: list[str]) -> tuple[list[dict], int]:
     parsed, malformed = [], 0
     for member in members:
@@ -261,25 +311,63 @@ def list_alerts(client: redis.Redis, brands: list[str], start_ms: int, end_ms: i
     return alerts[:limit], malformed
 
 
-def _post_row(post: dict, emotion: str) -> dict:
+def _members(emotion: str) -> list[str]:
+    """The emotions an emotion or group name stands for (``sentiment:negative`` or ``negative`` -> its members)."""
+    from .taxonomy import GROUPINGS, group_members
+
+    grouping, _, group = emotion.partition(":")
+    if group and grouping in GROUPINGS:
+        return group_members(grouping, group) or [emotion]
+    return [emotion]
+
+
+def _post_row(post: dict, emotion: str | list[str]) -> dict:
     scores = {str(k): float(v) for k, v in post.get("scores", {}).items()} if isinstance(post.get("scores"), dict) \
         else {}
     labels = post.get("labels") if isinstance(post.get("labels"), list) else []
     top = sorted(scores.items(), key=lambda item: -item[1])[:3]
+    names = _members(emotion) if isinstance(emotion, str) else list(emotion)
+    url = post.get("url")
     return {
         "time": pd.to_datetime(int(post["created_at"]), unit="ms", utc=True),
-        "score": scores.get(emotion, 0.0),
-        "labelled": emotion in labels,
+        "score": max((scores.get(name, 0.0) for name in names), default=0.0),
+        "labelled": any(name in labels for name in names),
         "text": str(post.get("text", "")),
         "source": post.get("source"),
         "author": post.get("author"),
         "labels": ", ".join(map(str, labels)),
         "top_scores": ", ".join(f"{name} {value:.2f}" for name, value in top),
         "id": post.get("id"),
+        "url": url if isinstance(url, str) and url.startswith(("http://", "https://")) else None,
     }
 
 
-POST_COLUMNS = ["time", "score", "labelled", "text", "source", "author", "labels", "top_scores", "id"]
+POST_COLUMNS = ["time", "score", "labelled", "text", "source", "author", "labels", "top_scores", "id", "url"]
+
+
+def post_rows(posts: list, emotion: str | list[str]) -> tuple[pd.DataFrame, int]:
+    """Post JSON objects -> a frame of :data:`POST_COLUMNS` scored for ``emotion``; and how many were malformed."""
+    rows, malformed = [], 0
+    for post in posts:
+        try:
+            rows.append(_post_row(post, emotion))
+        except (KeyError, TypeError, ValueError, AttributeError):  # KeyError: no created_at
+            malformed += 1
+    return pd.DataFrame(rows, columns=POST_COLUMNS), malformed
+
+
+def list_posts(client: redis.Redis, brand: str, start_ms: int, end_ms: int, emotion: str | list[str] | None = None,
+               limit: int = 2000) -> tuple[pd.DataFrame, int, bool]:
+    """The newest ``limit`` stored posts of ``brand`` created in ``[start_ms, end_ms]`` (the post explorer).
+
+    ``emotion`` (a name, a group such as ``negative`` given as its members, or None for all) sets ``score`` and
+    ``labelled``. Returns the frame (newest first), the number of malformed members skipped, and whether ``limit``
+    cut the range (older posts of the range exist but were not read).
+    """
+    members = _guard(client.zrevrangebyscore, schema.posts_key(brand), end_ms, start_ms, start=0, num=limit)
+    posts, malformed = _parse_members(members)
+    frame, bad = post_rows(posts, emotion or [])
+    return frame, malformed + bad, len(members) >= limit
 
 
 def alert_posts(client: redis.Redis, alert: dict, limit: int = 200) -> tuple[pd.DataFrame, int]:
@@ -292,14 +380,8 @@ def alert_posts(client: redis.Redis, alert: dict, limit: int = 200) -> tuple[pd.
     members = _guard(client.zrangebyscore, schema.posts_key(alert["brand"]), int(alert["window_start"]),
                      int(alert["window_end"]))
     posts, malformed = _parse_members(members)
-    emotion = alert["emotion"]
-    rows = []
-    for post in posts:
-        try:
-            rows.append(_post_row(post, emotion))
-        except (KeyError, TypeError, ValueError):  # KeyError: no created_at
-            malformed += 1
-    frame = pd.DataFrame(rows, columns=POST_COLUMNS)
+    frame, bad = post_rows(posts, alert["emotion"])
+    malformed += bad
     if not frame.empty:
         frame = frame.sort_values(["labelled", "score"], ascending=False).head(limit).reset_index(drop=True)
     return frame, malformed

@@ -32,7 +32,11 @@ class DashboardSettings(BaseSettings):
     top_n: int = Field(
         5, ge=1, le=28, description="How many emotions (the most frequent in the range) are drawn by default.")
     alerts_limit: int = Field(200, ge=1, description="Most recent alerts listed in the alert timeline.")
-    posts_limit: int = Field(200, ge=1, description="Most posts shown behind one alert.")
+    posts_limit: int = Field(200, ge=1, description="Most posts shown behind one alert and in the post explorer.")
+    explorer_limit: int = Field(
+        2000, ge=1, description="Newest stored posts of the range the post explorer reads and filters (per refresh).")
+    min_share_posts: int = Field(
+        5, ge=1, description="A bucket with fewer posts than this shows no share of posts (3 posts would swing 33 %).")
     password: SecretStr | None = Field(
         None, description="Shared password asked before anything is shown; unset = no password gate.")
     oidc_provider: str = Field(

@@ -1,45 +1,37 @@
-"""The 28 GoEmotions labels and the two coarser groupings the dashboard offers (Ekman's six, and sentiment).
-
-The labels and groupings are defined once, in :mod:`trainer.taxonomy` (the groupings published with the dataset).
-``neutral`` belongs to no group in either grouping; here it is kept as its own group so no post disappears from a
-grouped view.
-"""
+"""The emotion taxonomy (defined in :mod:`monitor.taxonomy`, which the monitor needs for its group series) and the one
+fixed colour per emotion and group that every dashboard chart uses."""
 
 from __future__ import annotations
 
-from trainer.taxonomy import EKMAN, GOEMOTIONS_LABELS, SENTIMENT
+from monitor.taxonomy import EMOTIONS, GROUPINGS, group_members, group_names, group_of, group_series_name
 
-__all__ = ["EMOTIONS", "GROUPINGS", "group_of", "group_names"]
+__all__ = ["COLOURS", "EMOTIONS", "GROUPINGS", "colour_of", "group_members", "group_names", "group_of",
+           "group_series_name"]
 
-EMOTIONS: tuple[str, ...] = tuple(GOEMOTIONS_LABELS)
-
-
-def _invert(groups: dict[str, list[str]]) -> dict[str, str]:
-    mapping = {emotion: group for group, members in groups.items() for emotion in members}
-    mapping["neutral"] = "neutral"
-    missing = set(EMOTIONS) - set(mapping)
-    if missing:  # pragma: no cover - guards the tables above
-        raise AssertionError(f"grouping misses {sorted(missing)}")
-    return mapping
-
-
-# grouping name -> {emotion -> group}; "emotions" is the identity (no grouping)
-GROUPINGS: dict[str, dict[str, str]] = {
-    "emotions": {emotion: emotion for emotion in EMOTIONS},
-    "ekman": _invert(EKMAN),
-    "sentiment": _invert(SENTIMENT),
+# Fixed colours, the same on every chart: anger red, joy yellow, sadness blue, fear purple, disgust green, surprise
+# orange, neutral grey; each emotion a shade of its Ekman group's hue; sentiment groups green / red / amber / grey.
+COLOURS: dict[str, str] = {
+    # Ekman groups (also the names of the emotions anger, disgust, fear, joy, sadness, surprise)
+    "anger": "#d62728", "disgust": "#2ca02c", "fear": "#7b4fa6", "joy": "#f2c400", "sadness": "#1f77b4",
+    "surprise": "#ff7f0e", "neutral": "#8c8c8c",
+    # anger family
+    "annoyance": "#ef6f6c", "disapproval": "#a31515",
+    # fear family
+    "nervousness": "#b39ddb",
+    # joy family (yellows, golds, pinks for love/caring)
+    "amusement": "#ffd54f", "approval": "#c9a800", "excitement": "#ffb300", "gratitude": "#e6ae00",
+    "love": "#e377c2", "optimism": "#fbe26b", "relief": "#d4c26a", "pride": "#b8860b", "admiration": "#f5a623",
+    "desire": "#c2185b", "caring": "#f48fb1",
+    # sadness family
+    "disappointment": "#5b9bd5", "embarrassment": "#9ecae1", "grief": "#0b3c6f", "remorse": "#3f6fa0",
+    # surprise family
+    "realization": "#ffbb78", "confusion": "#c7661c", "curiosity": "#e8a35c",
+    # sentiment groups
+    "positive": "#2e9e44", "negative": "#d62728", "ambiguous": "#f0a202",
 }
+OTHER_COLOUR = "#5f6b7a"
 
 
-def group_of(emotion: str, grouping: str) -> str:
-    """The group ``emotion`` belongs to under ``grouping``; an emotion outside the table keeps its own name."""
-    return GROUPINGS[grouping].get(emotion, emotion)
-
-
-def group_names(grouping: str) -> list[str]:
-    """The groups of ``grouping`` in a stable order (table order, neutral last)."""
-    seen: dict[str, None] = {}
-    for emotion in EMOTIONS:
-        seen.setdefault(GROUPINGS[grouping][emotion], None)
-    names = [name for name in seen if name != "neutral"]
-    return names + ["neutral"]
+def colour_of(name: str) -> str:
+    """The fixed colour of an emotion or group; one neutral slate for names outside the taxonomy."""
+    return COLOURS.get(name, OTHER_COLOUR)

@@ -22,11 +22,12 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from urllib.parse import urlparse
 
 from monitor import schema
 from monitor.settings import MonitorSettings
+from monitor.taxonomy import group_members
 
 __all__ = ["Alert", "AlertEngine", "WindowCounts", "is_spike", "queue_alert_store"]
 
@@ -75,6 +76,8 @@ class Alert:
     posts: int
     message: str
     model_version: str
+    # the window's posts with the highest score for the emotion, snapshotted when the alert fires (post JSON objects)
+    evidence: tuple = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -132,10 +135,36 @@ class AlertEngine:
                     )
                     if not claimed:
                         continue
-                alert = self._make(brand, emotion, now_ms, counts)
+                alert = replace(self._make(brand, emotion, now_ms, counts),
+                                evidence=await self.evidence(brand, emotion, now_ms))
                 await self._dispatch(alert)
                 fired.append(alert)
         return fired
+
+    async def evidence(self, brand: str, emotion: str, now_ms: int) -> tuple:
+        """The window's ``alert_evidence_posts`` posts with the highest score for ``emotion`` (a group series such as
+        ``sentiment:negative``: the highest member score), read from the recent-posts store now, before it ages them
+        out. The range is the window widened to the raw buckets its counts were read from, so these are posts the
+        alert counted."""
+        n = self.settings.alert_evidence_posts
+        if not n:
+            return ()
+        bucket = self.settings.raw_bucket_ms
+        start = now_ms - self.settings.alert_window_ms + 1
+        members = await self.store.redis.zrangebyscore(
+            schema.posts_key(brand), start + (-start) % bucket, now_ms - now_ms % bucket + bucket - 1)
+        grouping, _, group = emotion.partition(":")
+        names = (group_members(grouping, group) if group and grouping in ("ekman", "sentiment") else []) or [emotion]
+        posts = []
+        for member in members:
+            try:
+                post = json.loads(member)
+                score = max(float(post.get("scores", {}).get(name, 0.0)) for name in names)
+            except (TypeError, ValueError, AttributeError, KeyError):
+                continue  # a malformed stored post is not evidence
+            posts.append((score, post))
+        posts.sort(key=lambda pair: pair[0], reverse=True)
+        return tuple(post for _score, post in posts[:n])
 
     def _make(self, brand: str, emotion: str, now_ms: int, counts: WindowCounts) -> Alert:
         window_start = now_ms - self.settings.alert_window_ms + 1

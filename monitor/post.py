@@ -118,6 +118,8 @@ class Post(BaseModel):
     author: str | None = Field(default=None, strict=True, max_length=256)
     matched: dict[str, str] | None = Field(default=None, description="Set only by brand matching at ingest "
                                            "(monitor.brands): brand -> the query term that matched")
+    url: str | None = Field(default=None, strict=True, max_length=2048,
+                            description="Link to the original post, as the source gave it (shown by the dashboard)")
 
     @model_validator(mode="before")
     @classmethod

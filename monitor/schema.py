@@ -9,6 +9,11 @@ key                                         meaning
                                             (posts below it add no sample: a missing sample counts 0)
 ``em:ts:{brand}:{emotion}:score``           the post's probability for ``emotion`` (sum it, divide by ``posts``: mean)
 ``em:ts:{brand}:_all:posts``                1 per post mentioning ``brand`` (the denominator for shares and means)
+``em:ts:{brand}:{grouping}:{group}:count``  1 per post with at least one emotion of the group at or above threshold
+                                            (``sentiment:negative``, ``ekman:anger``: every Ekman / sentiment group
+                                            of 2+ emotions, :mod:`monitor.taxonomy`); ``...:score``: the highest
+                                            member score. A group's share of posts cannot be derived from the
+                                            per-emotion series (a post with two of its emotions would count twice)
 ``...:{metric}:1m`` / ``...:{metric}:1h``   the same sums per 1-minute / 1-hour bucket (written by the same
                                             script as the raw series, not by compaction rules)
 ==========================================  ==============================================================================
@@ -35,15 +40,19 @@ Other keys:
 * ``em:recompute:fence`` (string ``token from_ms to_ms``, TTL 2 min, refreshed): a recompute is clearing and
   recounting that ``created_at`` span; workers wait with posts inside it.
 * ``em:posts:{brand}`` (sorted set, score = created_at ms, member = JSON of the classified post): the bounded store
-  of recent posts behind a spike; ``ZRANGEBYSCORE`` by time range.
+  of recent posts behind a spike and of the dashboard's post explorer; ``ZRANGEBYSCORE`` by time range. Bounded by
+  count (``EM_MONITOR_RECENT_POSTS_PER_BRAND``, in the write script) and by age (``EM_MONITOR_RECENT_POSTS_MAX_AGE_MS``
+  before the newest post, trimmed right after each write).
   Post JSON fields: ``id``, ``text``, ``brands``, ``created_at`` (ms), ``source``, ``author``, ``scores``
-  (emotion -> probability), ``labels`` (emotions at or above threshold), ``model_version``; ``source``, ``lang`` and
-  ``author`` only when the post had them. The same JSON is the value of the ``posts.classified`` topic.
+  (emotion -> probability), ``labels`` (emotions at or above threshold), ``model_version``; ``source``, ``lang``,
+  ``author`` and ``url`` only when the post had them. The same JSON is the value of the ``posts.classified`` topic.
 * ``em:alerts`` (sorted set, score = alert time ms, member = JSON of the alert): the alert timeline.
   Alert JSON fields: ``brand``, ``emotion``, ``ts`` (ms), ``window_start`` / ``window_end`` (ms, the spike's window;
   its posts are ``ZRANGEBYSCORE em:posts:{brand} window_start window_end``), ``value`` (the emotion's share of the
   window's posts), ``baseline`` (its share in the baseline before), ``count`` (posts with the emotion in the
-  window), ``posts`` (all posts in the window), ``message``, ``model_version``.
+  window), ``posts`` (all posts in the window), ``message``, ``model_version``, ``evidence`` (the window's
+  ``EM_MONITOR_ALERT_EVIDENCE_POSTS`` posts with the highest score for the emotion, as post JSON objects, snapshotted
+  when the alert fired: the alert keeps its evidence after the recent-posts store has dropped the posts).
 * ``em:alerts:brand:{brand}`` (sorted set, same score and member as ``em:alerts``): the brand's own alert index, so
   the dashboard reads one brand's alerts exactly, however many other brands alert. The alert engine writes it in the
   same MULTI/EXEC as ``em:alerts``; like ``em:alerts`` it is not trimmed (alerts are rare: at most one per brand x

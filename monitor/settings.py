@@ -104,7 +104,7 @@ class MonitorSettings(BaseSettings):
         "epoch seconds sent as milliseconds"
     )
     max_brands: int = Field(
-        10_000, ge=0, description="Most brands Redis holds (each costs ~171 series); a post naming a new brand beyond "
+        10_000, ge=0, description="Most brands Redis holds (each costs ~219 series); a post naming a new brand beyond "
         "it goes to the DLQ (brand_limit); 0 = no limit"
     )
     max_new_brands_per_minute: int = Field(
@@ -115,7 +115,13 @@ class MonitorSettings(BaseSettings):
         default_factory=list, description="If set, the only brands counted (normalised names); others -> DLQ "
         "(brand_limit)"
     )
-    recent_posts_per_brand: int = Field(2000, ge=1, description="Bound of the recent classified posts kept per brand")
+    recent_posts_per_brand: int = Field(
+        10_000, ge=1, description="Most recent classified posts kept per brand (a memory cap: ~1 KB each)"
+    )
+    recent_posts_max_age_ms: int = Field(
+        7 * _DAY_MS, ge=0, description="Recent posts older than this (before the brand's newest) are dropped too, so "
+        "the store holds the last N days or the cap, whichever is less (ms; 0 = count cap only)"
+    )
     redis_retry_initial: float = Field(
         0.2, gt=0, description="First back-off (s) when Redis or the broker is unreachable, or a batch failed"
     )
@@ -134,6 +140,10 @@ class MonitorSettings(BaseSettings):
     alert_min_baseline_posts: int = Field(20, ge=1, description="Fewest baseline posts needed to judge a spike")
     alert_ratio: float = Field(3.0, gt=1, description="Spike when window share >= ratio x baseline share")
     alert_min_share: float = Field(0.2, ge=0, le=1, description="... and the window share is at least this")
+    alert_evidence_posts: int = Field(
+        20, ge=0, description="Posts snapshotted into each alert as its evidence (the window's highest scores for the "
+        "alert's emotion), so they outlive the recent-posts store; 0 = none"
+    )
     alert_cooldown_ms: int = Field(15 * _MINUTE_MS, ge=0, description="No new alert for the same brand x emotion")
     webhook_url: str | None = Field(None, description="HTTP endpoint POSTed a JSON alert; empty = no webhook")
     webhook_timeout: float = Field(3.0, gt=0, description="Seconds per webhook attempt")

@@ -39,6 +39,7 @@ from monitor import schema
 from monitor.post import Post, PostRejected
 from monitor.retry import Backoff, RedisUnavailable
 from monitor.settings import MonitorSettings
+from monitor.taxonomy import group_series
 
 __all__ = ["ClassifiedPost", "ClearRefused", "RecomputeInProgress", "RedisStore", "RedisUnavailable", "TIER_ORDER"]
 
@@ -297,8 +298,13 @@ class RedisStore:
         self._drop_rule_script = self.redis.register_script(_DROP_RULE)
         self._ready_brands: set[str] = set()
         self._allowed = set(settings.brand_allow_list)
+        # Group series (``sentiment:negative``, ...): 1 per post with at least one emotion of the group, so a group's
+        # share of posts is exact; a sum of its members' counts would count a post once per member emotion. To the
+        # write script they are just more emotion columns (score = the highest member score).
+        self._groups = group_series(self.emotions)
+        columns = self.emotions + [name for name, _members in self._groups]
         # (emotion, metric) of every series a brand has: the same list for every brand
-        self._series = [(emotion, metric) for emotion in self.emotions for metric in ("count", "score")]
+        self._series = [(emotion, metric) for emotion in columns for metric in ("count", "score")]
         self._series.append((schema.ALL_EMOTIONS, "posts"))
         # set by a recompute (monitor.replay): its own writes pass the fence it holds
         self.fence_token = "-"
@@ -443,12 +449,29 @@ class RedisStore:
                 outcomes.append(PostRejected("too_old", self._too_old_detail(item.post)))
             else:
                 outcomes.append(bool(code))
+        await self._trim_recent_posts_by_age(posts)
         return outcomes
 
     def _too_old_detail(self, post: Post) -> str:
         kept = ", ".join(f"{tier} {self._retention(tier) // 1000} s" for tier in TIER_ORDER)
         return (f"created_at {post.created_at} is older than every retention tier keeps (counted back from each "
                 f"brand's newest sample: {kept})")
+
+    async def _trim_recent_posts_by_age(self, posts: Sequence[ClassifiedPost]) -> None:
+        """The recent-posts store is bounded by age (``recent_posts_max_age_ms`` before the newest post of the batch,
+        like TimeSeries retention) as well as by count (the script's trim). Outside the atomic script on purpose:
+        trimming is idempotent, so a crash before it only leaves old posts until the next batch."""
+        max_age = self.settings.recent_posts_max_age_ms
+        if not max_age:
+            return
+        newest: dict[str, int] = {}
+        for item in posts:
+            for brand in item.post.brands:
+                newest[brand] = max(newest.get(brand, 0), item.post.created_at)
+        pipe = self.redis.pipeline(transaction=False)
+        for brand, created in newest.items():
+            pipe.zremrangebyscore(schema.posts_key(brand), "-inf", f"({created - max_age}")
+        await pipe.execute()
 
     def _batch_call(self, posts: Sequence[ClassifiedPost], brands: list[str],
                     thresholds: np.ndarray) -> tuple[list[str], list]:
@@ -460,13 +483,18 @@ class RedisStore:
             keys += self.brand_keys(brand)
         keys += [schema.posts_key(brand) for brand in brands]
         keys += [schema.seen_key(item.post.id) for item in posts]
-        args: list = [s.seen_ttl_ms, s.recent_posts_per_brand, len(self.emotions), len(brands), len(posts),
+        n_columns = len(self.emotions) + len(self._groups)
+        args: list = [s.seen_ttl_ms, s.recent_posts_per_brand, n_columns, len(brands), len(posts),
                       self.fence_token, *(self._retention(t) for t in TIER_ORDER),
                       *(self._width(t) for t in TIER_ORDER), *brands]
         scores = np.array([[item.scores[e] for e in self.emotions] for item in posts], dtype="<f8")
-        packed = np.empty((len(posts), len(self.emotions)), dtype=[("score", "<f8"), ("above", "u1")])
+        above = scores >= np.asarray(thresholds, dtype=np.float64)
+        if self._groups:  # group columns: any member at or above its threshold; the highest member score
+            scores = np.hstack([scores, *(scores[:, m].max(axis=1, keepdims=True) for _name, m in self._groups)])
+            above = np.hstack([above, *(above[:, m].any(axis=1, keepdims=True) for _name, m in self._groups)])
+        packed = np.empty((len(posts), n_columns), dtype=[("score", "<f8"), ("above", "u1")])
         packed["score"] = scores
-        packed["above"] = np.where(scores >= np.asarray(thresholds, dtype=np.float64), ord("1"), ord("0"))
+        packed["above"] = np.where(above, ord("1"), ord("0"))
         for item, row in zip(posts, packed):
             args += (item.post.created_at, item.to_json(), ",".join(number[b] for b in item.post.brands),
                      row.tobytes())

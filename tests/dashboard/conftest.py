@@ -48,6 +48,15 @@ def seed_known(client) -> Seeded:
         ("acme", "_all", t1): 30, ("acme", "joy", t1): 3, ("acme", "anger", t1): 20, ("acme", "annoyance", t1): 4,
         ("acme", "_all", t2): 20, ("acme", "joy", t2): 2, ("acme", "anger", t2): 10,
         ("globex", "_all", t1): 10, ("globex", "gratitude", t1): 7,
+        # the monitor's group series (posts with at least one emotion of the group): at t1, 2 of the 20 angry posts
+        # are annoyed too, so Ekman anger holds 22 posts (not 20 + 4) and so does sentiment negative
+        ("acme", "ekman:joy", t0): 5, ("acme", "sentiment:positive", t0): 5,
+        ("acme", "ekman:anger", t0): 1, ("acme", "sentiment:negative", t0): 1,
+        ("acme", "ekman:joy", t1): 3, ("acme", "sentiment:positive", t1): 3,
+        ("acme", "ekman:anger", t1): 22, ("acme", "sentiment:negative", t1): 22,
+        ("acme", "ekman:joy", t2): 2, ("acme", "sentiment:positive", t2): 2,
+        ("acme", "ekman:anger", t2): 10, ("acme", "sentiment:negative", t2): 10,
+        ("globex", "ekman:joy", t1): 7, ("globex", "sentiment:positive", t1): 7,
     }
     hourly: dict = {}
     for (brand, emotion, ts), value in counts.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pandas as pd
 import pyarrow as pa
@@ -26,13 +27,40 @@ def run_app(query: dict | None = None) -> AppTest:
     return at
 
 
-def chart_data(at: AppTest, y_field: str = "value") -> pd.DataFrame:
-    """The data behind the (first) chart whose y encoding is ``y_field``, decoded from its Arrow dataset."""
+def _datasets(element) -> dict[str, pd.DataFrame]:
+    return {d.name: pa.ipc.open_stream(io.BytesIO(d.data.data)).read_pandas() for d in element.proto.datasets}
+
+
+def _emotion_charts(at: AppTest) -> list:
+    """The per-brand emotion charts (layered; their first layer is coloured by emotion)."""
+    charts = []
     for element in at.get("vega_lite_chart"):
-        if f'"field": "{y_field}"' in element.proto.spec:
-            (dataset,) = element.proto.datasets
-            return pa.ipc.open_stream(io.BytesIO(dataset.data.data)).read_pandas()
-    raise AssertionError(f"no chart with y field {y_field!r} among {len(at.get('vega_lite_chart'))} charts")
+        spec = json.loads(element.proto.spec)
+        first = (spec.get("layer") or [spec])[0]
+        if first.get("encoding", {}).get("color", {}).get("field") == "emotion":
+            charts.append((element, spec))
+    return charts
+
+
+def chart_data(at: AppTest, y_field: str = "value") -> pd.DataFrame:
+    """The data drawn as emotion lines on all brand charts, decoded from their Arrow datasets."""
+    frames = []
+    for element, spec in _emotion_charts(at):
+        first = spec["layer"][0]
+        name = first.get("data", {}).get("name") or spec.get("data", {}).get("name")
+        frames.append(_datasets(element)[name])
+    if not frames:
+        raise AssertionError(f"no emotion chart among {len(at.get('vega_lite_chart'))} charts")
+    return pd.concat(frames, ignore_index=True)
+
+
+def alert_markers(at: AppTest) -> pd.DataFrame:
+    """The alert markers layered on the emotion charts."""
+    frames = []
+    for element, spec in _emotion_charts(at):
+        for layer in spec["layer"][2:]:  # after the lines and the bucket tooltips
+            frames.append(_datasets(element)[layer["data"]["name"]])
+    return pd.concat(frames, ignore_index=True).drop_duplicates() if frames else pd.DataFrame()
 
 
 def texts(at: AppTest) -> str:
@@ -72,18 +100,18 @@ def test_share_of_posts(dashboard_env, seeded):
     assert at_time(frame, "joy", seeded.t2) == pytest.approx(100 * 2 / 20)
 
 
-def test_ekman_grouping_sums_member_emotions(dashboard_env, seeded):
+def test_ekman_grouping_counts_posts_with_any_member_emotion(dashboard_env, seeded):
     at = run_app()
     at.radio(key="em_grouping").set_value("ekman").run()
     frame = chart_data(at)
-    assert at_time(frame, "anger", seeded.t1) == 20 + 4  # anger + annoyance
+    assert at_time(frame, "anger", seeded.t1) == 22  # the group series: not anger 20 + annoyance 4
     assert at_time(frame, "joy", seeded.t1) == 3
     assert "annoyance" not in set(frame["emotion"])
 
 
 def test_any_emotion_on_request(dashboard_env, seeded):
     at = run_app()
-    at.multiselect(key="em_emotions_emotions").set_value(["joy"]).run()
+    at.multiselect(key="em_emotions").set_value(["joy"]).run()
     frame = chart_data(at)
     assert set(frame["emotion"]) == {"joy"}
     assert at_time(frame, "joy", seeded.t1) == 3
@@ -99,13 +127,15 @@ def test_compare_several_brands(dashboard_env, seeded):
 
 def test_shift_table_ranks_the_seeded_change_first(dashboard_env, seeded):
     at = run_app()
-    shifts = next(d.value for d in at.dataframe if "change_pp" in d.value.columns)
+    shifts = next(d.value for d in at.dataframe if "change (pp)" in d.value.columns)
     top = shifts.iloc[0]
     assert (top["brand"], top["emotion"]) == ("acme", "anger")
-    assert top["previous"] == 1 and top["current"] == 30
-    assert top["change_pp"] == pytest.approx(60 - 2)
+    assert top["previous"] == "1" and top["current"] == "30"
+    assert top["change (pp)"] == "+58.0" and top["previous share %"] == "2.0" and top["current share %"] == "60.0"
     joy = shifts[shifts["emotion"] == "joy"].iloc[0]
-    assert joy["change_pp"] == pytest.approx(0) and joy["previous"] == 5 and joy["current"] == 5
+    assert joy["change (pp)"] == "+0.0" and joy["previous"] == "5" and joy["current"] == "5"
+    annoyance = shifts[shifts["emotion"] == "annoyance"].iloc[0]
+    assert annoyance["change (%)"] == "—"  # absent before: no relative change, and never "None"
 
 
 def test_alert_is_listed_and_its_posts_show(dashboard_env, seeded):
@@ -145,9 +175,13 @@ def test_longer_ranges_read_the_compaction_tiers(dashboard_env, seeded, range_ke
     for (brand, emotion, ts), value in source.items():
         if brand == "acme" and emotion == "anger":
             expected[ts // bucket_ms * bucket_ms] = expected.get(ts // bucket_ms * bucket_ms, 0) + value
+    # drawn: the buckets from the one where monitoring started (t0) to the last complete one; the still-filling
+    # newest bucket and the time before monitoring started are not drawn (neither as 0)
+    first, newest = seeded.t0 // bucket_ms * bucket_ms, seeded.now_ms // bucket_ms * bucket_ms
+    expected = {ts: v for ts, v in expected.items() if ts < newest}
     anger = frame[frame["emotion"] == "anger"]
     assert {int(t.timestamp() * 1000): v for t, v in zip(anger["time"], anger["value"]) if v} == expected
-    assert len(anger) in (queries.RANGES[range_key] // bucket_ms, queries.RANGES[range_key] // bucket_ms + 1)
+    assert sorted(int(t.timestamp() * 1000) for t in anger["time"]) == list(range(first, newest, bucket_ms))
     assert f"(tier {tier})" in texts(at)
 
 
@@ -274,7 +308,7 @@ def test_emotion_outside_the_goemotions_names_can_be_requested(dashboard_env, se
 
     write_counts(redis_client, "acme", "raw", [(seeded.t2, "trust", 6)])  # a model with another label set
     at = run_app()
-    at.multiselect(key="em_emotions_emotions").set_value(["trust"]).run()
+    at.multiselect(key="em_emotions").set_value(["trust"]).run()
     frame = chart_data(at)
     assert set(frame["emotion"]) == {"trust"} and at_time(frame, "trust", seeded.t2) == 6
 
