@@ -20,6 +20,8 @@ class _Metrics:
     def __init__(self) -> None:
         self.posts = Counter("em_posts_total", "Posts processed, by outcome", ["outcome"])
         self.dlq = Counter("em_dlq_total", "Records sent to the dead-letter topic, by reason", ["reason"])
+        self.dlq_undeliverable = Counter(
+            "em_dlq_undeliverable_total", "Records skipped because the broker kept refusing their dead letter")
         self.alerts = Counter("em_alerts_total", "Spike alerts fired", ["emotion"])
         self.batch_size = Histogram("em_batch_size", "Records per micro-batch", buckets=(1, 4, 16, 32, 64, 128, 256, 512))
         self.batch_seconds = Histogram("em_batch_seconds", "Wall time per micro-batch (parse..commit-ready)")
