@@ -16,7 +16,7 @@ import faust
 
 from monitor.faust_tuning import MonitorApp
 from monitor.inference import Inference
-from monitor.metrics import start_http
+from monitor.metrics import METRICS, start_http
 from monitor.pipeline import BatchProcessor, Record
 from monitor.settings import MonitorSettings
 from monitor.store import RedisStore
@@ -110,7 +110,10 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
     async def serve_health() -> None:
         async def health() -> dict:
             redis_ok = await processor().store.ping()
-            return {"ok": redis_ok, "redis": redis_ok, "model_version": inference.version}
+            # reachable is not enough: a Redis at maxmemory (or read-only, ...) answers PING but refuses writes
+            writable = METRICS.redis_problem is None
+            return {"ok": redis_ok and writable, "redis": redis_ok, "redis_writable": writable,
+                    "redis_problem": METRICS.redis_problem, "model_version": inference.version}
 
         if settings.metrics_port:
             state["http"] = await start_http(settings.metrics_port, health)

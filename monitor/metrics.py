@@ -30,8 +30,19 @@ class _Metrics:
             "em_end_to_end_delay_seconds", "Kafka record timestamp -> Redis write",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
         )
-        self.redis_up = Gauge("em_redis_up", "1 when the last Redis write succeeded")
+        self.redis_up = Gauge("em_redis_up", "1 when the last Redis write succeeded, 0 while Redis is unreachable "
+                              "or refuses writes (OOM, READONLY, MISCONF, LOADING, BUSY, ...)")
         self.last_batch = Gauge("em_last_batch_timestamp_seconds", "Unix time of the last finished batch")
+        # why Redis cannot be written now (None = the last write worked): /health is not ok while it is set
+        self.redis_problem: str | None = None
+
+    def redis_down(self, error: BaseException) -> None:
+        self.redis_problem = f"{type(error).__name__}: {error}"[:300]
+        self.redis_up.set(0)
+
+    def redis_ok(self) -> None:
+        self.redis_problem = None
+        self.redis_up.set(1)
 
 
 METRICS = _Metrics()

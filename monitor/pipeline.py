@@ -259,7 +259,7 @@ class BatchProcessor:
         if parsed:
             classified = await self._classify([post for _, post in parsed])
             written = await self.store.write_with_retry(classified, self.inference.thresholds)
-            METRICS.redis_up.set(1)
+            METRICS.redis_ok()
             self._observe_delay([record for (record, _), new in zip(parsed, written) if new])
             fresh = _counted(classified, written, counted_earlier)
             result.counted = sum(fresh)

@@ -25,7 +25,8 @@ from redis.exceptions import ResponseError
 
 from monitor import schema
 from monitor.post import Post
-from monitor.retry import Backoff, RedisUnavailable
+from monitor.metrics import METRICS
+from monitor.retry import Backoff, RedisUnavailable, is_redis_outage
 from monitor.settings import MonitorSettings
 
 __all__ = ["ClassifiedPost", "RedisStore", "RedisUnavailable"]
@@ -246,7 +247,8 @@ class RedisStore:
         return keys, args
 
     async def write_with_retry(self, posts: Sequence[ClassifiedPost], thresholds: np.ndarray) -> list[bool]:
-        """:meth:`write`, retried with exponential back-off for as long as Redis is unreachable (never dropped).
+        """:meth:`write`, retried with exponential back-off for as long as Redis is unreachable or refuses writes
+        (OOM, READONLY, MISCONF, LOADING, BUSY, ...: :func:`monitor.retry.is_redis_outage`); never dropped.
 
         Only the write is retried, not the batch (its classification stands). A Redis that comes back empty is
         handled by :meth:`write` itself: its script reports missing series and they are recreated."""
@@ -254,7 +256,10 @@ class RedisStore:
         while True:
             try:
                 return await self.write(posts, thresholds)
-            except RedisUnavailable as exc:
+            except Exception as exc:
+                if not is_redis_outage(exc):
+                    raise
+                METRICS.redis_down(exc)  # em_redis_up 0 and /health not ok until a write works again
                 log.warning("Redis unavailable (%s); retrying %d posts in %.1f s", exc, len(posts), backoff.delay)
                 await backoff.wait()
 

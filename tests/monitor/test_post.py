@@ -128,7 +128,7 @@ def test_hostile_values_are_rejections_never_other_exceptions(payload, reason):
 
 @pytest.mark.parametrize("payload", [
     b"x" * 450_000,  # a 450 KB record: base64 + text made a 1.05 MB envelope, over the producer's limit
-    json.dumps({"id": "c", "brand": "a", "text": "\x01" * 200_000}).encode(),  # each \x01 is 6 characters in JSON
+    b'{"id": "c", "brand": "a", "text": "' + b"\x01" * 200_000 + b'"}',  # each \x01 is 6 characters in JSON
 ])
 def test_rejection_envelope_is_bounded_and_describes_the_whole_original(payload):
     import hashlib
