@@ -116,6 +116,6 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
                     "redis_problem": METRICS.redis_problem, "model_version": inference.version}
 
         if settings.metrics_port:
-            state["http"] = await start_http(settings.metrics_port, health)
+            state["http"] = await start_http(settings.metrics_port, health, settings.metrics_host)
 
     return app

@@ -48,8 +48,9 @@ class _Metrics:
 METRICS = _Metrics()
 
 
-async def start_http(port: int, health) -> object | None:
-    """Serve ``/metrics`` and ``/health`` (``health`` is an async callable returning a dict with ``ok``)."""
+async def start_http(port: int, health, host: str = "127.0.0.1") -> object | None:
+    """Serve ``/metrics`` and ``/health`` on ``host:port`` (``health`` is an async callable returning a dict with
+    ``ok``)."""
     from aiohttp import web
 
     async def metrics(_request):
@@ -66,9 +67,9 @@ async def start_http(port: int, health) -> object | None:
     runner = web.AppRunner(app)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "0.0.0.0", port).start()
+        await web.TCPSite(runner, host, port).start()
     except OSError as exc:  # another worker on this host holds the port: keep processing, say so
-        log.warning("metrics/health port %d unavailable (%s); endpoint disabled for this worker", port, exc)
+        log.warning("metrics/health %s:%d unavailable (%s); endpoint disabled for this worker", host, port, exc)
         await runner.cleanup()
         return None
     return runner
