@@ -100,22 +100,24 @@ def test_redis_at_maxmemory_is_an_outage_not_poison(kafka_broker, redis_server, 
 
 def test_dlq_copies_through_a_kill_9_are_bounded(kafka_broker, redis_server, redis_client, small_model_dir,
                                                  start_worker):
-    """20 malformed records in a stream with a kill -9: every attempt re-sent a batch's rejections (126 copies).
-    Now each delivery sends them once: at most 2 copies each (first delivery + the redelivery after the kill)."""
-    n = 600
-    create_topic(kafka_broker, "posts", 3)
+    """20 malformed records, in clusters, one of them 450 KB (its dead letter over the producer's limit), and a
+    kill -9: every retry of a batch re-sent the batch's rejections (126 copies in the issue; here the 450 KB record
+    also stalled its partition forever). Now each delivery sends them once: at most 2 copies each (the first
+    delivery and the redelivery after the kill)."""
+    n = 300
+    create_topic(kafka_broker, "posts", 1)
     good = encode(make_posts(n, BRANDS))
-    malformed = [b"{broken json %d" % i for i in range(20)]
+    malformed = [b"{broken json %d" % i for i in range(19)] + [b"y" * 450_000]
     values = []
-    for i, value in enumerate(good):
+    for i, value in enumerate(good):  # after every 60th post a cluster of 5 malformed records: one batch holds several
         values.append(value)
-        if i % 30 == 29:
-            values.append(malformed[i // 30])
-    produce(kafka_broker, "posts", values)
-    port = free_port()
-    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16")
-    first = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port)})
-    wait_until(lambda: total(redis_client) > 100, 150, what="counting started", worker=first)
+        if i % 60 == 59 and i // 60 < 4:
+            values.extend(malformed[i // 60 * 5:i // 60 * 5 + 5])
+    assert sum(v in malformed for v in values) == 20
+    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16", poison_retries="2",
+                      redis_retry_max="0.5")
+    first = start_worker(env)
+    wait_until(lambda: total(redis_client) > 60, 150, what="counting started", worker=first)
     first.signal(signal.SIGKILL)
     first.wait(10)
     assert total(redis_client) < n, "the worker finished before it could be killed; raise n"
@@ -123,7 +125,41 @@ def test_dlq_copies_through_a_kill_9_are_bounded(kafka_broker, redis_server, red
     wait_until(lambda: total(redis_client) >= n, 150, what="all posts", worker=second)
     time.sleep(2)
     dlq = consume_all(kafka_broker, "posts.dlq", 41, timeout=8)
-    originals = [json.loads(r.value)["original_text"].encode() for r in dlq]
-    assert set(originals) == set(malformed)  # every malformed record is there ...
+    sha = {hashlib.sha256(m).hexdigest(): m for m in malformed}
+    assert {sha[json.loads(r.value)["original_sha256"]] for r in dlq} == set(malformed)  # every one is there ...
     assert len(dlq) <= 40  # ... at most twice
     assert total(redis_client) == n
+
+
+def test_no_secret_in_any_log_line(kafka_broker, redis_server, small_model_dir, start_worker, webhook):
+    """A password-bearing Redis URL and a token-bearing webhook URL (which fails twice, so its URL is logged, and
+    fires for a real alert): neither secret appears in any line the worker logged, at info level."""
+    import redis
+
+    from tests.monitor.test_worker_alerts import ANGRY, CALM, T0, post
+
+    password, token = "S3CRET-PW-8841", "TOKEN-XYZ-5521"
+    redis.Redis.from_url(redis_server.url).config_set("requirepass", password)
+    secret_url = redis_server.url.replace("redis://", f"redis://:{password}@")
+    client = redis.Redis.from_url(secret_url, decode_responses=True)
+    hook = webhook(fail_first=2)
+    create_topic(kafka_broker, "posts", 1)
+    steady = [post(i, "acme", CALM[i % len(CALM)], T0 + i * 90_000) for i in range(40)]
+    end = T0 + 40 * 90_000
+    spike = [post(100 + i, "acme", ANGRY[i % len(ANGRY)], end + i * 12_000) for i in range(14)]
+    produce(kafka_broker, "posts", steady)
+    env = monitor_env(kafka_broker, secret_url, None, webhook_url=f"{hook.url}?token={token}", log_level="info",
+                      alert_window_ms="300000", alert_baseline_ms="3600000", alert_min_volume="10",
+                      webhook_backoff="0.05")
+    try:
+        worker = start_worker(env)  # the shipped default model: it tells anger from calm
+        wait_until(lambda: posts_total(client, "acme") >= 40, 150, what="steady posts", worker=worker)
+        produce(kafka_broker, "posts", spike)
+        wait_until(lambda: len(hook.received) >= 1, 90, what="the webhook, after two failures", worker=worker)
+        assert hook.state["attempts"] == 3
+        worker.stop()
+        log = worker.log_path.read_text(errors="replace")
+        assert "webhook http://127.0.0.1" in log and "answered 500" in log  # the URL was logged ...
+        assert token not in log and password not in log  # ... without its secret
+    finally:
+        client.close()
