@@ -109,8 +109,17 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
     @app.task
     async def serve_health() -> None:
         async def health() -> dict:
-            redis_ok = await processor().store.ping()
-            # reachable is not enough: a Redis at maxmemory (or read-only, ...) answers PING but refuses writes
+            store = processor().store
+            redis_ok = await store.ping()
+            # reachable is not enough: a Redis at maxmemory (or read-only, ...) answers PING but refuses writes.
+            # While a write failed, probe with a tiny expiring write, so an idle worker turns healthy again once
+            # Redis accepts writes (not only after its next batch)
+            if redis_ok and METRICS.redis_problem is not None:
+                try:
+                    await store.redis.set("em:health:write-probe", 1, px=1000)
+                    METRICS.redis_ok()
+                except Exception as exc:  # noqa: BLE001 - still refused: the problem stands, with the latest reason
+                    METRICS.redis_down(exc)
             writable = METRICS.redis_problem is None
             return {"ok": redis_ok and writable, "redis": redis_ok, "redis_writable": writable,
                     "redis_problem": METRICS.redis_problem, "model_version": inference.version}
