@@ -14,14 +14,14 @@ Shared by the Faust worker and by replay, so both count the same way. Delivery g
   the DLQ as ``processing_failed`` and the rest of the batch is counted normally.
 * **posts.classified: at-least-once.** A retried attempt publishes the batch's classified posts again, even
   those the failed attempt already counted in Redis, so a consumer may see an ``id`` twice (dedupe by ``id``) but
-  never misses one.
+  never misses one. Alerts are evaluated for every brand of the batch on every successful attempt, counted before
+  or not; the alert cooldown keeps a re-evaluation from firing twice.
 * **DLQ: once per delivery, bounded.** A record's dead letter is sent once per delivery of its batch, however many
   attempts the batch takes (a redelivery after a crash sends it again: at-least-once). Envelopes stay under the
   producer's request limit (:data:`monitor.post.MAX_ENVELOPE_BYTES`; a larger original is truncated, its size and
   sha256 kept). A record whose dead letter the broker keeps refusing is, after ``poison_retries`` attempts and one
   with the original left out, skipped: logged with its topic/partition/offset and counted in
-  ``em_dlq_undeliverable_total`` — it never blocks its partition. Alerts are evaluated for every brand of the batch on every successful attempt, counted before
-  or not; the alert cooldown keeps a re-evaluation from firing twice.
+  ``em_dlq_undeliverable_total`` — it never blocks its partition.
 
 Input never crashes the batch: anything :func:`monitor.post.parse_post` rejects goes to the DLQ with its reason.
 """
