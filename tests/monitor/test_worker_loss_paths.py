@@ -114,6 +114,7 @@ def test_dlq_copies_through_a_kill_9_are_bounded(kafka_broker, redis_server, red
         if i % 60 == 59 and i // 60 < 4:
             values.extend(malformed[i // 60 * 5:i // 60 * 5 + 5])
     assert sum(v in malformed for v in values) == 20
+    produce(kafka_broker, "posts", values)
     env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16", poison_retries="2",
                       redis_retry_max="0.5")
     first = start_worker(env)
