@@ -11,6 +11,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from emotion_monitor.servers import free_port
 from tests.monitor.conftest import consume_all, create_topic, monitor_env, posts_total, produce, wait_until
 from tests.monitor.posts_data import encode, make_posts
@@ -96,6 +98,11 @@ def test_redis_at_maxmemory_is_an_outage_not_poison(kafka_broker, redis_server, 
     assert consume_all(kafka_broker, "posts.dlq", 1, timeout=3) == []
     wait_until(lambda: metric(port, "em_redis_up") == 1.0, 30, what="em_redis_up back to 1", worker=worker)
     assert health(port)[0] == 200
+    # bound to EM_MONITOR_METRICS_HOST (default 127.0.0.1), not 0.0.0.0: another local address is refused
+    import socket
+
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.2", port), timeout=2).close()
 
 
 def test_dlq_copies_through_a_kill_9_are_bounded(kafka_broker, redis_server, redis_client, small_model_dir,
