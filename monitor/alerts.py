@@ -214,7 +214,8 @@ class AlertEngine:
         url = s.webhook_url or ""
         shown = safe_url(url)
         if not self.webhook_allowed(url):
-            log.error("webhook %s refused: host not in EM_MONITOR_WEBHOOK_ALLOWED_HOSTS %s", shown, s.webhook_allowed_hosts)
+            log.error("webhook %s refused: host not in EM_MONITOR_WEBHOOK_ALLOWED_HOSTS %s", shown,
+                      s.webhook_allowed_hosts)
             return False
         delay = s.webhook_backoff
         timeout = aiohttp.ClientTimeout(total=s.webhook_timeout)

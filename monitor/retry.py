@@ -2,8 +2,9 @@
 
 A *transient* failure says nothing about the records being processed: Redis unreachable, Redis answering that it
 cannot write now (out of memory at ``maxmemory``, a read-only replica, a failed snapshot, loading its data, a busy
-script, a cluster reconfiguring: :func:`is_redis_outage`), or a Kafka error the client marks retriable (connection lost, leader moving, request timed out; Faust wraps them in ``ProducerSendError`` and
-keeps the original as ``__cause__``). Those are retried for as long as they last, so no record is ever dead-lettered
+script, a cluster reconfiguring: :func:`is_redis_outage`), or a Kafka error the client marks retriable (connection
+lost, leader moving, request timed out; Faust wraps them in ``ProducerSendError`` and keeps the original as
+``__cause__``). Those are retried for as long as they last, so no record is ever dead-lettered
 because a server was away. Every other failure (a text that crashes the model, a record the broker refuses as too
 large, a bug) is *persistent*; :class:`monitor.pipeline.BatchProcessor` isolates it with its poison policy.
 """
