@@ -64,6 +64,9 @@ class _LazyGroup(click.Group):
 @click.version_option(package_name="emotion-monitor")
 def main() -> None:
     """emotion-monitor: how people feel about a brand, minute by minute (27 GoEmotions emotions + neutral)."""
+    from monitor.redact import install_log_redaction
+
+    install_log_redaction()  # no password or token in any log line of any subcommand
 
 
 if __name__ == "__main__":  # pragma: no cover

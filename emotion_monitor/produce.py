@@ -30,6 +30,7 @@ from typing import Iterator
 import click
 
 from emotion_monitor.settings import UpSettings
+from monitor.redact import redact
 from emotion_monitor.topics import bootstrap_servers
 
 __all__ = ["ProduceReport", "Rejected", "produce", "read_rows", "send_file"]
@@ -125,7 +126,7 @@ async def send_file(path: Path, fmt: str, kafka_url: str, topic: str, progress: 
     except KafkaConnectionError as exc:
         await producer.stop()
         raise click.ClickException(
-            f"cannot reach Kafka at {kafka_url} ({exc}); is `emotion-monitor up` running? Pass --kafka-url otherwise."
+            f"cannot reach Kafka at {redact(kafka_url)} ({exc}); is `emotion-monitor up` running? Pass --kafka-url otherwise."
         ) from None
     with path.open("rb") as counting:  # for the progress bar's total
         total_lines = sum(1 for _ in counting)
@@ -201,6 +202,6 @@ def produce(file: Path, kafka_url: str | None, topic: str | None, fmt: str | Non
         with rejects_path.open("w", encoding="utf-8") as out:
             for item in report.rejected:
                 out.write(json.dumps({"line": item.line, "reason": item.reason, "detail": item.detail}) + "\n")
-    click.echo(f"sent {report.sent} post(s) to {topic} at {kafka_url}; rejected {len(report.rejected)} row(s)")
+    click.echo(f"sent {report.sent} post(s) to {topic} at {redact(kafka_url)}; rejected {len(report.rejected)} row(s)")
     if report.rejected:
         sys.exit(1)

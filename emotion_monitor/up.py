@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from emotion_monitor.servers import ServerProcess, ServerUnavailable, free_port, http_ok, listening
 from emotion_monitor.settings import UpSettings
 from emotion_monitor.topics import bootstrap_servers
+from monitor.redact import redact
 
 __all__ = ["Child", "Runtime", "up"]
 
@@ -176,7 +177,7 @@ class Runtime:
             except ValueError as exc:
                 raise click.ClickException(f"--kafka-url / EM_UP_KAFKA_URL: {exc}") from exc
             self.kafka_url = settings.kafka_url
-            echo(f"broker: using {self.kafka_url}" + (" (--persist does not apply to it)" if persist else ""))
+            echo(f"broker: using {redact(self.kafka_url)}" + (" (--persist does not apply to it)" if persist else ""))
         else:
             port = _pick_port(settings.kafka_port, "broker", "--kafka-port")
             if persist:
@@ -192,7 +193,7 @@ class Runtime:
             echo(f"broker: tansu at {broker.url}, {where}")
         if settings.redis_url:
             self.redis_url = settings.redis_url
-            echo(f"redis: using {self.redis_url}" + (" (--persist does not apply to it)" if persist else ""))
+            echo(f"redis: using {redact(self.redis_url)}" + (" (--persist does not apply to it)" if persist else ""))
         else:
             port = _pick_port(settings.redis_port, "Redis", "--redis-port")
             data_dir = persist / "redis" if persist else None
@@ -215,7 +216,7 @@ class Runtime:
         try:
             have = ensure_topics(self.kafka_url, counts)
         except KafkaError as exc:
-            raise click.ClickException(f"cannot create the topics on Kafka at {self.kafka_url}: {exc}") from exc
+            raise click.ClickException(f"cannot create the topics on Kafka at {redact(self.kafka_url)}: {exc}") from exc
         posts = have[self.topics["posts"]]
         echo(f"topics: {', '.join(f'{name} ({count}p)' for name, count in have.items())}")
         if posts < self.settings.workers:
@@ -430,7 +431,7 @@ def up(model_path: str | None, **options) -> None:
     try:
         runtime.start()
         click.echo(f"\ndashboard: {runtime.dashboard_url}\n"
-                   f"send your own posts: emotion-monitor produce FILE --kafka-url {runtime.kafka_url}\n"
+                   f"send your own posts: emotion-monitor produce FILE --kafka-url {redact(runtime.kafka_url)}\n"
                    "Ctrl-C stops everything\n")
         if not stop.is_set():
             code = _run_loop(runtime, stop)

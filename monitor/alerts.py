@@ -9,10 +9,13 @@ wrote, so every worker sees the same counts whichever partitions it owns. A spik
 * the emotion's share of the window's posts is at least ``alert_min_share`` and at least ``alert_ratio`` times its
   share in the baseline.
 
-The cooldown marker (``SET NX PX``) makes the alert fire once per brand x emotion per cooldown, across all workers.
-Delivery: an alert is stored in Redis (``em:alerts`` and its brand's index ``em:alerts:brand:{brand}``, in one
-MULTI/EXEC so the two never disagree), logged, sent to the ``alerts`` topic and POSTed to the
-webhook (timeout, retries with exponential back-off, allow-listed hosts only) — best effort, never blocking posts.
+The cooldown marker makes the alert fire once per brand x emotion per cooldown, across all workers.
+Delivery: the cooldown is claimed and the alert stored in Redis (``em:alerts`` and its brand's index
+``em:alerts:brand:{brand}``) by one script, all or nothing: a store that fails leaves the cooldown unclaimed, so the
+retried batch fires the alert again instead of finding the cooldown taken and losing it. Then the alert is logged,
+sent to the ``alerts`` topic (a broker outage is waited out; a refusal is logged, the alert stays stored) and POSTed
+to the webhook (timeout, retries with exponential back-off, allow-listed hosts only, redirects only to allow-listed
+hosts) — best effort, never blocking posts.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 from monitor import schema
+from monitor.redact import safe_url
 from monitor.settings import MonitorSettings
 from monitor.taxonomy import group_members
 
@@ -34,6 +38,7 @@ __all__ = ["Alert", "AlertEngine", "WindowCounts", "is_spike", "queue_alert_stor
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes | None, bytes], Awaitable[None]]
+_MAX_REDIRECTS = 3
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,28 @@ def queue_alert_store(pipe, body: str, brand: str, ts: int) -> None:
     pipe.set(schema.ALERTS_INDEXED_SINCE_KEY, ts, nx=True)
 
 
+# Claim the cooldown and store the alert, all or nothing. The type checks come before the first write because a
+# script is not rolled back when a command fails halfway (a Redis at maxmemory refuses the first write, so then nothing
+# is written either).
+# KEYS: 1 cooldown marker, 2 all-brands alerts zset, 3 the brand's alerts zset, 4 indexed-since marker
+# ARGV: 1 cooldown value, 2 cooldown ms, 3 alert JSON, 4 alert ts.  Returns 1 stored, 0 cooldown already taken.
+_CLAIM_AND_STORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local want = {nil, 'zset', 'zset', 'string'}
+for i = 2, 4 do
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind ~= 'none' and kind ~= want[i] then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. kind .. ', not a ' .. want[i])
+  end
+end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+redis.call('SET', KEYS[4], ARGV[4], 'NX')
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
 def _duration(ms: int) -> str:
     """A window length as people say it: whole minutes as "N min", anything else in seconds."""
     return f"{ms // 60_000} min" if ms >= 60_000 and ms % 60_000 == 0 else f"{ms / 1000:g} s"
@@ -129,14 +156,12 @@ class AlertEngine:
                 counts = await self.counts(brand, emotion, now_ms)
                 if not is_spike(counts, self.settings):
                     continue
-                if self.settings.alert_cooldown_ms > 0:
-                    claimed = await self.store.redis.set(
-                        schema.alert_cooldown_key(brand, emotion), now_ms, nx=True, px=self.settings.alert_cooldown_ms
-                    )
-                    if not claimed:
-                        continue
+                # evidence before the claim: the stored alert carries it (a spike that persists inside its cooldown
+                # reads it again only to find the cooldown taken)
                 alert = replace(self._make(brand, emotion, now_ms, counts),
                                 evidence=await self.evidence(brand, emotion, now_ms))
+                if not await self._claim_and_store(alert):
+                    continue
                 await self._dispatch(alert)
                 fired.append(alert)
         return fired
@@ -166,6 +191,20 @@ class AlertEngine:
         posts.sort(key=lambda pair: pair[0], reverse=True)
         return tuple(post for _score, post in posts[:n])
 
+    async def _claim_and_store(self, alert: Alert) -> bool:
+        """Claim the cooldown and store the alert in one atomic step; False when the cooldown was already taken.
+        Raises (nothing claimed, nothing stored) when Redis refuses: the batch's retry evaluates again."""
+        body = alert.to_json()
+        if self.settings.alert_cooldown_ms <= 0:  # no cooldown: nothing to claim
+            async with self.store.redis.pipeline(transaction=True) as pipe:
+                queue_alert_store(pipe, body, alert.brand, alert.ts)
+                await pipe.execute()
+            return True
+        keys = [schema.alert_cooldown_key(alert.brand, alert.emotion), schema.ALERTS_KEY,
+                schema.brand_alerts_key(alert.brand), schema.ALERTS_INDEXED_SINCE_KEY]
+        args = [alert.window_end, self.settings.alert_cooldown_ms, body, alert.ts]
+        return bool(await self.store.redis.eval(_CLAIM_AND_STORE, len(keys), *keys, *args))
+
     def _make(self, brand: str, emotion: str, now_ms: int, counts: WindowCounts) -> Alert:
         window_start = now_ms - self.settings.alert_window_ms + 1
         message = (
@@ -177,12 +216,15 @@ class AlertEngine:
                      self.model_version)
 
     async def _dispatch(self, alert: Alert) -> None:
+        """Log, publish and POST an alert already stored (its cooldown claimed): nothing here may fail the batch,
+        whose retry would find the cooldown taken."""
         body = alert.to_json()
         log.warning("ALERT %s", alert.message)
-        async with self.store.redis.pipeline(transaction=True) as pipe:
-            queue_alert_store(pipe, body, alert.brand, alert.ts)
-            await pipe.execute()
-        await self.publish(self.settings.alerts_topic, alert.brand.encode(), body.encode())
+        try:
+            await self.publish(self.settings.alerts_topic, alert.brand.encode(), body.encode())
+        except Exception:  # noqa: BLE001 - outages are waited out inside publish; this is a refusal
+            log.exception("alert %s/%s stored in Redis but refused by the broker (not on the %s topic)",
+                          alert.brand, alert.emotion, self.settings.alerts_topic)
         self.on_alert(alert)
         if self.settings.webhook_url:
             task = asyncio.create_task(self.post_webhook(body))
@@ -194,30 +236,53 @@ class AlertEngine:
         return urlparse(url).scheme in ("http", "https") and host in self.settings.webhook_allowed_hosts
 
     async def post_webhook(self, body: str) -> bool:
-        """POST the alert JSON; retries with exponential back-off; refuses hosts outside the allow-list."""
+        """POST the alert JSON; retries with exponential back-off; refuses hosts outside the allow-list, also as a
+        redirect target (redirects are followed by hand, at most 3, each checked; only 307/308, which keep the POST).
+        Logs name the webhook by scheme, host and port only: its path and query often hold its secret."""
         import aiohttp
 
         s = self.settings
         url = s.webhook_url or ""
+        shown = safe_url(url)
         if not self.webhook_allowed(url):
-            log.error("webhook %s refused: host not in EM_MONITOR_WEBHOOK_ALLOWED_HOSTS %s", url, s.webhook_allowed_hosts)
+            log.error("webhook %s refused: host not in EM_MONITOR_WEBHOOK_ALLOWED_HOSTS %s", shown,
+                      s.webhook_allowed_hosts)
             return False
         delay = s.webhook_backoff
         timeout = aiohttp.ClientTimeout(total=s.webhook_timeout)
         for attempt in range(s.webhook_retries + 1):
             try:
                 async with aiohttp.ClientSession(timeout=timeout) as session:
-                    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
-                        if resp.status < 300:
-                            return True
-                        log.warning("webhook %s answered %s (attempt %d)", url, resp.status, attempt + 1)
+                    status = await self._post_checked(session, url, body)
+                if status is None:  # a redirect we may not follow: retrying would be refused the same way
+                    return False
+                if status < 300:
+                    return True
+                log.warning("webhook %s answered %s (attempt %d)", shown, status, attempt + 1)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                log.warning("webhook %s failed (attempt %d): %r", url, attempt + 1, exc)
+                log.warning("webhook %s failed (attempt %d): %s", shown, attempt + 1, type(exc).__name__)
             if attempt < s.webhook_retries:
                 await asyncio.sleep(delay)
                 delay *= 2
-        log.error("webhook %s gave up after %d attempts", url, s.webhook_retries + 1)
+        log.error("webhook %s gave up after %d attempts", shown, s.webhook_retries + 1)
         return False
+
+    async def _post_checked(self, session, url: str, body: str) -> int | None:
+        """POST without aiohttp's own redirect following; the final status, or None for a refused redirect."""
+        for _hop in range(_MAX_REDIRECTS + 1):
+            async with session.post(url, data=body, headers={"Content-Type": "application/json"},
+                                    allow_redirects=False) as resp:
+                location = resp.headers.get("Location")
+                if resp.status not in (307, 308) or not location:
+                    return resp.status
+            target = urljoin(url, location)
+            if not self.webhook_allowed(target):
+                log.error("webhook %s redirected to %s, a host not in EM_MONITOR_WEBHOOK_ALLOWED_HOSTS: not followed",
+                          safe_url(url), safe_url(target))
+                return None
+            url = target
+        log.error("webhook %s: more than %d redirects; not followed", safe_url(url), _MAX_REDIRECTS)
+        return None
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait for webhook deliveries still in flight (graceful shutdown)."""

@@ -16,7 +16,7 @@ import faust
 
 from monitor.faust_tuning import MonitorApp
 from monitor.inference import Inference
-from monitor.metrics import start_http
+from monitor.metrics import METRICS, start_http
 from monitor.pipeline import BatchProcessor, Record
 from monitor.settings import MonitorSettings
 from monitor.store import RedisStore
@@ -109,10 +109,22 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
     @app.task
     async def serve_health() -> None:
         async def health() -> dict:
-            redis_ok = await processor().store.ping()
-            return {"ok": redis_ok, "redis": redis_ok, "model_version": inference.version}
+            store = processor().store
+            redis_ok = await store.ping()
+            # reachable is not enough: a Redis at maxmemory (or read-only, ...) answers PING but refuses writes.
+            # While a write failed, probe with a tiny expiring write, so an idle worker turns healthy again once
+            # Redis accepts writes (not only after its next batch)
+            if redis_ok and METRICS.redis_problem is not None:
+                try:
+                    await store.redis.set("em:health:write-probe", 1, px=1000)
+                    METRICS.redis_ok()
+                except Exception as exc:  # noqa: BLE001 - still refused: the problem stands, with the latest reason
+                    METRICS.redis_down(exc)
+            writable = METRICS.redis_problem is None
+            return {"ok": redis_ok and writable, "redis": redis_ok, "redis_writable": writable,
+                    "redis_problem": METRICS.redis_problem, "model_version": inference.version}
 
         if settings.metrics_port:
-            state["http"] = await start_http(settings.metrics_port, health)
+            state["http"] = await start_http(settings.metrics_port, health, settings.metrics_host)
 
     return app

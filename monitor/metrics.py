@@ -20,6 +20,8 @@ class _Metrics:
     def __init__(self) -> None:
         self.posts = Counter("em_posts_total", "Posts processed, by outcome", ["outcome"])
         self.dlq = Counter("em_dlq_total", "Records sent to the dead-letter topic, by reason", ["reason"])
+        self.dlq_undeliverable = Counter(
+            "em_dlq_undeliverable_total", "Records skipped because the broker kept refusing their dead letter")
         self.alerts = Counter("em_alerts_total", "Spike alerts fired", ["emotion"])
         self.batch_size = Histogram("em_batch_size", "Records per micro-batch", buckets=(1, 4, 16, 32, 64, 128, 256, 512))
         self.batch_seconds = Histogram("em_batch_seconds", "Wall time per micro-batch (parse..commit-ready)")
@@ -28,18 +30,30 @@ class _Metrics:
             "em_end_to_end_delay_seconds", "Kafka record timestamp -> Redis write",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
         )
-        self.redis_up = Gauge("em_redis_up", "1 when the last Redis write succeeded")
+        self.redis_up = Gauge("em_redis_up", "1 when the last Redis write succeeded, 0 while Redis is unreachable "
+                              "or refuses writes (OOM, READONLY, MISCONF, LOADING, BUSY, ...)")
         self.unmatched = Counter("em_unmatched_total", "Posts brand matching gave no brand (not stored)", ["topic"])
         self.brand_queries = Gauge("em_brand_queries", "Brand queries in the matcher this worker uses")
         self.brand_registry_version = Gauge("em_brand_registry_version", "Version of the brand registry loaded")
         self.last_batch = Gauge("em_last_batch_timestamp_seconds", "Unix time of the last finished batch")
+        # why Redis cannot be written now (None = the last write worked): /health is not ok while it is set
+        self.redis_problem: str | None = None
+
+    def redis_down(self, error: BaseException) -> None:
+        self.redis_problem = f"{type(error).__name__}: {error}"[:300]
+        self.redis_up.set(0)
+
+    def redis_ok(self) -> None:
+        self.redis_problem = None
+        self.redis_up.set(1)
 
 
 METRICS = _Metrics()
 
 
-async def start_http(port: int, health) -> object | None:
-    """Serve ``/metrics`` and ``/health`` (``health`` is an async callable returning a dict with ``ok``)."""
+async def start_http(port: int, health, host: str = "127.0.0.1") -> object | None:
+    """Serve ``/metrics`` and ``/health`` on ``host:port`` (``health`` is an async callable returning a dict with
+    ``ok``)."""
     from aiohttp import web
 
     async def metrics(_request):
@@ -56,9 +70,9 @@ async def start_http(port: int, health) -> object | None:
     runner = web.AppRunner(app)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "0.0.0.0", port).start()
+        await web.TCPSite(runner, host, port).start()
     except OSError as exc:  # another worker on this host holds the port: keep processing, say so
-        log.warning("metrics/health port %d unavailable (%s); endpoint disabled for this worker", port, exc)
+        log.warning("metrics/health %s:%d unavailable (%s); endpoint disabled for this worker", host, port, exc)
         await runner.cleanup()
         return None
     return runner

@@ -14,10 +14,16 @@ Shared by the Faust worker and by replay, so both count the same way. Delivery g
 * **Poison: isolate.** A batch that fails for any other reason (a text that crashes the model, a record the broker
   refuses, a bug) ``poison_retries`` times is bisected until the failing records stand alone; each of those goes to
   the DLQ as ``processing_failed`` and the rest of the batch is counted normally.
-* **posts.classified and DLQ: at-least-once.** A retried attempt publishes the batch's classified posts again, even
+* **posts.classified: at-least-once.** A retried attempt publishes the batch's classified posts again, even
   those the failed attempt already counted in Redis, so a consumer may see an ``id`` twice (dedupe by ``id``) but
   never misses one. Alerts are evaluated for every brand of the batch on every successful attempt, counted before
   or not; the alert cooldown keeps a re-evaluation from firing twice.
+* **DLQ: once per delivery, bounded.** A record's dead letter is sent once per delivery of its batch, however many
+  attempts the batch takes (a redelivery after a crash sends it again: at-least-once). Envelopes stay under the
+  producer's request limit (:data:`monitor.post.MAX_ENVELOPE_BYTES`; a larger original is truncated, its size and
+  sha256 kept). A record whose dead letter the broker keeps refusing is, after ``poison_retries`` attempts and one
+  with the original left out, skipped: logged with its topic/partition/offset and counted in
+  ``em_dlq_undeliverable_total`` — it never blocks its partition.
 
 Input never crashes the batch: anything :func:`monitor.post.parse_post` or the time policy
 (:mod:`monitor.timepolicy`) rejects, and any post the store refuses to count (``too_old``, ``brand_limit``), goes to
@@ -48,6 +54,8 @@ log = logging.getLogger(__name__)
 
 # (topic, key, value) -> awaitable that resolves once the broker acknowledged the record
 Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object] | None]]
+# (topic, partition, offset) of a record: what "already dead-lettered during this delivery" is keyed by
+Coordinates = tuple[str, int, int]
 
 # DLQ reason of a record that parsed but could not be processed, even alone (the detail names the exception)
 PROCESSING_FAILED = "processing_failed"
@@ -126,11 +134,12 @@ class BatchProcessor:
         """Process the batch under the guarantees of the module docstring; never raises (but is cancellable)."""
         started = time.perf_counter()
         counted_earlier: set[str] = set()  # post ids an attempt counted in Redis before it failed
+        dead_lettered: set[Coordinates] = set()  # records whose dead letter the broker acked during this delivery
         backoff = self._backoff()
         failures = 0
         while True:
             try:
-                result = await self._attempt(records, counted_earlier)
+                result = await self._attempt(records, counted_earlier, dead_lettered)
                 break
             except Exception as exc:
                 failures, error = failures + 1, exc
@@ -141,7 +150,7 @@ class BatchProcessor:
                     continue
             log.warning("batch of %d failed %d times; isolating the failing record(s)", len(records), failures)
             try:
-                result = await self._isolate(records, error, counted_earlier)
+                result = await self._isolate(records, error, counted_earlier, dead_lettered)
                 break
             except Exception:  # e.g. the DLQ itself refuses the record: keep the batch, start over
                 log.exception("isolating the failing records failed; retrying the batch in %.1f s", backoff.delay)
@@ -152,47 +161,98 @@ class BatchProcessor:
         METRICS.last_batch.set(time.time())
         return result
 
-    async def _attempt(self, records: Sequence[Record], counted_earlier: set[str]) -> BatchResult:
+    async def _attempt(self, records: Sequence[Record], counted_earlier: set[str],
+                       dead_lettered: set[Coordinates]) -> BatchResult:
         """:meth:`process`, retried for as long as it fails transiently (a server away); other errors propagate."""
-        return await retry_transient(lambda: self.process(records, counted_earlier), self._backoff(),
+        return await retry_transient(lambda: self.process(records, counted_earlier, dead_lettered), self._backoff(),
                                      f"batch of {len(records)}")
 
-    async def _isolate(self, records: Sequence[Record], error: Exception, counted_earlier: set[str]) -> BatchResult:
+    async def _isolate(self, records: Sequence[Record], error: Exception, counted_earlier: set[str],
+                       dead_lettered: set[Coordinates]) -> BatchResult:
         """Bisect a failing batch: halves that succeed are done, halves that fail are split again; a record that
         fails alone is dead-lettered with ``error``, the exception it failed with."""
         if len(records) == 1:
-            return await self._dead_letter(records[0], error)
+            return await self._dead_letter(records[0], error, dead_lettered)
         result = BatchResult()
         middle = len(records) // 2
         for half in (records[:middle], records[middle:]):
             try:
-                part = await self._attempt(half, counted_earlier)
+                part = await self._attempt(half, counted_earlier, dead_lettered)
             except Exception as exc:
-                part = await self._isolate(half, exc, counted_earlier)
+                part = await self._isolate(half, exc, counted_earlier, dead_lettered)
             result.add(part)
         return result
 
-    async def _dead_letter(self, record: Record, error: Exception) -> BatchResult:
+    async def _dead_letter(self, record: Record, error: Exception, dead_lettered: set[Coordinates]) -> BatchResult:
+        """A record that failed alone: to the DLQ as ``processing_failed``, in bounded attempts. Never raises for a
+        refused dead letter (only an outage is waited out): after ``poison_retries`` refusals the envelope is sent
+        without the original, and if that is refused too the record is skipped, logged and counted."""
         detail = f"{type(error).__name__}: {error}"[:_MAX_DETAIL_CHARS]
-        log.error("record %s[%d]@%d failed processing alone (%s); sent to %s", record.topic, record.partition,
-                  record.offset, detail, self.settings.dlq_topic)
-        envelope = rejection_envelope(record.value, PostRejected(PROCESSING_FAILED, detail), topic=record.topic,
-                                      partition=record.partition, offset=record.offset)
-        await retry_transient(lambda: self._send_and_wait(self.settings.dlq_topic, record.key, envelope),
-                              self._backoff(), "dead-letter")
-        METRICS.dlq.labels(PROCESSING_FAILED).inc()
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        log.error("record %s failed processing alone (%s); sending it to %s", where, detail, self.settings.dlq_topic)
+        rejection = PostRejected(PROCESSING_FAILED, detail)
         METRICS.posts.labels("failed").inc()
+        for attempt in range(self.settings.poison_retries + 1):
+            keep_original = attempt < self.settings.poison_retries
+            try:
+                await retry_transient(
+                    lambda: self._dead_letter_acked(record, rejection, dead_lettered, keep_original=keep_original),
+                    self._backoff(), "dead-letter")
+                return BatchResult(records=1, failed=1)
+            except Exception as exc:  # noqa: BLE001 - refused by the broker: bounded, see the docstring
+                refusal = exc
+                log.warning("dead letter of %s refused (%d/%d): %r", where, attempt + 1,
+                            self.settings.poison_retries + 1, exc)
+        METRICS.dlq_undeliverable.inc()
+        log.error("record %s SKIPPED: it failed processing (%s) and the broker refused its dead letter %d times "
+                  "(last: %r); its offset is committed without a DLQ copy", where, detail,
+                  self.settings.poison_retries + 1, refusal)
         return BatchResult(records=1, failed=1)
+
+    async def _dead_letter_acked(self, record: Record, rejection: PostRejected, dead_lettered: set[Coordinates],
+                                 *, keep_original: bool = True) -> None:
+        pending = await self.send_dead_letter(record, rejection, dead_lettered, keep_original=keep_original)
+        if pending is not None:
+            await pending
+
+    async def send_dead_letter(self, record: Record, rejection: PostRejected, dead_lettered: set[Coordinates] | None,
+                               *, keep_original: bool = True) -> asyncio.Future | None:
+        """The one way a record reaches the DLQ. Sends its envelope unless ``dead_lettered`` (the coordinates this
+        delivery already dead-lettered) holds it; returns a future that resolves once the broker acknowledged it
+        (then the record joins ``dead_lettered`` and ``em_dlq_total{reason}`` counts it), or None if not sent.
+        Raises what the producer raises at once (e.g. a record it refuses)."""
+        where = (record.topic, record.partition, record.offset)
+        if dead_lettered is not None and where in dead_lettered:
+            return None
+        # without the original (max_bytes=0 truncates it to nothing) it still names the original's size and sha256
+        envelope = rejection_envelope(record.value, rejection, topic=record.topic, partition=record.partition,
+                                      offset=record.offset, **({} if keep_original else {"max_bytes": 0}))
+        pending = await self.send(self.settings.dlq_topic, record.key, envelope)
+
+        async def acked() -> None:
+            if pending is not None:
+                await pending
+            if dead_lettered is not None:
+                dead_lettered.add(where)
+            METRICS.dlq.labels(rejection.reason).inc()
+
+        task = asyncio.ensure_future(acked())
+        task.add_done_callback(_retrieve)  # a failed attempt may never gather it: no "never retrieved" noise
+        return task
 
     # ------------------------------------------------------------------ one attempt
 
-    async def process(self, records: Sequence[Record], counted_earlier: set[str] | None = None) -> BatchResult:
+    async def process(self, records: Sequence[Record], counted_earlier: set[str] | None = None,
+                      dead_lettered: set[Coordinates] | None = None) -> BatchResult:
         """One attempt at the batch; raises on any failure (Redis outages excepted: the write waits them out).
 
         ``counted_earlier`` carries, across the attempts at one batch, the ids an attempt counted in Redis before it
-        failed, so the retry still reports them as counted (not as duplicates). It is updated in place.
+        failed, so the retry still reports them as counted (not as duplicates). ``dead_lettered`` carries the
+        records whose dead letter an attempt already delivered, so a retry does not send them again. Both are
+        updated in place.
         """
         counted_earlier = set() if counted_earlier is None else counted_earlier
+        dead_lettered = set() if dead_lettered is None else dead_lettered
         result = BatchResult(records=len(records))
         pending: list[Awaitable[object] | None] = []
         parsed: list[tuple[Record, Post]] = []
@@ -205,23 +265,19 @@ class BatchProcessor:
                     self.settings)))
             except PostRejected as exc:
                 reasons.append(exc.reason)
-                envelope = rejection_envelope(record.value, exc, topic=record.topic, partition=record.partition,
-                                              offset=record.offset)
-                pending.append(await self.send(self.settings.dlq_topic, record.key, envelope))
+                pending.append(await self.send_dead_letter(record, exc, dead_lettered))
         result.rejected = len(reasons)
         if parsed and self.brand_matching is not None:  # brand queries tag untagged posts; the unmatched are counted
             parsed, result.unmatched = await self.brand_matching.apply(parsed)
         if parsed:
             classified = await self._classify([post for _, post in parsed])
             written = await self.store.write_with_retry(classified, self.inference.thresholds)
-            METRICS.redis_up.set(1)
+            METRICS.redis_ok()
             # posts the store refused (too_old, brand_limit: never marked, never counted) go to the DLQ like rejects
             for (record, _), outcome in zip(parsed, written):
                 if isinstance(outcome, PostRejected):
                     reasons.append(outcome.reason)
-                    envelope = rejection_envelope(record.value, outcome, topic=record.topic,
-                                                  partition=record.partition, offset=record.offset)
-                    pending.append(await self.send(self.settings.dlq_topic, record.key, envelope))
+                    pending.append(await self.send_dead_letter(record, outcome, dead_lettered))
             kept = [i for i, outcome in enumerate(written) if not isinstance(outcome, PostRejected)]
             parsed, classified, written = ([rows[i] for i in kept] for rows in (parsed, classified, written))
             result.rejected = len(reasons)
@@ -238,8 +294,6 @@ class BatchProcessor:
         # (a retry would find the cooldown taken); its own publish waits out a broker outage instead of failing
         if parsed and self.evaluate_alerts:
             result.alerts = await self.alerts.evaluate(_latest_by_brand(classified))
-        for reason in reasons:
-            METRICS.dlq.labels(reason).inc()
         METRICS.posts.labels("counted").inc(result.counted)
         METRICS.posts.labels("duplicate").inc(result.duplicates)
         METRICS.posts.labels("rejected").inc(result.rejected)
@@ -277,6 +331,11 @@ def _counted(classified: list[ClassifiedPost], written: list[bool], counted_earl
             is_new = True
         fresh.append(is_new)
     return fresh
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _raise_first(outcomes: list) -> None:

@@ -20,7 +20,9 @@ letters, digits, single inner spaces and ``_ - . & + '``. Anything else (``=``, 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import math
 import re
 import time
 from datetime import datetime, timezone
@@ -33,6 +35,7 @@ __all__ = [
     "BRAND_PATTERN",
     "DEFAULT_MAX_BYTES",
     "MAX_BRANDS",
+    "MAX_ENVELOPE_BYTES",
     "MAX_TEXT_CHARS",
     "REASONS",
     "Post",
@@ -53,6 +56,11 @@ BRAND_PATTERN = re.compile(r"^[^\W_](?:[\w.&+'-]| (?! ))*$")
 REASONS = ("oversize", "not_json", "not_object", "missing_field", "wrong_type", "invalid_value",
            # the time policy (monitor.timepolicy) and the store's refusals (monitor.store)
            "future_timestamp", "too_old", "brand_limit")
+# Largest dead-letter record: under the 1,000,000-byte request limit of the Faust/aiokafka producer (and the broker's
+# default message size), with room for the key and the record framing. A bigger original is truncated in it.
+MAX_ENVELOPE_BYTES = 900_000
+# a lone UTF-16 surrogate (JSON "\ud800" or CESU-style bytes): valid to json.loads, unencodable as UTF-8 later
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class PostRejected(ValueError):
@@ -86,6 +94,8 @@ def to_epoch_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise TypeError("created_at must be an ISO 8601 string or epoch milliseconds, got a boolean")
     if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):  # Infinity, NaN, 1e400: int() would raise
+            raise ValueError(f"created_at {value} is not a finite number of epoch milliseconds")
         if value < 0:
             raise ValueError(f"created_at {value} is negative")
         return int(value)
@@ -148,6 +158,14 @@ class Post(BaseModel):
     def _truncate_text(cls, value: str) -> str:
         return value[:MAX_TEXT_CHARS]
 
+    @field_validator("text", "source", "lang", "author", mode="after")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        # a lone surrogate would only fail later, when the post is encoded for Redis or Kafka (a poison batch)
+        if value is not None and _SURROGATE.search(value):
+            raise PydanticCustomError("invalid_value", "holds a lone UTF-16 surrogate (not encodable as UTF-8)")
+        return value
+
     @field_validator("created_at", mode="before")
     @classmethod
     def _parse_created_at(cls, value: Any) -> int:
@@ -182,11 +200,21 @@ def _classify_validation_error(error: ValidationError) -> PostRejected:
 
 def parse_post(raw: bytes, record_timestamp_ms: int | None, *, max_bytes: int = DEFAULT_MAX_BYTES,
                require_brand: bool = True) -> Post:
-    """Parse one record value into a :class:`Post`, or raise :class:`PostRejected` with the reason.
+    """Parse one record value into a :class:`Post`, or raise :class:`PostRejected` with the reason; never anything
+    else (a parser bug surfaces as ``invalid_value`` naming the exception, not as a poison batch).
 
     ``record_timestamp_ms`` (the Kafka record timestamp) is the default ``created_at``; without one, now.
     ``require_brand=False`` accepts untagged posts (no ``brand``/``brands``), for brand matching to tag.
     """
+    try:
+        return _parse_post(raw, record_timestamp_ms, max_bytes, require_brand)
+    except PostRejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the contract: bad input is a rejection, whatever it trips over
+        raise PostRejected("invalid_value", f"unparseable post ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _parse_post(raw: bytes, record_timestamp_ms: int | None, max_bytes: int, require_brand: bool) -> Post:
     if raw is None:
         raise PostRejected("not_json", "the record has no value")
     if isinstance(raw, str):
@@ -195,8 +223,10 @@ def parse_post(raw: bytes, record_timestamp_ms: int | None, *, max_bytes: int = 
         raise PostRejected("oversize", f"record is {len(raw)} bytes, over the {max_bytes}-byte limit")
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PostRejected("not_json", f"not valid UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise PostRejected("not_json", "JSON nested too deeply to parse") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
+        raise PostRejected("not_json", f"not valid UTF-8 JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise PostRejected("not_object", f"expected a JSON object, got {type(data).__name__}")
     if data.get("created_at") is None:
@@ -219,21 +249,44 @@ def rejection_envelope(
     topic: str | None = None,
     partition: int | None = None,
     offset: int | None = None,
+    max_bytes: int = MAX_ENVELOPE_BYTES,
 ) -> bytes:
     """The dead-letter record: JSON with the reason, the detail, where it came from and the original bytes (base64,
-    plus the text when it is valid UTF-8 so a person can read it)."""
+    plus the text when it is valid UTF-8 so a person can read it), never more than ``max_bytes``.
+
+    ``original_size`` and ``original_sha256`` always describe the whole original. When the envelope would be larger
+    than ``max_bytes`` (a 450 KB record; a record of control characters, each escaped to six characters in JSON), the
+    readable ``original_text`` is left out first, then ``original_b64`` keeps only a prefix and ``original_truncated``
+    is true: the record can still be found at ``source_topic``/``source_partition``/``source_offset``."""
     raw = raw or b""
     envelope: dict[str, Any] = {
         "reason": error.reason,
-        "detail": error.detail,
+        "detail": error.detail[:2000],
         "source_topic": topic,
         "source_partition": partition,
         "source_offset": offset,
         "rejected_at": int(time.time() * 1000),
+        "original_size": len(raw),
+        "original_sha256": hashlib.sha256(raw).hexdigest(),
+        "original_truncated": False,
         "original_b64": base64.b64encode(raw).decode("ascii"),
     }
     try:
         envelope["original_text"] = raw.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    return json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+    encoded = _json_bytes(envelope)
+    if len(encoded) <= max_bytes:
+        return encoded
+    envelope.pop("original_text", None)
+    envelope["original_b64"] = ""
+    envelope["original_truncated"] = True
+    room = max_bytes - len(_json_bytes(envelope))
+    keep = max(0, room) // 4 * 3  # base64 turns 3 bytes into 4 ASCII characters (no escaping needed)
+    envelope["original_b64"] = base64.b64encode(raw[:keep]).decode("ascii")
+    return _json_bytes(envelope)
+
+
+def _json_bytes(value: Any) -> bytes:
+    # backslashreplace: a lone surrogate in a detail message must not make the dead letter itself unsendable
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace")

@@ -1,8 +1,10 @@
 """Which failures are waited out, and the back-off used while waiting.
 
-A *transient* failure says nothing about the records being processed: Redis unreachable, or a Kafka error the client
-marks retriable (connection lost, leader moving, request timed out; Faust wraps them in ``ProducerSendError`` and
-keeps the original as ``__cause__``). Those are retried for as long as they last, so no record is ever dead-lettered
+A *transient* failure says nothing about the records being processed: Redis unreachable, Redis answering that it
+cannot write now (out of memory at ``maxmemory``, a read-only replica, a failed snapshot, loading its data, a busy
+script, a cluster reconfiguring: :func:`is_redis_outage`), or a Kafka error the client marks retriable (connection
+lost, leader moving, request timed out; Faust wraps them in ``ProducerSendError`` and keeps the original as
+``__cause__``). Those are retried for as long as they last, so no record is ever dead-lettered
 because a server was away. Every other failure (a text that crashes the model, a record the broker refuses as too
 large, a bug) is *persistent*; :class:`monitor.pipeline.BatchProcessor` isolates it with its poison policy.
 """
@@ -14,11 +16,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from monitor.metrics import METRICS
+
 from aiokafka.errors import KafkaError, KafkaTimeoutError
+from redis import exceptions as redis_exceptions
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Backoff", "RedisUnavailable", "is_transient", "retry_transient"]
+__all__ = ["Backoff", "RedisUnavailable", "is_redis_outage", "is_transient", "retry_transient"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +32,22 @@ T = TypeVar("T")
 
 # what redis-py raises when the server is away (connection refused or dropped, timed out)
 RedisUnavailable = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# Error codes of a Redis that is up but cannot write now; they pass when memory is freed, the primary is back, the
+# snapshot works again, the data is loaded, the script ends or the cluster settles. redis-py strips the code off the
+# ones it maps to classes (OutOfMemoryError, ReadOnlyError, BusyLoadingError, TryAgainError, ClusterDownError,
+# MasterDownError) and leaves it on the others (MISCONF, BUSY); inside a Lua script the reply keeps the code.
+_CANNOT_WRITE_CODES = frozenset({"OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN",
+                                 "MASTERDOWN"})
+_CANNOT_WRITE_CLASSES = tuple(getattr(redis_exceptions, name) for name in (
+    "OutOfMemoryError", "ReadOnlyError", "BusyLoadingError", "TryAgainError", "ClusterDownError", "MasterDownError")
+    if hasattr(redis_exceptions, name))
+
+
+def is_redis_outage(error: BaseException) -> bool:
+    """True when ``error`` means "Redis cannot be written now" (away, or refusing writes until something passes)."""
+    if isinstance(error, RedisUnavailable) or isinstance(error, _CANNOT_WRITE_CLASSES):
+        return True
+    return isinstance(error, ResponseError) and str(error).split(" ", 1)[0] in _CANNOT_WRITE_CODES
 
 
 def is_transient(error: BaseException) -> bool:
@@ -34,7 +56,7 @@ def is_transient(error: BaseException) -> bool:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, RedisUnavailable) or isinstance(current, KafkaTimeoutError):
+        if is_redis_outage(current) or isinstance(current, KafkaTimeoutError):
             return True
         if isinstance(current, KafkaError) and current.retriable:
             return True
@@ -62,5 +84,7 @@ async def retry_transient(action: Callable[[], Awaitable[T]], backoff: Backoff, 
         except Exception as exc:
             if not is_transient(exc):
                 raise
+            if is_redis_outage(exc):
+                METRICS.redis_down(exc)
             log.warning("%s: %r (a server is unreachable); retrying in %.1f s", what, exc, backoff.delay)
             await backoff.wait()

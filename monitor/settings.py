@@ -155,6 +155,10 @@ class MonitorSettings(BaseSettings):
 
     # --- operations
     metrics_port: int = Field(9108, ge=0, description="Port of /metrics (Prometheus) and /health; 0 = off")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address /metrics and /health listen on: loopback by default (they reveal volumes "
+        "and errors); 0.0.0.0 where a scraper on another host or container must reach them (docker-compose sets it)"
+    )
     log_level: str = Field("warning", description="Worker log level")
 
     @field_validator("brand_allow_list")

@@ -36,8 +36,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from monitor import schema
+from monitor.metrics import METRICS
 from monitor.post import Post, PostRejected
-from monitor.retry import Backoff, RedisUnavailable
+from monitor.retry import Backoff, RedisUnavailable, is_redis_outage
 from monitor.settings import MonitorSettings
 from monitor.taxonomy import group_series
 
@@ -501,7 +502,8 @@ class RedisStore:
         return keys, args
 
     async def write_with_retry(self, posts: Sequence[ClassifiedPost], thresholds: np.ndarray) -> list:
-        """:meth:`write`, retried with exponential back-off for as long as Redis is unreachable (never dropped) or a
+        """:meth:`write`, retried with exponential back-off for as long as Redis is unreachable or refuses writes
+        (OOM, READONLY, MISCONF, LOADING, BUSY, ...: :func:`monitor.retry.is_redis_outage`; never dropped) or a
         recompute holds a post's span (then counted once, after it: see docs/monitor.md "Replay").
 
         Only the write is retried, not the batch (its classification stands). A Redis that comes back empty is
@@ -510,11 +512,14 @@ class RedisStore:
         while True:
             try:
                 return await self.write(posts, thresholds)
-            except RedisUnavailable as exc:
-                log.warning("Redis unavailable (%s); retrying %d posts in %.1f s", exc, len(posts), backoff.delay)
-                await backoff.wait()
             except RecomputeInProgress as exc:
                 log.warning("%s; waiting for the recompute (%.1f s)", exc, backoff.delay)
+                await backoff.wait()
+            except Exception as exc:
+                if not is_redis_outage(exc):
+                    raise
+                METRICS.redis_down(exc)  # em_redis_up 0 and /health not ok until a write works again
+                log.warning("Redis unavailable (%s); retrying %d posts in %.1f s", exc, len(posts), backoff.delay)
                 await backoff.wait()
 
     # ------------------------------------------------------------------ reads and recompute

@@ -145,7 +145,9 @@ def train(settings: TrainerSettings, progress: bool = True, command: str | None 
     checkpoint_dir = Path(str(output) + ".checkpoint")
     step, loss_history, epoch_seconds = 0, [], {}
     if settings.resume and (checkpoint_dir / "state.pt").exists():
-        state = torch.load(checkpoint_dir / "state.pt", map_location=device, weights_only=False)
+        # weights_only: the checkpoint holds only tensors, numbers, strings and containers, so loading it never runs
+        # pickled code (a tampered state.pt cannot execute anything)
+        state = torch.load(checkpoint_dir / "state.pt", map_location=device, weights_only=True)
         if state["total_steps"] != total_steps or state["labels"] != data.labels:
             raise RuntimeError(f"{checkpoint_dir}: checkpoint is from a different run (steps/labels differ); "
                                "delete it or set resume=false")

@@ -174,3 +174,145 @@ def test_webhook_refuses_hosts_outside_allow_list(redis_server, webhook):
 
     assert asyncio.run(run()) is False
     assert hook.state["attempts"] == 0
+
+
+async def _steady_then_spike(store, engine, thresholds, before_spike=None):
+    """The scenario of the test above; ``before_spike`` runs after the steady hour. Returns what each spike
+    evaluation returned or raised."""
+    steady = [_classified(i, "acme", T0 + i * 30_000, i % 10 == 0) for i in range(120)]
+    for start in range(0, 120, 20):
+        await store.write(steady[start:start + 20], thresholds)
+        await engine.evaluate({"acme": steady[start + 19].post.created_at})
+    if before_spike:
+        before_spike()
+    end = T0 + 120 * 30_000
+    spike = [_classified(1000 + i, "acme", end + i * 10_000, i % 5 != 0) for i in range(25)]
+    await store.write(spike, thresholds)
+    try:
+        return await engine.evaluate({"acme": spike[-1].post.created_at})
+    except Exception as exc:  # noqa: BLE001 - returned for the test to inspect
+        return exc
+
+
+def test_alert_is_not_lost_when_storing_fails_after_the_cooldown_claim(redis_server, redis_client):
+    """The cooldown SET NX used to be claimed before the MULTI/EXEC that stores the alert: when that write failed,
+    the batch's retry found the cooldown taken and the alert was never stored, published or sent."""
+    cfg = settings(redis_url=redis_server.url, alert_cooldown_ms=900_000)
+    sent = []
+
+    async def publish(topic, key, value):
+        sent.append(value)
+
+    def break_brand_index():  # any write failure of the store step; here a key of the wrong type
+        redis_client.set("em:alerts:brand:acme", "not a sorted set")
+
+    async def run():
+        store = RedisStore(cfg, EMOTIONS)
+        engine = AlertEngine(cfg, store, publish, "test")
+        thresholds = np.full(3, 0.5, dtype=np.float32)
+        try:
+            failed = await _steady_then_spike(store, engine, thresholds, before_spike=break_brand_index)
+            redis_client.delete("em:alerts:brand:acme")  # the fault passes; the batch is retried
+            end = T0 + 120 * 30_000 + 24 * 10_000
+            retried = await engine.evaluate({"acme": end})
+            again = await engine.evaluate({"acme": end})  # a redelivery: the cooldown holds now
+            return failed, retried, again
+        finally:
+            await store.close()
+
+    failed, retried, again = asyncio.run(run())
+    assert isinstance(failed, Exception) and "WRONGTYPE" in str(failed)
+    assert [(a.brand, a.emotion) for a in retried] == [("acme", "anger")]
+    assert again == []
+    assert len(sent) == 1
+    assert redis_client.zcard("em:alerts") == 1 and redis_client.zcard("em:alerts:brand:acme") == 1
+    assert redis_client.pttl("em:alert:last:acme:anger") > 0
+
+
+class _RedirectingServer:
+    """A real local HTTP server answering every POST with ``status`` and ``Location: target``."""
+
+    def __init__(self, target: str, status: int = 307):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        hits = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hits.append(self.path)
+                self.send_response(status)
+                self.send_header("Location", target)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.hits = hits
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?token=SECRET-TOKEN-1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _post_webhook(cfg) -> bool:
+    async def run():
+        store = RedisStore(cfg, EMOTIONS)
+        try:
+            return await AlertEngine(cfg, store, None, "test").post_webhook('{"brand": "acme"}')
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def test_webhook_redirect_to_a_host_off_the_allow_list_is_not_followed(redis_server, caplog):
+    """aiohttp followed a 307/308 and re-POSTed the alert to any host, past the allow-list."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received = []
+
+    class Outside(BaseHTTPRequestHandler):  # another loopback address: reachable, but not allow-listed
+        def do_POST(self):  # noqa: N802
+            received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    try:
+        outside = ThreadingHTTPServer(("127.0.0.2", 0), Outside)
+    except OSError as exc:  # pragma: no cover - every Linux routes 127.0.0.0/8 to loopback
+        pytest.fail(f"cannot bind 127.0.0.2: {exc}")
+    threading.Thread(target=outside.serve_forever, daemon=True).start()
+    redirect = _RedirectingServer(f"http://127.0.0.2:{outside.server_address[1]}/steal")
+    try:
+        cfg = settings(redis_url=redis_server.url, webhook_url=redirect.url, webhook_retries=2, webhook_backoff=0.01,
+                       webhook_allowed_hosts=["127.0.0.1"])
+        with caplog.at_level("WARNING", logger="monitor.alerts"):
+            assert _post_webhook(cfg) is False
+        assert received == []
+        assert len(redirect.hits) == 1  # a refused redirect is not retried
+        assert "redirected to http://127.0.0.2" in caplog.text and "SECRET-TOKEN-1" not in caplog.text
+    finally:
+        redirect.close()
+        outside.shutdown()
+        outside.server_close()
+
+
+def test_webhook_redirect_to_an_allow_listed_host_is_followed(redis_server, webhook):
+    hook = webhook()
+    redirect = _RedirectingServer(hook.url, status=308)
+    try:
+        cfg = settings(redis_url=redis_server.url, webhook_url=redirect.url, webhook_allowed_hosts=["127.0.0.1"])
+        assert _post_webhook(cfg) is True
+        assert hook.received == [{"brand": "acme"}]
+    finally:
+        redirect.close()

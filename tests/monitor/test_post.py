@@ -99,3 +99,56 @@ def test_brand_normaliser_accepts_common_names_and_rejects_filter_breakers():
     for bad in ("a(b)", 'a"b', "a!b", "a{b}", "a*b", "a\tb\x00"):
         with pytest.raises(ValueError):
             normalise_brand(bad)
+
+
+POST_HEAD = b'{"id": "p", "brand": "a", "text": "x", '
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (POST_HEAD + b'"created_at": Infinity}', "invalid_value"),  # json.loads accepts it; int() overflowed
+        (POST_HEAD + b'"created_at": -Infinity}', "invalid_value"),
+        (POST_HEAD + b'"created_at": NaN}', "invalid_value"),
+        (POST_HEAD + b'"created_at": 1e400}', "invalid_value"),  # parses as inf
+        (POST_HEAD + b'"created_at": ' + b"9" * 5000 + b"}", "not_json"),  # over Python's int digit limit
+        (POST_HEAD + b'"deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not_json"),  # RecursionError
+        (b'{"id": "p", "brand": "a", "text": "\\ud800 lone surrogate"}', "invalid_value"),
+        (b'{"id": "p", "brand": "a", "text": "x", "author": "\\udfff"}', "invalid_value"),
+        (b'{"id": "\\udc00", "brand": "a", "text": "x"}', "invalid_value"),
+        (b'{"id": "p", "brand": "a", "text": "\xed\xa0\x80"}', "invalid_value"),  # a surrogate as UTF-8 bytes
+    ],
+)
+def test_hostile_values_are_rejections_never_other_exceptions(payload, reason):
+    with pytest.raises(PostRejected) as info:
+        parse_post(payload, 0, max_bytes=1_000_000)
+    assert info.value.reason == reason
+    assert info.value.detail
+
+
+@pytest.mark.parametrize("payload", [
+    b"x" * 450_000,  # a 450 KB record: base64 + text made a 1.05 MB envelope, over the producer's limit
+    b'{"id": "c", "brand": "a", "text": "' + b"\x01" * 200_000 + b'"}',  # each \x01 is 6 characters in JSON
+])
+def test_rejection_envelope_is_bounded_and_describes_the_whole_original(payload):
+    import hashlib
+
+    from monitor.post import MAX_ENVELOPE_BYTES
+
+    with pytest.raises(PostRejected) as info:
+        parse_post(payload, 0)
+    envelope_bytes = rejection_envelope(payload, info.value, topic="posts", partition=0, offset=3)
+    assert len(envelope_bytes) <= MAX_ENVELOPE_BYTES
+    envelope = json.loads(envelope_bytes)
+    assert envelope["original_truncated"] is True and "original_text" not in envelope
+    assert envelope["original_size"] == len(payload)
+    assert envelope["original_sha256"] == hashlib.sha256(payload).hexdigest()
+    prefix = base64.b64decode(envelope["original_b64"])
+    assert len(prefix) > 100_000 and payload.startswith(prefix)
+
+
+def test_small_rejection_envelope_is_whole():
+    payload = b"{broken"
+    envelope = json.loads(rejection_envelope(payload, PostRejected("not_json", "x")))
+    assert envelope["original_truncated"] is False and envelope["original_text"] == "{broken"
+    assert base64.b64decode(envelope["original_b64"]) == payload and envelope["original_size"] == 7

@@ -141,6 +141,8 @@ def test_ports_urls_and_topics_match_the_settings(compose):
         env = _env(services[name])
         metrics = int(env["EM_MONITOR_METRICS_PORT"])
         assert metrics == monitor_defaults.metrics_port
+        # loopback by default; inside a container other containers (Prometheus) must reach it
+        assert monitor_defaults.metrics_host == "127.0.0.1" and env["EM_MONITOR_METRICS_HOST"] == "0.0.0.0"
         assert services[name]["expose"] == [str(metrics)]
         assert "ports" not in services[name] and "container_name" not in services[name]  # --scale worker=N works
         assert env["EM_MONITOR_BROKER_URL"] == "kafka://kafka:9092"

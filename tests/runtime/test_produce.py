@@ -174,3 +174,31 @@ def test_produce_sends_untagged_rows_when_brand_matching_is_on(kafka_broker, tmp
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert f"{path}:2: rejected (missing_field)" in result.output and "sent 0 post(s)" in result.output
+
+
+def test_produce_reports_hostile_values_and_goes_on(kafka_broker, tmp_path):
+    """Infinity, 1e400, 100k-deep nesting and a lone surrogate made parse_post raise something else than a rejection,
+    and `produce` crashed at that row, sending nothing after it."""
+    ensure_topics(kafka_broker.url, {"my-posts": 1})
+    lines = [
+        json.dumps({"id": "p1", "brand": "acme", "text": "first"}),
+        '{"id": "x1", "brand": "acme", "text": "t", "created_at": Infinity}',
+        '{"id": "x2", "brand": "acme", "text": "t", "created_at": 1e400}',
+        '{"id": "x3", "brand": "acme", "text": "t", "deep": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"id": "x4", "brand": "acme", "text": "\\ud800"}',
+        json.dumps({"id": "p2", "brand": "acme", "text": "last"}),
+    ]
+    path = tmp_path / "posts.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    rejects = tmp_path / "rejects.jsonl"
+
+    result = CliRunner().invoke(main, ["produce", str(path), "--kafka-url", kafka_broker.url, "--topic", "my-posts",
+                                       "--rejects", str(rejects), "--no-progress"])
+
+    assert result.exit_code == 1, result.output
+    assert "sent 2 post(s)" in result.output
+    report = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(row["line"], row["reason"]) for row in report] == [
+        (2, "invalid_value"), (3, "invalid_value"), (4, "not_json"), (5, "invalid_value")]
+    delivered = asyncio.run(_consume_all(kafka_broker.url, "my-posts", expected=2))
+    assert sorted(record["value"]["id"] for record in delivered) == ["p1", "p2"]
