@@ -24,8 +24,8 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["assemble_split_zip", "MPNET_IDS", "MPNET_LORA_TARGETS", "MPNET_PARTS", "cache_dir", "mpnet_available", "mpnet_folder",
-           "MissingBaseModel"]
+__all__ = ["assemble_split_zip", "MPNET_IDS", "MPNET_LORA_TARGETS", "MPNET_PARTS", "cache_dir", "mpnet_available",
+           "mpnet_folder", "MissingBaseModel"]
 
 #: Names that resolve to the assembled PyPI copy of all-mpnet-base-v2.
 MPNET_IDS = frozenset({"all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"})

@@ -159,8 +159,9 @@ def lora_targets_for(base: nn.Module, settings) -> list[str]:
         wanted = MPNET_LORA_TARGETS.split(",")
     missing = [m for m in wanted if m not in names]
     if missing:
-        raise ValueError(f"LoRA target modules {missing} are not in this {getattr(base.config, 'model_type', '?')} "
-                         f"model (set lora_target_modules; MPNet uses {MPNET_LORA_TARGETS}, BERT query,key,value,dense)")
+        kind = getattr(base.config, "model_type", "?")
+        raise ValueError(f"LoRA target modules {missing} are not in this {kind} model (set lora_target_modules; "
+                         f"MPNet uses {MPNET_LORA_TARGETS}, BERT query,key,value,dense)")
     return wanted
 
 

@@ -91,3 +91,38 @@ def test_lora_targets_follow_the_architecture():
     assert lora_targets_for(bert, default) == ["query", "key", "value", "dense"]
     with pytest.raises(ValueError, match=r"\['query'\].*q,k,v,o,dense"):  # peft would adapt 'dense' alone
         lora_targets_for(mpnet, TrainerSettings(lora_target_modules="query,dense"))
+
+
+def test_cuda_default_is_the_mpnet_artifact_only_when_shipped_and_installed(tmp_path, monkeypatch):
+    from trainer import artifact
+
+    shipped = tmp_path / "mpnet_model"
+    monkeypatch.setattr(artifact, "MPNET_MODEL_DIR", shipped)
+    monkeypatch.setattr(bases, "mpnet_available", lambda: True)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert artifact.default_model_dir(cuda) == artifact.DEFAULT_MODEL_DIR  # no MPNet artifact shipped
+    shipped.mkdir()
+    (shipped / "config.json").write_text("{}")
+    assert artifact.default_model_dir(cuda) == shipped
+    assert artifact.default_model_dir(cpu) == artifact.DEFAULT_MODEL_DIR  # the CPU keeps the small model
+    monkeypatch.setattr(bases, "mpnet_available", lambda: False)
+    assert artifact.default_model_dir(cuda) == artifact.DEFAULT_MODEL_DIR  # extra not installed
+
+
+def test_mpnet_artifact_trains_saves_loads_and_classifies(tmp_path):
+    """The real base from the [mpnet] extra (skipped without it): LoRA on q,k,v,o,dense, save, load, predict."""
+    if not bases.mpnet_available():
+        pytest.skip("emotion-monitor[mpnet] not installed")
+    import json
+
+    from trainer import load_classifier, make_untrained_artifact
+
+    folder = make_untrained_artifact(tmp_path / "mpnet", labels=["joy", "anger"], base_model="all-mpnet-base-v2",
+                                     max_length=32)
+    adapter = json.loads((folder / "adapter" / "adapter_config.json").read_text())
+    assert sorted(adapter["target_modules"]) == ["dense", "k", "o", "q", "v"]
+    assert adapter["base_model_name_or_path"] == "all-mpnet-base-v2"  # portable id, not the cache path
+    classifier = load_classifier(folder, device="cpu")
+    assert classifier.model.head.in_features == 768 and classifier.config["pooling"] == "mean"
+    proba = classifier.predict_proba(["what a lovely day", "this is infuriating", ""])
+    assert proba.shape == (3, 2) and ((proba > 0) & (proba < 1)).all()
