@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,7 +64,9 @@ def time_bases(bases: list[str], steps: int, threads: int, work_dir: Path) -> di
         timings[base] = {"seconds_per_epoch": round(result["seconds_per_epoch"], 1),
                          "seconds_per_step": round(config["stage1_seconds"] / steps, 2),
                          "steps_per_epoch": config["steps_per_epoch"], "steps_timed": steps,
-                         "hardware": config["hardware"], "wall_seconds": round(time.time() - started, 1)}
+                         "hardware": config["hardware"], "wall_seconds": round(time.time() - started, 1),
+                         # a shared machine's figures mean little without its load (other jobs' runnable threads)
+                         "load_average_1min": round(os.getloadavg()[0], 1)}
         print(f"{base}: {timings[base]['seconds_per_step']} s/step, {timings[base]['seconds_per_epoch']} s/epoch")
     return timings
 
