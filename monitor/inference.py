@@ -56,12 +56,14 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _load_classifier(settings_json: str) -> Any:
-    from trainer import load_classifier
+    from trainer import default_model_dir, load_classifier
 
     settings = MonitorSettings.model_validate_json(settings_json)
     device = None if settings.device == "auto" else settings.device
     started = time.perf_counter()
-    classifier = load_classifier(settings.model_path or None, device=device, int8=settings.cpu_precision == "int8")
+    # no model_path: the shipped model for the device (the MPNet artifact on CUDA when installed, else MiniLM)
+    path = settings.model_path or default_model_dir(device)
+    classifier = load_classifier(path, device=device, int8=settings.cpu_precision == "int8")
     classifier.max_length = min(int(classifier.max_length), settings.max_tokens)
     log.warning("loaded model %s (%s on %s) in %.1f s", classifier.version, classifier.precision,
                 classifier.device, time.perf_counter() - started)

@@ -63,7 +63,9 @@ class MonitorSettings(BaseSettings):
         "int8", description="CPU arithmetic: int8 = dynamic per-channel int8 Linear layers, ~3x the posts/s of fp32 "
         "within 0.01 test macro-F1 (bench/inference_precision.py); fp32 = exactly the trained model. CUDA runs bf16"
     )
-    model_path: str | None = Field(None, description="Model artifact folder; empty = the trainer's shipped default")
+    model_path: str | None = Field(
+        None, description="Model artifact folder; empty = the trainer's shipped default for the device (on CUDA the "
+        "MPNet artifact when it ships and emotion-monitor[mpnet] is installed, else the MiniLM one)")
     threshold_overrides: dict[str, float] = Field(
         default_factory=dict, description="Per-emotion decision thresholds replacing the model's tuned ones"
     )

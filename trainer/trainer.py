@@ -26,7 +26,7 @@ import torch
 
 from .artifact import Classifier, save_classifier
 from .data import DatasetSplits, load_dataset_splits, undersample_majority
-from .losses import loss_for_labels
+from .losses import DistillationLoss, loss_for_labels
 from .metrics import evaluate_predictions, grouped, tune_thresholds
 from .modeling import autocast, build_classifier, pick_device
 from .settings import TrainerSettings
@@ -126,12 +126,22 @@ def train(settings: TrainerSettings, progress: bool = True, command: str | None 
     n_labels = len(data.labels)
     model, tokenizer, base_path, pooling = build_classifier(settings, n_labels, device)
 
-    loss_fn, weights = loss_for_labels(settings, data.train.labels)
+    loss_fn, weights = loss_for_labels(settings, data.train.labels)  # weights from the labelled rows only
     loss_fn = loss_fn.to(device)
 
-    encoded = tokenizer(data.train.texts, truncation=True, max_length=settings.max_length)["input_ids"]
+    output = Path(settings.output)
+    checkpoint_dir = Path(str(output) + ".checkpoint")
+    texts, targets = list(data.train.texts), torch.tensor(data.train.labels, dtype=torch.float32)
+    teacher_proba = labelled = None
+    if settings.teacher:
+        teacher_proba, labelled, texts, targets, records["distillation"] = _distillation_inputs(
+            settings, data, checkpoint_dir, progress)
+        loss_fn = DistillationLoss(loss_fn, settings.distill_alpha, settings.distill_temperature).to(device)
+    elif settings.distill_texts:
+        raise ValueError("distill_texts needs a teacher (--teacher PATH): only a teacher can label them")
+
+    encoded = tokenizer(texts, truncation=True, max_length=settings.max_length)["input_ids"]
     lengths = [len(ids) for ids in encoded]
-    targets = torch.tensor(data.train.labels, dtype=torch.float32)
     steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
     total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * steps_per_epoch))
 
@@ -141,8 +151,6 @@ def train(settings: TrainerSettings, progress: bool = True, command: str | None 
         optimizer, max_lr=settings.lr, total_steps=total_steps, pct_start=max(settings.warmup_fraction, 1e-3),
         anneal_strategy="cos", cycle_momentum=False)
 
-    output = Path(settings.output)
-    checkpoint_dir = Path(str(output) + ".checkpoint")
     step, loss_history, epoch_seconds = 0, [], {}
     if settings.resume and (checkpoint_dir / "state.pt").exists():
         # weights_only: the checkpoint holds only tensors, numbers, strings and containers, so loading it never runs
@@ -182,7 +190,11 @@ def train(settings: TrainerSettings, progress: bool = True, command: str | None 
             ids, mask = _collate(encoded, index, tokenizer.pad_token_id)
             with autocast(device, settings.bf16):
                 logits = model(ids.to(device), mask.to(device))
-            loss = loss_fn(logits.float(), targets[index].to(device))
+            if teacher_proba is None:
+                loss = loss_fn(logits.float(), targets[index].to(device))
+            else:
+                loss = loss_fn(logits.float(), targets[index].to(device), teacher_proba[index].to(device),
+                               labelled[index].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -228,6 +240,27 @@ def train(settings: TrainerSettings, progress: bool = True, command: str | None 
              metrics["test"]["macro_f1_at_0.5"], path)
     return TrainResult(path=path, metrics=metrics, loss_history=loss_history, seconds_per_epoch=seconds_per_epoch,
                        config=config)
+
+
+def _distillation_inputs(settings: TrainerSettings, data: DatasetSplits, cache_dir: Path, progress: bool):
+    """(teacher probabilities, labelled mask, texts, targets, record) over the training texts followed by the extra
+    unlabelled texts; the extra rows get all-zero targets that the loss never reads (``labelled`` is False)."""
+    from .distill import distill_texts, teacher_probabilities
+
+    extra = distill_texts(settings.distill_texts, data.train.texts, settings.distill_texts_limit, settings.seed)
+    texts = list(data.train.texts) + extra
+    proba, record = teacher_probabilities(settings.teacher, texts, data.labels, cache_dir=cache_dir,
+                                          progress=progress)
+    n_labelled = len(data.train)
+    labelled = torch.zeros(len(texts), dtype=torch.bool)
+    labelled[:n_labelled] = True
+    targets = torch.zeros((len(texts), len(data.labels)), dtype=torch.float32)
+    targets[:n_labelled] = torch.as_tensor(data.train.labels, dtype=torch.float32)
+    record |= {"labelled_texts": n_labelled, "extra_texts": len(extra), "alpha": settings.distill_alpha,
+               "temperature": settings.distill_temperature}
+    log.info("distillation: %d labelled + %d extra texts, alpha %.2f, T %.1f", n_labelled, len(extra),
+             settings.distill_alpha, settings.distill_temperature)
+    return torch.as_tensor(proba), labelled, texts, targets, record
 
 
 def _hardware(device: torch.device) -> str:

@@ -1,0 +1,132 @@
+"""Distillation: extra-text reading drops labels; a student learns a fixed teacher's probabilities from its
+outputs alone (alpha 0), on the training texts plus extra unlabelled texts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.data import DataError
+from trainer.distill import distill_texts, read_texts
+
+LABELS = ["positive", "negative", "ambiguous", "neutral"]  # the 'sentiment' taxonomy
+
+
+def test_read_texts_keeps_text_and_drops_label_columns(tmp_path):
+    xed = tmp_path / "en-annotated.tsv"
+    xed.write_text("I can't believe you did that!\t4, 7\n\n... And then 10 of them left .\t8\n", encoding="utf-8")
+    neutral = tmp_path / "neu_en.txt"
+    neutral.write_text("9\tYeah I was just telling him.\n9\tTwo pair 10s and sixes.\n", encoding="utf-8")
+    jsonl = tmp_path / "posts.jsonl"
+    jsonl.write_text('{"text": "great phone", "labels": ["joy"]}\n{"text": "  "}\n', encoding="utf-8")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("just a line, 4\n", encoding="utf-8")
+    assert read_texts(xed) == ["I can't believe you did that!", "... And then 10 of them left ."]
+    assert read_texts(neutral) == ["Yeah I was just telling him.", "Two pair 10s and sixes."]
+    assert read_texts(jsonl) == ["great phone"]
+    assert read_texts(plain) == ["just a line, 4"]
+    both = distill_texts(f"{xed},{neutral}", exclude=["Two pair 10s and sixes."], limit=None, seed=0)
+    assert both == ["I can't believe you did that!", "... And then 10 of them left .", "Yeah I was just telling him."]
+    sample = distill_texts(f"{xed},{neutral}", exclude=[], limit=2, seed=0)
+    assert len(sample) == 2 and set(sample) <= set(both + ["Two pair 10s and sixes."])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"txt": "no"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.jsonl:2: .*\"text\""):
+        read_texts(bad)
+    with pytest.raises(DataError, match="not found"):
+        read_texts(tmp_path / "missing.txt")
+
+
+@pytest.fixture(scope="module")
+def sharp_teacher(goemotions_dir, tmp_path_factory):
+    """A fixed teacher no student knows in advance: MiniLM + a head whose rows are the top principal directions of the
+    base's sentence vectors (on GoEmotions train texts), scaled to logits of std 2.5, so its probabilities vary
+    strongly with the text instead of sitting near 0.5."""
+    from safetensors.torch import save_file
+
+    from trainer import load_classifier, make_untrained_artifact
+    from trainer.data import load_dataset_splits
+
+    folder = make_untrained_artifact(tmp_path_factory.mktemp("teacher") / "teacher", labels=LABELS, seed=7,
+                                     max_length=32)
+    texts = load_dataset_splits(str(goemotions_dir), "sentiment").train.texts[-160:]
+    vectors = load_classifier(folder, device="cpu").embed(texts).astype(np.float64)
+    centre = vectors.mean(axis=0)
+    _, _, directions = np.linalg.svd(vectors - centre, full_matrices=False)
+    weight = directions[: len(LABELS)]
+    weight = weight * (2.5 / ((vectors - centre) @ weight.T).std(axis=0))[:, None]
+    save_file({"weight": torch.tensor(weight, dtype=torch.float32),
+               "bias": torch.tensor(-(weight @ centre), dtype=torch.float32)}, str(folder / "head.safetensors"))
+    return folder
+
+
+def _agreement(student_proba: np.ndarray, teacher_proba: np.ndarray) -> float:
+    """Mean over labels of the Pearson correlation between student and teacher probabilities across texts."""
+    return float(np.mean([np.corrcoef(student_proba[:, j], teacher_proba[:, j])[0, 1]
+                          for j in range(teacher_proba.shape[1])]))
+
+
+def test_student_learns_a_fixed_teacher(goemotions_dir, sharp_teacher, tmp_path):
+    from trainer import load_classifier
+    from trainer.data import load_dataset_splits
+    from trainer.settings import TrainerSettings
+    from trainer.trainer import train
+
+    data = load_dataset_splits(str(goemotions_dir), "sentiment")
+    extra = tmp_path / "extra.tsv"  # XED-like: text + a label column that must be ignored
+    extra.write_text("".join(f"{t}\t1, 5\n" for t in data.test.texts[-64:]), encoding="utf-8")
+    settings = TrainerSettings(data=str(goemotions_dir), taxonomy="sentiment", train_limit=64, eval_limit=16,
+                               max_steps=16, batch_size=16, lr=3e-3, max_length=32, threads=2, log_every=6,
+                               checkpoint_every=1000, output=str(tmp_path / "student"), eval_batch_size=64,
+                               teacher=str(sharp_teacher), distill_alpha=0.0, distill_temperature=1.0,
+                               distill_texts=str(extra), label_weights="none")
+    result = train(settings, progress=False)
+    record = json.loads((result["path"] / "config.json").read_text())["distillation"]
+    assert record["labelled_texts"] == 64 and record["extra_texts"] == 64 and record["alpha"] == 0.0
+    assert not (tmp_path / "student.checkpoint").exists()  # the cached teacher probabilities went with it
+
+    held_out = data.dev.texts[-64:]  # not among the student's training, extra or the teacher's fitting texts
+    teacher_model = load_classifier(sharp_teacher, device="cpu")
+    teacher = teacher_model.predict_proba(held_out)
+    assert teacher.std(axis=0).min() > 0.05  # the teacher really varies with the text
+    student = load_classifier(result["path"], device="cpu").predict_proba(held_out)
+    # an untrained student: the bare base (a fresh LoRA adapter is the identity) and a fresh random head
+    torch.manual_seed(3)
+    head = torch.nn.Linear(teacher_model.model.head.in_features, len(LABELS))
+    with torch.no_grad():
+        untrained = torch.sigmoid(head(torch.from_numpy(teacher_model.embed(held_out)))).numpy()
+    learned, before = _agreement(student, teacher), _agreement(untrained, teacher)
+    # closer to the teacher than chance: the best constant (the teacher's own mean per label), a shuffled teacher
+    error = np.abs(student - teacher).mean()
+    constant = np.abs(teacher.mean(axis=0) - teacher).mean()
+    shuffled = np.abs(teacher[np.random.default_rng(0).permutation(len(teacher))] - teacher).mean()
+    figures = {"learned": learned, "untrained": before, "error": error, "constant": constant, "shuffled": shuffled}
+    assert learned > 0.5 and learned > before + 0.3, figures
+    assert error < constant and error < shuffled, figures
+
+
+def test_teacher_with_other_labels_is_refused(goemotions_dir, sharp_teacher, tmp_path):
+    from trainer.settings import TrainerSettings
+    from trainer.trainer import train
+
+    settings = TrainerSettings(data=str(goemotions_dir), taxonomy="ekman", train_limit=32, eval_limit=16,
+                               max_steps=1, batch_size=16, max_length=16, threads=2, teacher=str(sharp_teacher),
+                               output=str(tmp_path / "s"))
+    with pytest.raises(ValueError, match="same taxonomy"):
+        train(settings, progress=False)
+    with pytest.raises(ValueError, match="needs a teacher"):
+        train(settings.model_copy(update={"teacher": None, "distill_texts": str(tmp_path / "x.txt")}),
+              progress=False)
+
+
+def test_distillation_loss_pulls_only_toward_the_teacher_on_unlabelled_rows():
+    from trainer.losses import BCELoss, DistillationLoss
+
+    kd = DistillationLoss(BCELoss(), alpha=0.5, temperature=1.0)
+    logits = torch.zeros((2, 1), requires_grad=True)
+    # row 0 labelled 1 and teacher 0.9; row 1 unlabelled, its (zero) target must be ignored, teacher 0.9
+    kd(logits, torch.tensor([[1.0], [0.0]]), torch.tensor([[0.9], [0.9]]), torch.tensor([True, False])).backward()
+    assert logits.grad[1, 0] < 0  # pushed up toward the teacher, not down toward the placeholder target 0

@@ -1,0 +1,125 @@
+"""Knowledge distillation inputs: the teacher's probabilities over the training texts and extra unlabelled texts.
+
+``train --teacher PATH`` (``TrainerSettings.teacher``) makes the student learn from a trained artifact as well as
+from the true labels (``trainer.losses.DistillationLoss``). The teacher labels every training text, and optionally
+extra texts (``--distill-texts``) that have no labels of their own: the student then sees the teacher's knowledge on
+text beyond GoEmotions' training rows. Only the *text* of an extra file is read; a label column in it (XED's TSVs)
+is dropped on reading, so no other dataset's labels ever reach training.
+
+Computing the teacher's probabilities is the expensive part (a full inference pass of a larger model), so they are
+cached next to the run's checkpoint and reused on resume when the teacher, texts and labels are the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .data import DataError
+
+__all__ = ["read_texts", "distill_texts", "teacher_probabilities"]
+
+log = logging.getLogger("trainer.distill")
+
+_LABEL_FIELD = re.compile(r"^\s*\d+(\s*,\s*\d+)*\s*$")  # "4", "4, 7": a numeric label column, never text
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Texts of one file: JSONL (``.jsonl``: the ``text`` field), else one text per line. A tab-separated line keeps
+    its longest field that is not a list of numbers (XED: ``text<TAB>4, 7`` and ``9<TAB>text``). Blank lines are
+    skipped; a JSONL line that is not an object with a string ``text`` fails naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "distillation text file not found")
+    texts: list[str] = []
+    jsonl = path.suffix == ".jsonl"
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if jsonl:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(path, number, f"invalid JSON: {exc.msg}") from None
+                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                    raise DataError(path, number, 'a JSONL line needs a string "text" field')
+                text = row["text"]
+            elif "\t" in line:
+                fields = [f for f in line.split("\t") if f.strip() and not _LABEL_FIELD.match(f)]
+                text = max(fields, key=len) if fields else ""
+            else:
+                text = line
+            if text.strip():
+                texts.append(text.strip())
+    return texts
+
+
+def distill_texts(files: str | None, exclude: list[str], limit: int | None, seed: int) -> list[str]:
+    """The extra texts from a comma-separated list of files: deduplicated, minus texts in ``exclude`` (the training
+    texts, which the student sees anyway), then a seeded random sample of at most ``limit``, in file order."""
+    if not files:
+        return []
+    seen = set(exclude)
+    texts: list[str] = []
+    for name in [f.strip() for f in files.split(",") if f.strip()]:
+        for text in read_texts(name):
+            if text not in seen:
+                seen.add(text)
+                texts.append(text)
+    if limit and len(texts) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=limit, replace=False))
+        texts = [texts[i] for i in keep]
+    return texts
+
+
+def _fingerprint(teacher_version: str, labels: list[str], texts: list[str]) -> str:
+    h = hashlib.sha256(teacher_version.encode())
+    h.update("\x1f".join(labels).encode())
+    for text in texts:
+        h.update(text.encode("utf-8", "replace"))
+        h.update(b"\x1e")
+    return h.hexdigest()[:16]
+
+
+def teacher_probabilities(teacher_path: str | Path, texts: list[str], labels: list[str],
+                          cache_dir: Path | None = None, device=None, progress: bool = True) -> tuple[np.ndarray, dict]:
+    """The teacher artifact's sigmoid probabilities ``float32 [len(texts), len(labels)]`` and a record for the
+    student's config. The teacher must predict exactly ``labels`` (same names, same order). With ``cache_dir``, the
+    result is stored there and reused when teacher version, labels and texts are unchanged."""
+    import torch
+
+    from .artifact import load_classifier
+
+    started = time.time()
+    teacher = load_classifier(teacher_path, device=device)
+    if list(teacher.labels) != list(labels):
+        raise ValueError(f"teacher {teacher_path} predicts {teacher.labels}, but the student trains on {labels}; "
+                         "train the teacher on the same taxonomy")
+    record = {"teacher": str(teacher_path), "teacher_version": teacher.version,
+              "teacher_base_model": teacher.config.get("base_model"), "texts": len(texts)}
+    fingerprint = _fingerprint(teacher.version, list(labels), texts)
+    cache = cache_dir / f"teacher_proba_{fingerprint}.npy" if cache_dir is not None else None
+    if cache is not None and cache.exists():
+        proba = np.load(cache)
+        log.info("teacher probabilities for %d texts from the cache %s", len(texts), cache)
+    else:
+        log.info("teacher %s labels %d texts", teacher.version, len(texts))
+        proba = teacher.predict_proba(texts, progress=progress).astype(np.float32)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npy")
+            np.save(tmp, proba)
+            tmp.replace(cache)
+    del teacher
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    record["teacher_seconds"] = round(time.time() - started, 1)
+    return proba, record
