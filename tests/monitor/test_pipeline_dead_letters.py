@@ -115,5 +115,7 @@ def test_recompute_pre_scan_goes_on_past_hostile_records(kafka_broker, redis_ser
     produce(kafka_broker, "posts", encode(posts[:15]) + hostile + encode(posts[15:]))
     settings = settings_for(kafka_broker, redis_server.url, small_model_dir, max_post_bytes=400_000)
     result = replay(settings, mode="recompute")
-    assert (result.counted, result.rejected, result.failed) == (30, 3, 0)
+    # recompute recounts the valid posts created in the span it cleared; a record that is no valid post has no
+    # created_at to place it in a span (the worker dead-lettered it when it first read it), so it is not recounted
+    assert (result.counted, result.rejected, result.failed) == (30, 0, 0)
     assert sum(posts_total(redis_client, b) for b in BRANDS) == 30
