@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["METRICS", "start_http"]
 
@@ -51,13 +51,13 @@ class _Metrics:
 METRICS = _Metrics()
 
 
-async def start_http(port: int, health, host: str = "127.0.0.1") -> object | None:
-    """Serve ``/metrics`` and ``/health`` on ``host:port`` (``health`` is an async callable returning a dict with
-    ``ok``)."""
+async def start_http(port: int, health, host: str = "127.0.0.1", registry=None) -> object | None:
+    """Serve ``/metrics`` (``registry``, default the process-wide one) and ``/health`` on ``host:port`` (``health``
+    is an async callable returning a dict with ``ok``); None when the port is taken (logged, processing goes on)."""
     from aiohttp import web
 
     async def metrics(_request):
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=generate_latest(registry or REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_request):
         state = await health()

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from emotion_monitor.sources.settings import SourceSettings
 from emotion_monitor.topics import bootstrap_servers
@@ -382,32 +382,14 @@ class SourceRunner:
     async def _start_http(self) -> None:
         if not self.settings.metrics_port:
             return
-        from aiohttp import web
-        from prometheus_client import CONTENT_TYPE_LATEST
+        from monitor.metrics import start_http
 
-        async def metrics(_request):
-            return web.Response(body=generate_latest(self.metrics.registry),
-                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+        async def health() -> dict:
+            return {"ok": self._producer is not None, "source": self.name,
+                    "connected": bool(self.metrics.value("em_source_connected")),
+                    "checkpoint": self._saved_position}
 
-        async def health(_request):
-            state = {"ok": self._producer is not None, "source": self.name,
-                     "connected": bool(self.metrics.value("em_source_connected")),
-                     "checkpoint": self._saved_position}
-            return web.json_response(state, status=200 if state["ok"] else 503)
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        app.router.add_get("/health", health)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, "127.0.0.1", self.settings.metrics_port).start()
-        except OSError as exc:
-            log.warning("%s: metrics port %d unavailable (%s); no /metrics endpoint", self.name,
-                        self.settings.metrics_port, exc)
-            await runner.cleanup()
-            return
-        self._http = runner
+        self._http = await start_http(self.settings.metrics_port, health, "127.0.0.1", self.metrics.registry)
 
     async def _close(self) -> None:
         if self._producer is not None:
