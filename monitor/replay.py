@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from monitor.inference import load_inference
-from monitor.pipeline import BatchProcessor, Record
+from monitor.pipeline import BatchProcessor, BatchResult, Record
 from monitor.post import PostRejected, to_epoch_ms, parse_post
 from monitor.retry import Backoff, retry_transient
 from monitor.settings import MonitorSettings
@@ -67,14 +67,10 @@ class ReplayRange:
 
 
 @dataclass
-class ReplaySummary:
-    mode: str
-    records: int = 0
-    counted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    failed: int = 0
-    unmatched: int = 0
+class ReplaySummary(BatchResult):
+    """The batches' counters added up (:meth:`BatchResult.add`), plus what only a replay has."""
+
+    mode: str = "fill"
     cleared_markers: int = 0
     seconds: float = 0.0
     ranges: dict = field(default_factory=dict)
@@ -244,7 +240,7 @@ async def run_replay(settings: MonitorSettings, span: ReplayRange, *, mode: str 
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    summary = ReplaySummary(mode)
+    summary = ReplaySummary(mode=mode)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker_host_port(), enable_auto_commit=False,
                                 group_id=group_id or f"{settings.group_id}-replay", auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -288,12 +284,7 @@ async def run_replay(settings: MonitorSettings, span: ReplayRange, *, mode: str 
                 records = [Record(r.value, r.timestamp, r.topic, r.partition, r.offset, r.key) for r in rows]
                 result = await processor.process_until_done(records) if records else None
                 if result is not None:
-                    summary.records += result.records
-                    summary.counted += result.counted
-                    summary.duplicates += result.duplicates
-                    summary.rejected += result.rejected
-                    summary.failed += result.failed
-                    summary.unmatched += result.unmatched
+                    summary.add(result)
                     commit = {}
                     for r in rows:
                         tp = TopicPartition(r.topic, r.partition)
