@@ -58,17 +58,23 @@ def _setup_logging(verbose: bool = True) -> None:
 @_settings_options
 def train(stage2_from: str | None, stage2_method: str, quiet: bool, **overrides) -> None:
     """Fine-tune a LoRA multi-label emotion classifier and write a model artifact."""
+    from .data import DataError
+
     _setup_logging()
     settings = _build_settings(overrides)
     command = "emotion-monitor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if stage2_from:
-        from .stage2 import stage2_from_artifact
+    try:
+        if stage2_from:
+            from .stage2 import stage2_from_artifact
 
-        result = stage2_from_artifact(stage2_from, settings, progress=not quiet, command=command, method=stage2_method)
-    else:
-        from .trainer import train as run_training
+            result = stage2_from_artifact(stage2_from, settings, progress=not quiet, command=command,
+                                          method=stage2_method)
+        else:
+            from .trainer import train as run_training
 
-        result = run_training(settings, progress=not quiet, command=command)
+            result = run_training(settings, progress=not quiet, command=command)
+    except DataError as exc:  # unusable or unreachable data: the message says which and what to do, no traceback
+        raise click.ClickException(str(exc)) from None
     test = result["metrics"]["test"]
     click.echo(json.dumps({"artifact": str(result["path"]), "test_macro_f1_tuned": round(test["macro_f1_tuned"], 4),
                            "test_macro_f1_at_0.5": round(test["macro_f1_at_0.5"], 4),
