@@ -97,10 +97,14 @@ def evaluate(model_path, data, taxonomy, out_dir, eval_limit, batch_size, retune
     """Evaluate a model artifact: per-label P/R/F1 on test at its stored thresholds (or re-tuned on dev), groupings,
     PNG."""
     _setup_logging()
+    from .data import DataError
     from .evaluate import evaluate_artifact
 
-    report = evaluate_artifact(model_path, data=data, taxonomy=taxonomy, out_dir=out_dir, eval_limit=eval_limit,
-                               batch_size=batch_size, retune_thresholds=retune_thresholds)
+    try:
+        report = evaluate_artifact(model_path, data=data, taxonomy=taxonomy, out_dir=out_dir, eval_limit=eval_limit,
+                                   batch_size=batch_size, retune_thresholds=retune_thresholds)
+    except DataError as exc:  # e.g. no ../shared and the Hub unreachable: the message says what to do
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({k: report["summary"][k] for k in sorted(report["summary"])}))
 
 

@@ -122,3 +122,14 @@ def test_loading_the_hub_id_in_process_raises_a_data_error_offline(monkeypatch, 
     with pytest.raises(DataError, match="could not download the dataset from the Hugging Face Hub") as info:
         load_hf_goemotions()
     assert info.value.path == HF_DATASET_ID
+
+
+def test_evaluate_with_unreachable_data_is_a_clear_error(untrained_artifact, tmp_path):
+    from click.testing import CliRunner
+
+    from emotion_monitor.cli import main
+
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(untrained_artifact), "--out", str(tmp_path / "ev"),
+                                       "--data", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "not a folder with train/dev/test files" in result.output and "Traceback" not in result.output
