@@ -11,7 +11,8 @@
 # Usage: deploy/bare_clone_check.sh [WORK_DIR] [-- PYTEST_ARGS...]
 #   WORK_DIR defaults to a temporary folder, removed afterwards when everything passed.
 #   PYTEST_ARGS replace `-q` (e.g. `-- -q tests/runtime` for a shorter run while developing).
-# The environment is emptied (env -i) except PATH, the locale, proxies and pip's settings; pip's download cache is
+# The environment is emptied (env -i) except PATH, the locale, proxies, the machine's CA bundle variables (npm needs
+# NODE_EXTRA_CA_CERTS behind an intercepting proxy) and pip's/npm's settings; pip's download cache is
 # shared with the calling user (machine state, not something beside the clone). CI=true is NOT passed on: a user's
 # machine has no full GoEmotions, so the tests fall back to the shipped sample as they would there.
 set -euo pipefail
@@ -34,7 +35,8 @@ bare() {  # run "$@" in the clone with a fresh user's environment
   for name in $(compgen -e); do
     case "$name" in
       PIP_CACHE_DIR) ;;
-      PIP_*|http_proxy|https_proxy|no_proxy|HTTP_PROXY|HTTPS_PROXY|NO_PROXY|PYTHON) keep+=("$name=${!name}") ;;
+      PIP_*|NPM_CONFIG_*|npm_config_*|http_proxy|https_proxy|no_proxy|HTTP_PROXY|HTTPS_PROXY|NO_PROXY|PYTHON) ;&
+      NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE) keep+=("$name=${!name}") ;;
     esac
   done
   (cd "$clone" && env -i "${keep[@]}" "$@")
@@ -54,11 +56,14 @@ echo "[bare-clone] ./em --help (installs .venv; fetches OpenSSL 1.1 for Redis St
 bare ./em --help >/dev/null
 t2=$(now)
 echo "[bare-clone] ./em test ${pytest_args[*]}"
-bare ./em test "${pytest_args[@]}" -p no:cacheprovider
+tests_rc=0
+bare ./em test "${pytest_args[@]}" -p no:cacheprovider || tests_rc=$?
 t3=$(now)
-echo "[bare-clone] ./em up (smoke test)"
-bare .venv/bin/python deploy/smoke_up.py --out "$work/smoke-up.json" ./em up
+echo "[bare-clone] ./em up (smoke test)"  # also after failed tests: CI then reports both
+up_rc=0
+bare .venv/bin/python deploy/smoke_up.py --out "$work/smoke-up.json" ./em up || up_rc=$?
 t4=$(now)
+[ -s "$work/smoke-up.json" ] || echo '{"ok": false}' > "$work/smoke-up.json"
 
 cat > "$work/bare-clone-timing.json" <<EOF
 {
@@ -67,6 +72,7 @@ cat > "$work/bare-clone-timing.json" <<EOF
   "install_s": $(secs "$t1" "$t2"),
   "tests_s": $(secs "$t2" "$t3"),
   "tests_command": "./em test ${pytest_args[*]}",
+  "tests_exit_code": $tests_rc,
   "up_smoke_s": $(secs "$t3" "$t4"),
   "total_s": $(secs "$t0" "$t4"),
   "up": $(cat "$work/smoke-up.json"),
@@ -75,5 +81,9 @@ cat > "$work/bare-clone-timing.json" <<EOF
 }
 EOF
 cat "$work/bare-clone-timing.json"
+if [ "$tests_rc" != 0 ] || [ "$up_rc" != 0 ]; then
+  echo "[bare-clone] FAILED: ./em test exit $tests_rc, ./em up smoke exit $up_rc (kept: $work)" >&2
+  exit 1
+fi
 echo "[bare-clone] ok: both README commands work on a clone with nothing beside it"
 if [ "$cleanup" = 1 ]; then rm -rf "$work"; fi
