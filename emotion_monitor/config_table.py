@@ -70,9 +70,12 @@ def env_var_names(cls: type[BaseSettings]) -> dict[str, str]:
 
 
 def _portable(text: str) -> str:
-    """Machine-specific paths in defaults, written the same on every machine."""
-    for path, shown in ((REPO_ROOT, "<repo>"), (REPO_ROOT.parent, "<repo>/.."), (Path.home(), "~")):
-        text = text.replace(str(path), shown)
+    """Machine-specific paths in defaults, written the same on every machine: the repository as ``<repo>``, the
+    home folder as ``~``. The longer (more specific) of the two is replaced first, and only whole path components,
+    so a clone inside the home folder (``~/emotion-monitor``, or any depth) renders the same as one elsewhere."""
+    for path, shown in sorted(((str(REPO_ROOT), "<repo>"), (str(Path.home()), "~")), key=lambda item: -len(item[0])):
+        if path != "/":
+            text = re.sub(re.escape(path) + r"(?=/|$|[\s\"'])", lambda _: shown, text)
     return text
 
 
@@ -85,6 +88,9 @@ def _render_type(annotation: object) -> str:
 
 
 def _render_default(info: FieldInfo) -> str:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    if "doc_default" in extra:  # a default that depends on the machine is documented by its rule
+        return str(extra["doc_default"])
     if info.default_factory is not None:
         value = info.default_factory()
     elif info.default is PydanticUndefined:

@@ -27,11 +27,15 @@ from typing import Iterator
 from emotion_monitor.settings import UpSettings
 from emotion_monitor.topics import bootstrap_servers
 
-__all__ = ["DemoCorpus", "DemoSource", "day_factor", "load_corpus"]
+__all__ = ["DemoCorpus", "DemoSource", "SAMPLE_DIR", "day_factor", "load_corpus"]
 
 log = logging.getLogger(__name__)
 
 _TICK_S = 0.1
+
+#: The GoEmotions sample shipped in the package (made by deploy/make_goemotions_sample.py; LICENSE and README.md
+#: there): a fresh install runs the demo without any dataset beside it.
+SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "goemotions_sample"
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,10 @@ class DemoCorpus:
     angry_texts: tuple[str, ...]
 
 
-def load_corpus(data_dir: Path) -> DemoCorpus:
-    """Read ``test.tsv`` and ``emotions.txt`` of a GoEmotions folder; fail fast naming the file that is wrong."""
-    data_dir = Path(data_dir)
+def load_corpus(data_dir: Path | None = None) -> DemoCorpus:
+    """Read ``test.tsv`` and ``emotions.txt`` of a GoEmotions folder (None: the shipped sample, :data:`SAMPLE_DIR`);
+    fail fast naming the file that is wrong."""
+    data_dir = SAMPLE_DIR if data_dir is None else Path(data_dir)
     emotions_path, test_path = data_dir / "emotions.txt", data_dir / "test.tsv"
     for path in (emotions_path, test_path):
         if not path.is_file():

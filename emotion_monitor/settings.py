@@ -10,24 +10,13 @@ variable of its own environment untouched, so they can be tuned the same way as 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["UpSettings", "default_goemotions_dir"]
-
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def default_goemotions_dir() -> Path:
-    """The shared GoEmotions folder next to the repository (``../shared/data/goemotions``) or the test fixtures' env."""
-    configured = os.environ.get("EMOTION_MONITOR_DATA_DIR")
-    if configured:
-        return Path(configured)
-    return _REPO_ROOT.parent / "shared" / "data" / "goemotions"
+__all__ = ["UpSettings"]
 
 
 class UpSettings(BaseSettings):
@@ -72,9 +61,10 @@ class UpSettings(BaseSettings):
         description="Post source `up` runs: the demo, or the live Bluesky source (EM_SOURCE_* settings); bluesky falls "
                     "back to the demo when its Jetstream endpoint cannot be reached",
     )
-    demo_data_dir: Path = Field(
-        default_factory=default_goemotions_dir,
-        description="GoEmotions folder whose test.tsv the demo replays (default: the shared folder next to the repo)",
+    demo_data_dir: Path | None = Field(
+        default=None,
+        description="GoEmotions folder whose test.tsv the demo replays (unset: the 1,800-text GoEmotions sample "
+                    "shipped in the package, emotion_monitor/data/goemotions_sample)",
     )
     demo_brands: list[str] = Field(
         default=["acme coffee", "nimbus air", "velora"],

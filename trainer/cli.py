@@ -58,17 +58,23 @@ def _setup_logging(verbose: bool = True) -> None:
 @_settings_options
 def train(stage2_from: str | None, stage2_method: str, quiet: bool, **overrides) -> None:
     """Fine-tune a LoRA multi-label emotion classifier and write a model artifact."""
+    from .data import DataError
+
     _setup_logging()
     settings = _build_settings(overrides)
     command = "emotion-monitor " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if stage2_from:
-        from .stage2 import stage2_from_artifact
+    try:
+        if stage2_from:
+            from .stage2 import stage2_from_artifact
 
-        result = stage2_from_artifact(stage2_from, settings, progress=not quiet, command=command, method=stage2_method)
-    else:
-        from .trainer import train as run_training
+            result = stage2_from_artifact(stage2_from, settings, progress=not quiet, command=command,
+                                          method=stage2_method)
+        else:
+            from .trainer import train as run_training
 
-        result = run_training(settings, progress=not quiet, command=command)
+            result = run_training(settings, progress=not quiet, command=command)
+    except DataError as exc:  # unusable or unreachable data: the message says which and what to do, no traceback
+        raise click.ClickException(str(exc)) from None
     test = result["metrics"]["test"]
     click.echo(json.dumps({"artifact": str(result["path"]), "test_macro_f1_tuned": round(test["macro_f1_tuned"], 4),
                            "test_macro_f1_at_0.5": round(test["macro_f1_at_0.5"], 4),
@@ -91,10 +97,14 @@ def evaluate(model_path, data, taxonomy, out_dir, eval_limit, batch_size, retune
     """Evaluate a model artifact: per-label P/R/F1 on test at its stored thresholds (or re-tuned on dev), groupings,
     PNG."""
     _setup_logging()
+    from .data import DataError
     from .evaluate import evaluate_artifact
 
-    report = evaluate_artifact(model_path, data=data, taxonomy=taxonomy, out_dir=out_dir, eval_limit=eval_limit,
-                               batch_size=batch_size, retune_thresholds=retune_thresholds)
+    try:
+        report = evaluate_artifact(model_path, data=data, taxonomy=taxonomy, out_dir=out_dir, eval_limit=eval_limit,
+                                   batch_size=batch_size, retune_thresholds=retune_thresholds)
+    except DataError as exc:  # e.g. no ../shared and the Hub unreachable: the message says what to do
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({k: report["summary"][k] for k in sorted(report["summary"])}))
 
 

@@ -1,4 +1,4 @@
-"""Datasets: GoEmotions (TSV folder or the HF dataset id), a user's own CSV/JSONL, and label taxonomies.
+"""Datasets: GoEmotions (TSV folder, the HF dataset id or its downloaded files), a user's CSV/JSONL, and taxonomies.
 
 Every loader returns ``DatasetSplits``: three ``Split`` objects (texts + a 0/1 label matrix) over one label list.
 Bad data fails fast with ``DataError`` naming the file, the line and the reason; nothing is silently dropped.
@@ -20,6 +20,9 @@ __all__ = [
     "Split",
     "DatasetSplits",
     "HF_DATASET_ID",
+    "download_hf_goemotions",
+    "load_hf_goemotions",
+    "load_hf_parquet_folder",
     "GOEMOTIONS_LABELS",
     "load_dataset_splits",
     "load_goemotions_tsv",
@@ -149,20 +152,85 @@ def _read_mapping(path: Path, fallback: dict[str, list[str]]) -> dict[str, list[
     return mapping
 
 
-def load_hf_goemotions(dataset_id: str = HF_DATASET_ID) -> DatasetSplits:  # pragma: no cover - needs the network
-    """The HF dataset (``simplified`` config: text, labels ids, id). Needs ``pip install datasets`` and network."""
+#: Where the Hub's GoEmotions repo keeps the parquet files of its ``simplified`` config (the rater-agreement splits
+#: of train/dev/test.tsv): ``simplified/{train,validation,test}-NNNNN-of-NNNNN.parquet`` with columns ``text``,
+#: ``labels`` (list of label ids) and ``id``; the label names are in the files' ``huggingface`` schema metadata.
+HF_SIMPLIFIED_PATTERN = "simplified/*.parquet"
+_HF_SPLITS = (("train", "train"), ("dev", "validation"), ("test", "test"))
+
+
+def download_hf_goemotions(dataset_id: str = HF_DATASET_ID, revision: str | None = None) -> Path:
+    """The local folder of the dataset's ``simplified`` parquet files, downloaded through ``huggingface_hub`` into its
+    cache (reused afterwards, also offline). Unreachable Hub and nothing cached: a ``DataError`` saying what to do."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
     try:
-        import datasets
-    except ImportError as exc:
-        raise DataError(dataset_id, None, "the Hugging Face dataset needs `pip install datasets`") from exc
-    dataset = datasets.load_dataset(dataset_id, "simplified")
-    labels = list(dataset["train"].features["labels"].feature.names)
+        return Path(snapshot_download(dataset_id, repo_type="dataset", revision=revision,
+                                      allow_patterns=[HF_SIMPLIFIED_PATTERN]))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        cause = exc.__cause__ or exc
+        raise DataError(dataset_id, None, (
+            f"could not download the dataset from the Hugging Face Hub ({type(cause).__name__}: "
+            f"{str(cause).splitlines()[0] if str(cause) else 'no detail'}). Offline, get the files elsewhere and "
+            f"point --data (EM_TRAIN_DATA) at a folder: either the Hub's files "
+            f"(`hf download {dataset_id} --repo-type dataset --include '{HF_SIMPLIFIED_PATTERN}' --local-dir DIR`) "
+            "or the GoEmotions TSV folder (train.tsv, dev.tsv, test.tsv, emotions.txt from "
+            "github.com/google-research/google-research/tree/master/goemotions/data). Behind a proxy or mirror, set "
+            "HF_ENDPOINT / HTTPS_PROXY; files downloaded once are reused from the Hugging Face cache.")) from exc
+
+
+def _hf_label_names(path: Path) -> list[str] | None:
+    """The ClassLabel names the ``datasets`` library stores in a parquet file's schema metadata, if any."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(path).metadata or {}
+    try:
+        features = json.loads(metadata[b"huggingface"])["info"]["features"]
+        names = features["labels"]["feature"]["names"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return [str(name) for name in names] if isinstance(names, list) and names else None
+
+
+def load_hf_parquet_folder(folder: str | Path, source: str | None = None) -> DatasetSplits:
+    """GoEmotions as the Hub stores it: ``simplified/{train,validation,test}-*.parquet`` under ``folder``."""
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    files = {ours: sorted((folder / "simplified").glob(f"{theirs}-*.parquet")) for ours, theirs in _HF_SPLITS}
+    for (ours, theirs) in _HF_SPLITS:
+        if not files[ours]:
+            raise DataError(folder / "simplified" / f"{theirs}-*.parquet", None, "file not found (the Hub layout "
+                            f"of {HF_DATASET_ID}: simplified/train-*, validation-*, test-*.parquet)")
+    labels = _hf_label_names(files["train"][0]) or list(GOEMOTIONS_LABELS)
     out = {}
-    for ours, theirs in (("train", "train"), ("dev", "validation"), ("test", "test")):
-        part = dataset[theirs]
-        out[ours] = Split(list(part["text"]), _to_matrix([list(x) for x in part["labels"]], len(labels)), list(part["id"]))
-    return DatasetSplits(labels, out["train"], out["dev"], out["test"], dataset_id,
+    for ours, paths in files.items():
+        texts, rows, ids = [], [], []
+        for path in paths:
+            table = pq.read_table(path)
+            missing = {"text", "labels"} - set(table.column_names)
+            if missing:
+                raise DataError(path, None, f"missing column(s) {sorted(missing)} (have {table.column_names})")
+            columns = table.to_pydict()
+            for row, (text, label_ids) in enumerate(zip(columns["text"], columns["labels"]), start=1):
+                if not text or not str(text).strip():
+                    raise DataError(path, row, "empty text")
+                bad = [i for i in (label_ids or []) if not isinstance(i, int) or not 0 <= i < len(labels)]
+                if bad or not label_ids:
+                    raise DataError(path, row, f"unknown label id {bad[0]!r} (valid 0..{len(labels) - 1})" if bad
+                                    else "no label ids")
+                texts.append(str(text))
+                rows.append(list(label_ids))
+            ids.extend(str(x) for x in columns.get("id", [""] * table.num_rows))
+        out[ours] = Split(texts, _to_matrix(rows, len(labels)), ids)
+    return DatasetSplits(labels, out["train"], out["dev"], out["test"], source or str(folder),
                          {"ekman": EKMAN, "sentiment": SENTIMENT})
+
+
+def load_hf_goemotions(dataset_id: str = HF_DATASET_ID, revision: str | None = None) -> DatasetSplits:
+    """The Hub dataset's ``simplified`` config (the same rows as the TSV splits), through ``huggingface_hub``."""
+    return load_hf_parquet_folder(download_hf_goemotions(dataset_id, revision), source=dataset_id)
 
 
 def _user_rows(path: Path) -> list[tuple[int, str, list[str]]]:
@@ -283,7 +351,12 @@ def load_dataset_splits(source: str, taxonomy: str = "goemotions") -> DatasetSpl
     """Dispatch on ``source``: a GoEmotions TSV folder, a user CSV/JSONL folder, or the HF dataset id."""
     path = Path(source)
     if path.is_dir():
-        data = load_goemotions_tsv(path) if (path / "train.tsv").exists() else load_user_files(path)
+        if (path / "train.tsv").exists():
+            data = load_goemotions_tsv(path)
+        elif (path / "simplified").is_dir():
+            data = load_hf_parquet_folder(path)  # the Hub's files, downloaded elsewhere
+        else:
+            data = load_user_files(path)
     elif source == HF_DATASET_ID:
         data = load_hf_goemotions(source)
     else:

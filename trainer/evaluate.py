@@ -93,8 +93,8 @@ def evaluate_artifact(model_path: str | Path | None = None, data: str | None = N
     if batch_size:
         classifier.batch_size = batch_size
     source = data or classifier.config.get("data") or default_data_dir()
-    if not Path(source).exists() and source != HF_DATASET_ID:
-        source = default_data_dir()  # the artifact was trained elsewhere; use this machine's copy
+    if not data and not Path(source).exists() and source != HF_DATASET_ID:
+        source = default_data_dir()  # the artifact was trained elsewhere; use this machine's copy (never for --data)
     dataset = load_dataset_splits(source, taxonomy or classifier.config.get("taxonomy", "goemotions"))
     if dataset.labels != classifier.labels:
         raise ValueError(f"model labels {classifier.labels} differ from the dataset's {dataset.labels}")

@@ -36,8 +36,12 @@ class TrainerSettings(BaseSettings):
     # --- data -------------------------------------------------------------------------------------------
     data: str = Field(
         default_factory=default_data_dir,
-        description="GoEmotions TSV folder, the HF dataset id 'google-research-datasets/go_emotions', or a folder "
-        "with train/dev/test .csv or .jsonl files (columns text + labels as label names).",
+        description="GoEmotions TSV folder, the HF dataset id 'google-research-datasets/go_emotions' (downloaded "
+        "through huggingface_hub), or a folder with train/dev/test .csv or .jsonl files (columns text + labels as "
+        "label names).",
+        # the factory's answer depends on the machine; the configuration table shows the rule instead
+        json_schema_extra={"doc_default": "<repo>/../shared/data/goemotions if present, else "
+                                          "google-research-datasets/go_emotions"},
     )
     taxonomy: str = Field(
         default="goemotions",

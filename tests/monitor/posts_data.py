@@ -1,16 +1,17 @@
-"""Deterministic test posts drawn from GoEmotions dev texts (read in place, never copied)."""
+"""Deterministic test posts drawn from GoEmotions dev texts (read in place: the full data or the shipped sample)."""
 
 from __future__ import annotations
 
 import json
 
-from tests.conftest import GOEMOTIONS_DIR
-
-DATA = GOEMOTIONS_DIR / "dev.tsv"  # EMOTION_MONITOR_DATA_DIR, else ../shared/data/goemotions
+from tests.conftest import goemotions_data_dir
 
 
 def texts(n: int, offset: int = 0) -> list[str]:
-    lines = DATA.read_text(encoding="utf-8").splitlines()[offset:offset + n]
+    # the full data's dev.tsv when present, else the shipped sample's (700 rows); on CI the full data must be there
+    lines = (goemotions_data_dir() / "dev.tsv").read_text(encoding="utf-8").splitlines()[offset:offset + n]
+    if len(lines) < n:
+        raise ValueError(f"asked for {n} texts from offset {offset}, dev.tsv has only {offset + len(lines)} rows")
     return [line.split("\t")[0] for line in lines]
 
 

@@ -55,3 +55,46 @@ def test_check_mode_flags_a_stale_file(tmp_path, monkeypatch, capsys):
     assert config_table.main(["--check"]) == 0
     readme = (tmp_path / "README.md").read_text()
     assert readme.startswith("intro\n") and readme.endswith("outro\n") and "stale" not in readme
+
+
+def _render_in(home, tmp_path) -> str:
+    """The table as a fresh process renders it with HOME=``home`` (settings read the home folder at import)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("EMOTION_MONITOR_DATA_DIR",) and not k.startswith("EM_")}
+    env["HOME"] = str(home)
+    result = subprocess.run(
+        [sys.executable, "-c", "from emotion_monitor import config_table; print(config_table.render_markdown(), end='')"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=True)
+    return result.stdout
+
+
+@pytest.mark.parametrize("where", ["repo_parent", "repo_grandparent", "elsewhere"])
+def test_rendering_does_not_depend_on_where_the_clone_sits(where, tmp_path):
+    """A clone at ~/emotion-monitor (HOME = the repo's parent) rendered `<repo>/../.cache/...` for `~/.cache/...`."""
+    home = {"repo_parent": config_table.REPO_ROOT.parent, "repo_grandparent": config_table.REPO_ROOT.parents[1],
+            "elsewhere": tmp_path / "home"}[where]
+    text = _render_in(home, tmp_path)
+    assert "| `EM_UP_RUN_DIR` | `Path` | `~/.cache/emotion-monitor/run` |" in text
+    assert text == config_table.render_markdown()  # as rendered here, and as docs/configuration.md holds
+
+
+def test_machine_dependent_defaults_render_as_their_rule(monkeypatch):
+    """EM_TRAIN_DATA's default is ../shared when present, else the HF id: the table shows that rule on any machine."""
+    from trainer.settings import TrainerSettings
+
+    rule = "`<repo>/../shared/data/goemotions if present, else google-research-datasets/go_emotions`"
+    assert f"| `EM_TRAIN_DATA` | `str` | {rule} |" in config_table.render_markdown()
+    monkeypatch.setattr(TrainerSettings.model_fields["data"], "default_factory", lambda: "/somewhere/else")
+    assert f"| `EM_TRAIN_DATA` | `str` | {rule} |" in config_table.render_markdown()
+
+
+def test_portable_replaces_whole_path_components_only(monkeypatch, tmp_path):
+    monkeypatch.setattr(config_table, "REPO_ROOT", tmp_path / "home" / "emotion-monitor")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    home = str(tmp_path / "home")
+    assert config_table._portable(f"{home}/.cache/x") == "~/.cache/x"
+    assert config_table._portable(f"{home}/emotion-monitor/runs") == "<repo>/runs"
+    assert config_table._portable(f"{home}2/data") == f"{home}2/data"

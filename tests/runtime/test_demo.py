@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from emotion_monitor.demo import DemoSource, day_factor, load_corpus
+import emotion_monitor
+from emotion_monitor.demo import SAMPLE_DIR, DemoSource, day_factor, load_corpus
 from emotion_monitor.settings import UpSettings
 from monitor.post import parse_post
 
@@ -16,10 +18,22 @@ def corpus(goemotions_dir):
     return load_corpus(goemotions_dir)
 
 
-def test_corpus_reads_test_split_and_its_anger_subset(corpus):
+def test_corpus_reads_test_split_and_its_anger_subset(goemotions_full_dir):
+    corpus = load_corpus(goemotions_full_dir)
     assert len(corpus.texts) == 5427
     assert len(corpus.angry_texts) == 198  # rows whose labels include anger (id 2)
     assert set(corpus.angry_texts) <= set(corpus.texts)
+
+
+def test_default_corpus_is_the_shipped_sample_with_its_license():
+    """No folder given (EM_UP_DEMO_DATA_DIR unset): the sample inside the package, so a bare clone runs the demo."""
+    assert UpSettings().demo_data_dir is None
+    corpus = load_corpus()
+    assert SAMPLE_DIR.is_relative_to(Path(emotion_monitor.__file__).parent)  # installed with the package
+    assert len(corpus.texts) == 1800 and len(corpus.angry_texts) == 61  # per the sample's README
+    assert set(corpus.angry_texts) <= set(corpus.texts)
+    assert "Demszky" in (SAMPLE_DIR / "LICENSE").read_text() and "Apache" in (SAMPLE_DIR / "LICENSE").read_text()
+    assert sum(path.stat().st_size for path in SAMPLE_DIR.iterdir()) < 400_000
 
 
 def test_missing_data_fails_fast_naming_the_file(tmp_path):

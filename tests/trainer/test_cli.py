@@ -55,9 +55,9 @@ def test_ablation_command_writes_table(goemotions_dir, tmp_path, monkeypatch):
     assert (tmp_path / "res" / "trainer_ablation.png").stat().st_size > 10_000
 
 
-def test_evaluate_command(untrained_artifact, tmp_path):
+def test_evaluate_command(untrained_artifact, goemotions_dir, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", "--model", str(untrained_artifact), "--out", str(tmp_path / "ev"),
-                                       "--eval-limit", "50", "--batch-size", "25"])
+                                       "--data", str(goemotions_dir), "--eval-limit", "50", "--batch-size", "25"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     report = json.loads((tmp_path / "ev" / "report.json").read_text())

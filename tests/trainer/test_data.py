@@ -16,7 +16,8 @@ def goemotions(goemotions_dir):
     return load_goemotions_tsv(goemotions_dir)
 
 
-def test_real_files_row_counts_and_labels(goemotions):
+def test_real_files_row_counts_and_labels(goemotions_full_dir):
+    goemotions = load_goemotions_tsv(goemotions_full_dir)
     assert (len(goemotions.train), len(goemotions.dev), len(goemotions.test)) == (43410, 5426, 5427)
     assert goemotions.labels == GOEMOTIONS_LABELS and len(goemotions.labels) == 28
     assert goemotions.train.labels.shape == (43410, 28)
@@ -24,12 +25,14 @@ def test_real_files_row_counts_and_labels(goemotions):
     per_row = np.bincount(goemotions.train.labels.sum(axis=1))
     assert per_row[1:6].tolist() == [36308, 6541, 532, 28, 1]
     assert len(set(goemotions.train.ids)) == 43410
+    raw = (goemotions_full_dir / "train.tsv").read_text(encoding="utf-8").splitlines()
+    assert sum(line.startswith('"') for line in raw) == 1097  # CSV-quoted texts, per the data README
 
 
 def test_csv_quoted_texts_are_unquoted(goemotions, goemotions_dir):
     raw = (goemotions_dir / "train.tsv").read_text(encoding="utf-8").splitlines()
     quoted = [i for i, line in enumerate(raw) if line.startswith('"')]
-    assert len(quoted) == 1097
+    assert len(quoted) >= 10  # 1,097 in the full train split (checked below), 23 in the shipped sample
     escaped = next(i for i in quoted if '""' in raw[i].split("\t")[0])
     text = goemotions.train.texts[escaped]
     assert '""' not in text and text != raw[escaped].split("\t")[0] and '"' in text

@@ -27,17 +27,18 @@ def thresholded_artifact(untrained_artifact, tmp_path_factory):
     return folder, stored
 
 
-def _evaluate(folder, out, *extra):
-    result = CliRunner().invoke(main, ["evaluate", "--model", str(folder), "--out", str(out),
+def _evaluate(folder, out, data, *extra):
+    # --data: the full GoEmotions or the shipped sample (tests/conftest.py); evaluate's own default needs ../shared
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(folder), "--out", str(out), "--data", str(data),
                                        "--eval-limit", str(EVAL_LIMIT), "--batch-size", str(EVAL_LIMIT), *extra])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     return summary, json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
 
 
-def test_evaluate_uses_the_stored_thresholds_by_default(thresholded_artifact, tmp_path):
+def test_evaluate_uses_the_stored_thresholds_by_default(thresholded_artifact, goemotions_dir, tmp_path):
     folder, stored = thresholded_artifact
-    summary, report, md = _evaluate(folder, tmp_path / "ev")
+    summary, report, md = _evaluate(folder, tmp_path / "ev", goemotions_dir)
     assert report["thresholds_source"] == "artifact" and summary["thresholds"] == "artifact thresholds"
     assert report["thresholds"] == pytest.approx(stored) and report["artifact_thresholds"] == pytest.approx(stored)
     assert summary["thresholds_changed"] == 0
@@ -55,7 +56,7 @@ def test_evaluate_retunes_on_dev_only_when_asked(thresholded_artifact, goemotion
     from sklearn.metrics import f1_score
 
     folder, stored = thresholded_artifact
-    summary, report, md = _evaluate(folder, tmp_path / "ev", "--retune-thresholds")
+    summary, report, md = _evaluate(folder, tmp_path / "ev", goemotions_dir, "--retune-thresholds")
     assert report["thresholds_source"] == "dev" and summary["thresholds"] == "thresholds re-tuned on dev"
     assert report["artifact_thresholds"] == pytest.approx(stored)
     # the thresholds are what tuning on the same EVAL_LIMIT dev rows gives, not the stored ones
