@@ -79,13 +79,12 @@ def _with_id(record: bytes, path: Path, line_no: int) -> bytes:
 
     try:
         data = json.loads(record)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return record  # parse_post reports it
-    if not isinstance(data, dict) or "id" in data or "brand" in data or "brands" in data:
-        return record
-    digest = hashlib.sha1(record).hexdigest()[:12]
-    data["id"] = f"{path.name}:{line_no}:{digest}"
-    return json.dumps(data, ensure_ascii=False).encode("utf-8")
+        if not isinstance(data, dict) or "id" in data or "brand" in data or "brands" in data:
+            return record
+        data["id"] = f"{path.name}:{line_no}:{hashlib.sha1(record).hexdigest()[:12]}"
+        return json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # bad UTF-8/JSON, deep nesting, huge numbers, lone surrogates
+        return record  # as it is: parse_post reports it
 
 
 def read_rows(path: Path, fmt: str) -> Iterator[tuple[int, bytes | None, str | None]]:
