@@ -39,9 +39,10 @@ def browser_context(playwright, user_data_dir: Path):
 
 
 @contextmanager
-def dashboard_page(redis_url: str, workdir: Path, *, default_range: str,
-                   refresh_seconds: int) -> Iterator[tuple[ServerProcess, object]]:
-    """An open-access dashboard on a free port and a blank headless page; yields ``(server, page)``.
+def dashboard_page(redis_url: str, workdir: Path, *, default_range: str, refresh_seconds: int,
+                   password: str = "") -> Iterator[tuple[ServerProcess, object]]:
+    """A dashboard on a free port (open access, or behind ``password``) and a blank headless page; yields
+    ``(server, page)``.
 
     Checks for chromium before starting anything; the dashboard's log and the browser profile go under ``workdir``.
     """
@@ -50,7 +51,7 @@ def dashboard_page(redis_url: str, workdir: Path, *, default_range: str,
 
     server = start_dashboard(redis_url, log_dir=workdir, extra_env={
         "EM_DASHBOARD_DEFAULT_RANGE": default_range, "EM_DASHBOARD_REFRESH_SECONDS": str(refresh_seconds),
-        "EM_DASHBOARD_PASSWORD": "", "EM_DASHBOARD_OIDC_PROVIDER": ""})
+        "EM_DASHBOARD_PASSWORD": password, "EM_DASHBOARD_OIDC_PROVIDER": ""})
     try:
         with sync_playwright() as playwright:
             context = browser_context(playwright, workdir / f"chromium-profile-{server.port}")

@@ -74,7 +74,9 @@ def _portable(text: str) -> str:
     home folder as ``~``. The longer (more specific) of the two is replaced first, and only whole path components,
     so a clone inside the home folder (``~/emotion-monitor``, or any depth) renders the same as one elsewhere."""
     for path, shown in sorted(((str(REPO_ROOT), "<repo>"), (str(Path.home()), "~")), key=lambda item: -len(item[0])):
-        if path != "/":
+        if path == "/":  # home is the root folder: an absolute path left in a default (the repo's went first) is in it
+            text = re.sub(r"(?<![\w.~>/:])/(?=[^\s/])", "~/", text)
+        else:
             text = re.sub(re.escape(path) + r"(?=/|$|[\s\"'])", lambda _: shown, text)
     return text
 

@@ -78,6 +78,50 @@ def test_dashboard_in_a_real_browser(redis_server, seeded, tmp_path):
         assert " UTC" in line_tip or any(ch.isdigit() for ch in line_tip.split("time")[1][:20])
         _keep(page, tmp_path, "dashboard_alert_marker.png")
         assert "NaN" not in page.inner_text("body")
+        # a value the chart shows is the seeded one: acme's bucket 30 minutes ago holds 30 posts, 20 of them angry
+        seeded_bucket = [tip for tip in tips if _tooltip_value(tip, "posts in bucket") == seeded.counts[
+            ("acme", "_all", seeded.t1)]]
+        assert seeded_bucket, tips
+        assert any(_tooltip_value(tip, "anger") == seeded.counts[("acme", "anger", seeded.t1)]
+                   for tip in seeded_bucket), seeded_bucket
+
+
+def _tooltip_value(tip: str, field: str) -> float | None:
+    """The number a Vega tooltip shows for ``field`` (its rows are "name<tab or spaces>value")."""
+    for line in tip.splitlines():
+        name, _, value = line.strip().rpartition("\t") if "\t" in line else line.strip().rpartition(" ")
+        if name.strip() == field:
+            try:
+                return float(value.replace(",", ""))
+            except ValueError:
+                return None
+    return None
+
+
+def test_password_gate_in_a_real_browser(redis_server, seeded, tmp_path):
+    """With EM_DASHBOARD_PASSWORD the page asks first, refuses a wrong password, shows the data after the right one,
+    and a new browser session is asked again."""
+    with dashboard_page(redis_server.url, tmp_path, default_range="1h", refresh_seconds=0,
+                        password="s3cret-pw") as (server, page):
+        page.goto(f"{server.url}/?brand=acme", wait_until="domcontentloaded")
+        field = page.get_by_label("Password")
+        field.wait_for(timeout=60_000)
+        assert page.locator(CHART).count() == 0
+        field.fill("wrong")
+        page.get_by_role("button", name="Enter").click()
+        page.get_by_text("Wrong password.").first.wait_for(timeout=30_000)
+        assert page.locator(CHART).count() == 0 and "anger" not in page.inner_text("body")
+        page.get_by_label("Password").fill("s3cret-pw")
+        page.get_by_role("button", name="Enter").click()
+        page.wait_for_selector(CHART, timeout=60_000)
+        assert "acme · posts" in page.inner_text("body") and page.get_by_label("Password").count() == 0
+        _keep(page, tmp_path, "dashboard_after_login.png")
+        # another tab is another Streamlit session: asked again
+        fresh = page.context.new_page()
+        fresh.goto(f"{server.url}/?brand=acme", wait_until="domcontentloaded")
+        fresh.get_by_label("Password").wait_for(timeout=60_000)
+        assert fresh.locator(CHART).count() == 0
+        fresh.close()
 
 
 def test_post_explorer_filtered_to_an_emotion(redis_server, seeded, tmp_path):

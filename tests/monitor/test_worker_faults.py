@@ -177,7 +177,11 @@ def test_sigterm_with_batches_in_hand_finishes_writes_and_commits_them(
 
 
 def test_redis_outage_loses_nothing(kafka_broker, tmp_path, small_model_dir, start_worker):
+    """Redis stopped mid-stream: the worker waits (em_redis_up 0, /health 503 naming the problem), loses nothing,
+    and is healthy again once Redis is back."""
     import redis
+
+    from tests.monitor.test_worker_loss_paths import health, metric
 
     data_dir = tmp_path / "redis-data"
     server = start_redis(data_dir=data_dir, log_dir=tmp_path)
@@ -187,17 +191,25 @@ def test_redis_outage_loses_nothing(kafka_broker, tmp_path, small_model_dir, sta
         create_topic(kafka_broker, "posts", 3)
         first, second = make_posts(120, BRANDS), make_posts(120, BRANDS, prefix="q", base_ms=1_795_655_000_000)
         produce(kafka_broker, "posts", encode(first))
-        worker = start_worker(monitor_env(kafka_broker, server.url, small_model_dir))
+        metrics_port = free_port()
+        worker = start_worker(monitor_env(kafka_broker, server.url, small_model_dir, metrics_port=str(metrics_port)))
         wait_until(lambda: sum(posts_total(client, b) for b in BRANDS) >= 120, 120, what="first wave", worker=worker)
+        wait_until(lambda: metric(metrics_port, "em_redis_up") == 1.0, 30, what="em_redis_up 1", worker=worker)
         server.stop()  # SIGTERM: redis writes its append-only file
         produce(kafka_broker, "posts", encode(second))  # arrives while Redis is down
-        time.sleep(4)
+        wait_until(lambda: metric(metrics_port, "em_redis_up") == 0.0, 60, what="em_redis_up 0", worker=worker)
+        state = health(metrics_port)
+        assert state is not None and state[0] == 503 and state[1]["ok"] is False and state[1]["redis_problem"], state
+        time.sleep(2)
         assert worker.process.poll() is None, worker.log_tail()
         server = start_redis(port=port, data_dir=data_dir, log_dir=tmp_path)
         wait_until(lambda: sum(posts_total(client, b) for b in BRANDS) >= 240, 120, what="second wave", worker=worker)
         time.sleep(1)
         for brand in BRANDS:
             assert posts_total(client, brand) == 80
+        wait_until(lambda: metric(metrics_port, "em_redis_up") == 1.0, 30, what="em_redis_up back to 1",
+                   worker=worker)
+        assert health(metrics_port)[0] == 200
     finally:
         client.close()
         server.stop()
