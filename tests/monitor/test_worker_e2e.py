@@ -72,17 +72,26 @@ def test_end_to_end_exact_totals_and_classified_topic(kafka_broker, redis_server
     metrics = wait_until(metrics_once_counted, 30, what="em_posts_total counted", worker=worker)
     assert counted(metrics) == N
     assert "em_end_to_end_delay_seconds_bucket" in metrics and "em_batch_size_count" in metrics
+    from monitor.taxonomy import group_series
+
     limits = np.array([thresholds[name] for name in labels])
+    groups = group_series(labels)  # Ekman / sentiment groups: a post counts once if any member is above threshold
+    assert groups
     for brand in BRANDS:
         assert posts_total(redis_client, brand) == N // 3
         rows = proba[[i for i, p in enumerate(posts) if p["brand"] == brand]]
-        expected_counts = {name: int(n) for name, n in zip(labels, (rows >= limits).sum(axis=0)) if n}
+        above = rows >= limits
+        expected_counts = {name: int(n) for name, n in zip(labels, above.sum(axis=0)) if n}
         assert 0 < sum(expected_counts.values()) < len(rows) * len(labels)  # thresholds split the posts
+        expected_counts.update({name: int(above[:, members].any(axis=1).sum()) for name, members in groups
+                                if above[:, members].any(axis=1).any()})
         assert emotion_totals(redis_client, brand, "count") == expected_counts
         scores = emotion_totals(redis_client, brand, "score")
-        assert set(scores) == set(labels)
+        assert set(scores) == set(labels) | {name for name, _ in groups}
         for j, name in enumerate(labels):
             assert scores[name] == pytest.approx(rows[:, j].sum(), rel=1e-5), (brand, name)
+        for name, members in groups:  # a group's score: the highest member score per post
+            assert scores[name] == pytest.approx(rows[:, members].max(axis=1).sum(), rel=1e-5), (brand, name)
     assert redis_client.smembers("em:brands") == set(BRANDS)
     classified = consume_all(kafka_broker, "posts.classified", N)
     assert len(classified) == N
