@@ -87,10 +87,10 @@ def test_dashboard_in_a_real_browser(redis_server, seeded, tmp_path):
 
 
 def _tooltip_value(tip: str, field: str) -> float | None:
-    """The number a Vega tooltip shows for ``field`` (its rows are "name<tab or spaces>value")."""
-    for line in tip.splitlines():
-        name, _, value = line.strip().rpartition("\t") if "\t" in line else line.strip().rpartition(" ")
-        if name.strip() == field:
+    """The number a Vega tooltip shows for ``field``: its rows read "name<tab>" then the value on the next line."""
+    lines = [line.strip() for line in tip.splitlines() if line.strip()]
+    for name, value in zip(lines, lines[1:]):
+        if name == field:
             try:
                 return float(value.replace(",", ""))
             except ValueError:
@@ -104,22 +104,22 @@ def test_password_gate_in_a_real_browser(redis_server, seeded, tmp_path):
     with dashboard_page(redis_server.url, tmp_path, default_range="1h", refresh_seconds=0,
                         password="s3cret-pw") as (server, page):
         page.goto(f"{server.url}/?brand=acme", wait_until="domcontentloaded")
-        field = page.get_by_label("Password")
+        field = page.get_by_label("Password", exact=True)
         field.wait_for(timeout=60_000)
         assert page.locator(CHART).count() == 0
         field.fill("wrong")
         page.get_by_role("button", name="Enter").click()
         page.get_by_text("Wrong password.").first.wait_for(timeout=30_000)
         assert page.locator(CHART).count() == 0 and "anger" not in page.inner_text("body")
-        page.get_by_label("Password").fill("s3cret-pw")
+        page.get_by_label("Password", exact=True).fill("s3cret-pw")
         page.get_by_role("button", name="Enter").click()
         page.wait_for_selector(CHART, timeout=60_000)
-        assert "acme · posts" in page.inner_text("body") and page.get_by_label("Password").count() == 0
+        assert "acme · posts" in page.inner_text("body") and page.get_by_label("Password", exact=True).count() == 0
         _keep(page, tmp_path, "dashboard_after_login.png")
         # another tab is another Streamlit session: asked again
         fresh = page.context.new_page()
         fresh.goto(f"{server.url}/?brand=acme", wait_until="domcontentloaded")
-        fresh.get_by_label("Password").wait_for(timeout=60_000)
+        fresh.get_by_label("Password", exact=True).wait_for(timeout=60_000)
         assert fresh.locator(CHART).count() == 0
         fresh.close()
 

@@ -105,6 +105,8 @@ def test_redis_at_maxmemory_is_an_outage_not_poison(kafka_broker, redis_server, 
         socket.create_connection(("127.0.0.2", port), timeout=2).close()
 
 
+# ~50 s (two worker starts around a kill -9): behind the slow marker CI runs
+@pytest.mark.slow
 def test_dlq_copies_through_a_kill_9_are_bounded(kafka_broker, redis_server, redis_client, small_model_dir,
                                                  start_worker):
     """20 malformed records, in clusters, one of them 450 KB (its dead letter over the producer's limit), and a

@@ -74,6 +74,8 @@ def _produce(kafka_url: str, path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# ~60 s (two full `up` starts): behind the slow marker CI runs
+@pytest.mark.slow
 def test_up_persist_keeps_counts_and_posts_across_a_restart(tmp_path):
     from emotion_monitor.servers import free_port
 

@@ -69,6 +69,8 @@ def _agreement(student_proba: np.ndarray, teacher_proba: np.ndarray) -> float:
                           for j in range(teacher_proba.shape[1])]))
 
 
+# ~90 s of training on 2 cores: behind the slow marker CI runs
+@pytest.mark.slow
 def test_student_learns_a_fixed_teacher(goemotions_dir, sharp_teacher, tmp_path):
     from trainer import load_classifier
     from trainer.data import load_dataset_splits
