@@ -129,3 +129,62 @@ def test_publish_retries_broker_send_errors_with_back_off(kafka_broker, redis_se
     published = {json.loads(r.value)["id"] for r in consume_all(kafka_broker, "posts.classified", 150)}
     assert published == {p["id"] for p in topic_with_posts}
     assert consume_all(kafka_broker, "posts.dlq", 1, timeout=3) == []
+
+
+def test_recompute_through_the_cli_keeps_totals_and_the_recent_posts(kafka_broker, redis_server, redis_client,
+                                                                     small_model_dir, topic_with_posts):
+    """`emotion-monitor replay --mode recompute` itself: the totals equal the first count, every tier's too, and the
+    recent-posts store holds each post once after its entries were cleared and written again."""
+    settings = settings_for(kafka_broker, redis_server.url, small_model_dir)
+    replay(settings)
+    before = snapshot(redis_client)
+    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, topic_partitions="1")
+    out = subprocess.run([EMOTION_MONITOR, "replay", "--mode", "recompute"], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "replay (recompute): 150 records, 150 counted" in out.stdout and "150 markers cleared" in out.stdout
+    assert snapshot(redis_client) == before
+    for brand in BRANDS:
+        stored = [json.loads(m)["id"] for m in redis_client.zrangebyscore(f"em:posts:{brand}", 0, "+inf")]
+        assert sorted(stored) == sorted(p["id"] for p in topic_with_posts if p["brand"] == brand)
+
+
+def test_a_replay_fires_no_alert_where_the_worker_would(kafka_broker, redis_server, redis_client, small_model_dir):
+    """History is not news: a replayed spike is counted but not alerted. The same counts make the worker's alert engine
+    fire, so the replay's silence is its choice, not an absent spike."""
+    from monitor.alerts import AlertEngine
+    from monitor.store import RedisStore
+
+    create_topic(kafka_broker, "posts", 1)
+    minute = 60_000
+    calm = [{"id": f"c{i}", "brand": "acme", "text": f"calm post {i}", "created_at": BASE_MS + i * minute}
+            for i in range(50)]  # 50 minutes of baseline
+    burst = [{"id": f"b{i}", "brand": "acme", "text": f"burst post {i}", "created_at": BASE_MS + 56 * minute + i * 5000}
+             for i in range(30)]  # 30 posts in the 5-minute window after it
+    produce(kafka_broker, "posts", encode(calm + burst), timestamps_ms=[p["created_at"] for p in calm + burst])
+    # the baseline without anger, the burst all angry (thresholds chosen per replay)
+    replay(settings_for(kafka_broker, redis_server.url, small_model_dir, threshold_overrides={"anger": 0.999}),
+           ReplayRange(to_time_ms=BASE_MS + 55 * minute))
+    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, topic_partitions="1",
+                      threshold_overrides={"anger": 0.0})
+    out = subprocess.run([EMOTION_MONITOR, "replay", "--mode", "fill", "--from-offset", "50"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "30 records, 30 counted" in out.stdout
+    assert posts_total(redis_client, "acme") == 80 and emotion_totals(redis_client, "acme", "count")["anger"] == 30
+    assert redis_client.zcard("em:alerts") == 0 and not redis_client.keys("em:alert:last:*")
+
+    async def worker_would_alert() -> list:
+        settings = settings_for(kafka_broker, redis_server.url, small_model_dir)
+        store = RedisStore(settings, ["anger"])
+        sent = []
+
+        async def publish(topic, key, value):
+            sent.append(value)
+        try:
+            return await AlertEngine(settings, store, publish, "test").evaluate({"acme": burst[-1]["created_at"]})
+        finally:
+            await store.close()
+
+    fired = asyncio.run(worker_would_alert())
+    assert [(a.brand, a.emotion, a.count) for a in fired] == [("acme", "anger", 30)]
