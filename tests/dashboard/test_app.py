@@ -10,7 +10,6 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import queries
 from emotion_monitor.servers import free_port
 
 from .conftest import APP_FILE

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
 import pytest
 
 from monitor import schema
