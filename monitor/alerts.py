@@ -1,4 +1,5 @@
-"""Spike alerts per brand x emotion: the current window against a rolling baseline, with a minimum volume and a cooldown.
+"""Spike alerts per brand x emotion: the current window against a rolling baseline, with a minimum volume and a cooldown;
+each alert a lifecycle (open -> updated -> resolved) with its explanation, delivered to Redis, the topic and channels.
 
 Detection works in event time (the posts' ``created_at``), read back from the Redis TimeSeries the worker just
 wrote, so every worker sees the same counts whichever partitions it owns. A spike is declared when, in the window
@@ -9,36 +10,51 @@ wrote, so every worker sees the same counts whichever partitions it owns. A spik
 * the emotion's share of the window's posts is at least ``alert_min_share`` and at least ``alert_ratio`` times its
   share in the baseline.
 
-The cooldown marker makes the alert fire once per brand x emotion per cooldown, across all workers.
-Delivery: the cooldown is claimed and the alert stored in Redis (``em:alerts`` and its brand's index
-``em:alerts:brand:{brand}``) by one script, all or nothing: a store that fails leaves the cooldown unclaimed, so the
-retried batch fires the alert again instead of finding the cooldown taken and losing it. Then the alert is logged,
-sent to the ``alerts`` topic (a broker outage is waited out; a refusal is logged, the alert stays stored) and POSTed
-to the webhook (timeout, retries with exponential back-off, allow-listed hosts only, redirects only to allow-listed
-hosts) — best effort, never blocking posts.
+Lifecycle (one episode per brand x emotion at a time, its state in ``em:alert:episode:{brand}:{emotion}``):
+
+* **open**: a spike while no episode is open, and the cooldown is free: a new alert id; the cooldown is claimed.
+* **updated**: the spike is still declared while the episode is open and the cooldown has run out since the last
+  message: one update per cooldown at most, with the current figures and the episode's peak share.
+* **resolved**: while open, the window share is back within ``alert_resolve_margin`` of the baseline share
+  (``share <= baseline + margin``) for ``alert_resolve_evaluations`` consecutive evaluations, each at a newer event
+  time (a retried batch does not count twice); an evaluation above that restarts the count. Not held back by the
+  cooldown; a new episode opens only once the cooldown claimed by the last open/update has run out.
+
+An episode is evaluated when its brand's posts are written: one whose brand falls silent stays open until posts come.
+Every transition is one atomic Redis script (:meth:`monitor.store.RedisStore.record_alert_transition`): it checks
+the episode's version (two workers never both move one episode), claims the cooldown when the transition has one,
+stores the alert JSON in ``em:alerts`` and ``em:alerts:brand:{brand}`` and writes the episode's new state — all or
+nothing: a store that fails leaves the cooldown unclaimed, so the retried batch fires the alert again instead of
+finding the cooldown taken and losing it.
+
+Each stored transition carries its status, the episode's times and peak, the effect (ratio and points; a confidence
+when the detector gives one), its evidence (the window's posts with the highest score for the emotion) and the terms
+over-represented in the window (:mod:`monitor.explain`). Then it is logged, sent to the ``alerts`` topic (a broker
+outage is waited out; a refusal is logged, the alert stays stored) and delivered to the channels (:mod:`monitor.notify`:
+webhook, Slack, Teams, email; timeout, retries with back-off, allow-listed hosts only) — best effort, never blocking
+posts. :meth:`AlertEngine.drain` waits for deliveries in flight (the worker calls it at shutdown).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, replace
-from urllib.parse import urljoin, urlparse
 
 from monitor import schema
-from monitor.redact import safe_url
+from monitor.explain import over_represented
+from monitor.notify import Notifier
 from monitor.settings import MonitorSettings
 from monitor.taxonomy import group_members
 
-__all__ = ["Alert", "AlertEngine", "WindowCounts", "is_spike", "queue_alert_store"]
+__all__ = ["Alert", "AlertEngine", "WindowCounts", "is_spike"]
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes | None, bytes], Awaitable[None]]
-_MAX_REDIRECTS = 3
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,16 @@ class WindowCounts:
     @property
     def baseline_share(self) -> float:
         return self.baseline_count / self.baseline_posts if self.baseline_posts else 0.0
+
+    @property
+    def effect_ratio(self) -> float | None:
+        """Window share / baseline share; None when the baseline share is 0 (no finite ratio)."""
+        return self.window_share / self.baseline_share if self.baseline_share else None
+
+    @property
+    def effect_points(self) -> float:
+        """Window share minus baseline share, in percentage points."""
+        return 100 * (self.window_share - self.baseline_share)
 
 
 def is_spike(counts: WindowCounts, settings: MonitorSettings) -> bool:
@@ -83,6 +109,21 @@ class Alert:
     model_version: str
     # the window's posts with the highest score for the emotion, snapshotted when the alert fires (post JSON objects)
     evidence: tuple = ()
+    # lifecycle: the episode's id (the same for its open, updates and resolution), this transition's status (open,
+    # updated, resolved), the episode's event times (ms) and its peak window share so far
+    id: str = ""
+    status: str = "open"
+    opened_at: int = 0
+    updated_at: int = 0
+    resolved_at: int | None = None
+    peak: float = 0.0
+    # effect: window share / baseline share (None when the baseline share is 0) and the difference in points; the
+    # detector's confidence (1 - p-value) when it gives one
+    effect_ratio: float | None = None
+    effect_points: float | None = None
+    confidence: float | None = None
+    # the terms over-represented in the window vs the baseline: {"term", "posts", "baseline_posts", "z"}
+    terms: tuple = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -97,35 +138,21 @@ def queue_alert_store(pipe, body: str, brand: str, ts: int) -> None:
     pipe.set(schema.ALERTS_INDEXED_SINCE_KEY, ts, nx=True)
 
 
-# Claim the cooldown and store the alert, all or nothing. The type checks come before the first write because a
-# script is not rolled back when a command fails halfway (a Redis at maxmemory refuses the first write, so then nothing
-# is written either).
-# KEYS: 1 cooldown marker, 2 all-brands alerts zset, 3 the brand's alerts zset, 4 indexed-since marker
-# ARGV: 1 cooldown value, 2 cooldown ms, 3 alert JSON, 4 alert ts.  Returns 1 stored, 0 cooldown already taken.
-_CLAIM_AND_STORE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local want = {nil, 'zset', 'zset', 'string'}
-for i = 2, 4 do
-  local kind = redis.call('TYPE', KEYS[i]).ok
-  if kind ~= 'none' and kind ~= want[i] then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. kind .. ', not a ' .. want[i])
-  end
-end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-redis.call('SET', KEYS[4], ARGV[4], 'NX')
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
-
 def _duration(ms: int) -> str:
     """A window length as people say it: whole minutes as "N min", anything else in seconds."""
     return f"{ms // 60_000} min" if ms >= 60_000 and ms % 60_000 == 0 else f"{ms / 1000:g} s"
 
 
+def _float(value: str | None, default: float = 0.0) -> float:
+    try:
+        return float(value) if value not in (None, "") else default
+    except ValueError:
+        return default
+
+
 class AlertEngine:
-    """Evaluates the spike rule after each batch and dispatches alerts to Redis, the log, Kafka and a webhook."""
+    """Evaluates the spike rule after each batch, moves each brand x emotion's alert episode through its lifecycle and
+    dispatches every transition to Redis, the log, Kafka and the delivery channels."""
 
     def __init__(self, settings: MonitorSettings, store, publish: Publish, model_version: str, on_alert=None):
         self.settings = settings
@@ -133,7 +160,7 @@ class AlertEngine:
         self.publish = publish
         self.model_version = model_version
         self.on_alert = on_alert or (lambda alert: None)
-        self._webhooks: set[asyncio.Task] = set()
+        self.notifier = Notifier(settings)
 
     async def counts(self, brand: str, emotion: str, now_ms: int) -> WindowCounts:
         s = self.settings
@@ -149,142 +176,166 @@ class AlertEngine:
         )
 
     async def evaluate(self, latest_by_brand: dict[str, int]) -> list[Alert]:
-        """Check every watched emotion of the brands just written, at each brand's newest ``created_at``."""
-        fired = []
+        """Check every watched emotion of the brands just written, at each brand's newest ``created_at``; returns
+        the transitions (open, updated, resolved) this call stored and dispatched."""
+        emitted = []
         for brand, now_ms in latest_by_brand.items():
             for emotion in self.settings.alert_emotions:
                 counts = await self.counts(brand, emotion, now_ms)
-                if not is_spike(counts, self.settings):
-                    continue
-                # evidence before the claim: the stored alert carries it (a spike that persists inside its cooldown
-                # reads it again only to find the cooldown taken)
-                alert = replace(self._make(brand, emotion, now_ms, counts),
-                                evidence=await self.evidence(brand, emotion, now_ms))
-                if not await self._claim_and_store(alert):
-                    continue
-                await self._dispatch(alert)
-                fired.append(alert)
-        return fired
+                alert = await self.step(brand, emotion, now_ms, counts, is_spike(counts, self.settings))
+                if alert is not None:
+                    await self._dispatch(alert, self.channels(brand, emotion))
+                    emitted.append(alert)
+        return emitted
 
-    async def evidence(self, brand: str, emotion: str, now_ms: int) -> tuple:
-        """The window's ``alert_evidence_posts`` posts with the highest score for ``emotion`` (a group series such as
-        ``sentiment:negative``: the highest member score), read from the recent-posts store now, before it ages them
-        out. The range is the window widened to the raw buckets its counts were read from, so these are posts the
-        alert counted."""
-        n = self.settings.alert_evidence_posts
-        if not n:
-            return ()
-        bucket = self.settings.raw_bucket_ms
-        start = now_ms - self.settings.alert_window_ms + 1
-        members = await self.store.redis.zrangebyscore(
-            schema.posts_key(brand), start + (-start) % bucket, now_ms - now_ms % bucket + bucket - 1)
+    def channels(self, brand: str, emotion: str) -> Iterable[str] | None:
+        """Where the brand x emotion's alerts go besides Redis and the topic: None = ``EM_MONITOR_ALERT_CHANNELS``
+        (a per-rule routing overrides this with the rule's channels)."""
+        return None
+
+    async def step(self, brand: str, emotion: str, now_ms: int, counts: WindowCounts, fired: bool,
+                   confidence: float | None = None) -> Alert | None:
+        """Move the brand x emotion's episode by one evaluation at event time ``now_ms`` (``fired``: the detector
+        declared a spike); the transition stored, or None when there is nothing to say (or another worker moved
+        the episode first). Raises (nothing stored) when Redis refuses: the batch's retry evaluates again."""
+        s = self.settings
+        episode = await self.store.alert_episode(brand, emotion)
+        is_open = episode.get("status") == "open"
+        version = episode.get("version", "")
+        share = round(counts.window_share, 4)
+        peak = max(_float(episode.get("peak")), share) if is_open else share
+        next_version = str(int(_float(version)) + 1)
+        if fired:
+            if s.alert_cooldown_ms > 0 and await self.store.alert_cooldown_active(brand, emotion):
+                # a spike that persists inside its cooldown: nothing to send, but the episode keeps its peak
+                if is_open and (peak > _float(episode.get("peak")) or episode.get("calm", "0") != "0"):
+                    await self.store.record_alert_transition(
+                        brand, emotion, expected_version=version,
+                        state={"peak": peak, "calm": 0, "calm_at": "", "version": next_version})
+                return None
+            status = "updated" if is_open else "open"
+            episode_id = episode["id"] if is_open else secrets.token_hex(8)
+            opened_at = int(_float(episode.get("opened_at"))) if is_open else now_ms
+            evidence, terms = await self.explain(brand, emotion, now_ms)
+            alert = replace(self._make(brand, emotion, now_ms, counts, status, peak, opened_at), id=episode_id,
+                            evidence=evidence, terms=terms, confidence=confidence)
+            state = {"id": episode_id, "status": "open", "opened_at": opened_at, "updated_at": now_ms,
+                     "resolved_at": "", "peak": peak, "calm": 0, "calm_at": "", "version": next_version}
+            stored = await self.store.record_alert_transition(
+                brand, emotion, expected_version=version, state=state, alert_json=alert.to_json(), alert_ts=alert.ts,
+                cooldown=(now_ms, s.alert_cooldown_ms))
+            return alert if stored else None
+        if not is_open:
+            return None
+        if share > counts.baseline_share + s.alert_resolve_margin:  # still above the baseline: not calm yet
+            if peak > _float(episode.get("peak")) or episode.get("calm", "0") != "0":
+                await self.store.record_alert_transition(
+                    brand, emotion, expected_version=version,
+                    state={"peak": peak, "calm": 0, "calm_at": "", "version": next_version})
+            return None
+        if now_ms <= int(_float(episode.get("calm_at"), -1)):  # this evaluation's event time was counted already
+            return None
+        calm = int(_float(episode.get("calm"))) + 1
+        if calm < s.alert_resolve_evaluations:
+            await self.store.record_alert_transition(
+                brand, emotion, expected_version=version,
+                state={"calm": calm, "calm_at": now_ms, "version": next_version})
+            return None
+        opened_at = int(_float(episode.get("opened_at")))
+        alert = replace(self._make(brand, emotion, now_ms, counts, "resolved", peak, opened_at), id=episode["id"],
+                        resolved_at=now_ms, confidence=confidence)
+        state = {"status": "resolved", "updated_at": now_ms, "resolved_at": now_ms, "calm": calm, "calm_at": now_ms,
+                 "version": next_version}
+        stored = await self.store.record_alert_transition(
+            brand, emotion, expected_version=version, state=state, alert_json=alert.to_json(), alert_ts=alert.ts)
+        return alert if stored else None
+
+    async def explain(self, brand: str, emotion: str, now_ms: int) -> tuple[tuple, tuple]:
+        """The alert's evidence and terms, read from the recent-posts store now, before it ages the posts out.
+
+        Evidence: the window's ``alert_evidence_posts`` posts with the highest score for ``emotion`` (a group series
+        such as ``sentiment:negative``: the highest member score). Terms: the ``alert_explain_terms`` words/hashtags
+        over-represented in the window's posts carrying the emotion (all the window's posts when none is labelled
+        with it) against the baseline's posts (:func:`monitor.explain.over_represented`). Each side is read up to
+        its newest ``alert_explain_posts`` posts. The window is widened to the raw buckets its counts were read from,
+        so these are posts the alert counted."""
+        s = self.settings
+        if not s.alert_evidence_posts and not s.alert_explain_terms:
+            return (), ()
+        bucket = s.raw_bucket_ms
+        start = now_ms - s.alert_window_ms + 1
+        window_start, window_end = start + (-start) % bucket, now_ms - now_ms % bucket + bucket - 1
+        window = await self.store.recent_posts(brand, window_start, window_end, limit=s.alert_explain_posts,
+                                               newest_first=True)
+        window.reverse()  # oldest first, so posts of equal score keep their time order
         grouping, _, group = emotion.partition(":")
         names = (group_members(grouping, group) if group and grouping in ("ekman", "sentiment") else []) or [emotion]
-        posts = []
-        for member in members:
+        scored = []
+        for post in window:
             try:
-                post = json.loads(member)
                 score = max(float(post.get("scores", {}).get(name, 0.0)) for name in names)
-            except (TypeError, ValueError, AttributeError, KeyError):
+            except (TypeError, ValueError, AttributeError):
                 continue  # a malformed stored post is not evidence
-            posts.append((score, post))
-        posts.sort(key=lambda pair: pair[0], reverse=True)
-        return tuple(post for _score, post in posts[:n])
+            scored.append((score, post))
+        scored.sort(key=lambda pair: pair[0], reverse=True)
+        evidence = tuple(post for _score, post in scored[:s.alert_evidence_posts])
+        terms: tuple = ()
+        if s.alert_explain_terms:
+            baseline = await self.store.recent_posts(brand, window_start - s.alert_baseline_ms, window_start - 1,
+                                                     limit=s.alert_explain_posts, newest_first=True)
+            wanted = set(names)
+            labelled = [post for _score, post in scored
+                        if isinstance(post.get("labels"), list) and wanted.intersection(post["labels"])]
+            terms = tuple(over_represented([str(p.get("text", "")) for p in labelled or [p for _s, p in scored]],
+                                           [str(p.get("text", "")) for p in baseline], limit=s.alert_explain_terms))
+        return evidence, terms
 
-    async def _claim_and_store(self, alert: Alert) -> bool:
-        """Claim the cooldown and store the alert in one atomic step; False when the cooldown was already taken.
-        Raises (nothing claimed, nothing stored) when Redis refuses: the batch's retry evaluates again."""
-        body = alert.to_json()
-        if self.settings.alert_cooldown_ms <= 0:  # no cooldown: nothing to claim
-            async with self.store.redis.pipeline(transaction=True) as pipe:
-                queue_alert_store(pipe, body, alert.brand, alert.ts)
-                await pipe.execute()
-            return True
-        keys = [schema.alert_cooldown_key(alert.brand, alert.emotion), schema.ALERTS_KEY,
-                schema.brand_alerts_key(alert.brand), schema.ALERTS_INDEXED_SINCE_KEY]
-        args = [alert.window_end, self.settings.alert_cooldown_ms, body, alert.ts]
-        return bool(await self.store.redis.eval(_CLAIM_AND_STORE, len(keys), *keys, *args))
+    async def evidence(self, brand: str, emotion: str, now_ms: int) -> tuple:
+        """The evidence part of :meth:`explain`."""
+        return (await self.explain(brand, emotion, now_ms))[0]
 
-    def _make(self, brand: str, emotion: str, now_ms: int, counts: WindowCounts) -> Alert:
+    def _make(self, brand: str, emotion: str, now_ms: int, counts: WindowCounts, status: str = "open",
+              peak: float = 0.0, opened_at: int = 0) -> Alert:
         window_start = now_ms - self.settings.alert_window_ms + 1
-        message = (
-            f"{emotion} spike for {brand}: {counts.window_share:.0%} of {int(counts.window_posts)} posts in the last "
-            f"{_duration(self.settings.alert_window_ms)} vs {counts.baseline_share:.0%} before"
-        )
+        figures = (f"{counts.window_share:.0%} of {int(counts.window_posts)} posts in the last "
+                   f"{_duration(self.settings.alert_window_ms)} vs {counts.baseline_share:.0%} before")
+        if status == "resolved":
+            message = (f"{emotion} for {brand} back to baseline: {figures} (peak {peak:.0%}, open "
+                       f"{_duration(max(0, now_ms - opened_at) // 60_000 * 60_000 or 60_000)})")
+        elif status == "updated":
+            message = f"{emotion} spike for {brand} continues: {figures} (peak {peak:.0%})"
+        else:
+            message = f"{emotion} spike for {brand}: {figures}"
+        ratio = counts.effect_ratio
         return Alert(brand, emotion, int(time.time() * 1000), window_start, now_ms, round(counts.window_share, 4),
                      round(counts.baseline_share, 4), int(counts.window_count), int(counts.window_posts), message,
-                     self.model_version)
+                     self.model_version, status=status, opened_at=opened_at or now_ms, updated_at=now_ms,
+                     peak=peak or round(counts.window_share, 4),
+                     effect_ratio=round(ratio, 3) if ratio is not None else None,
+                     effect_points=round(counts.effect_points, 2))
 
-    async def _dispatch(self, alert: Alert) -> None:
-        """Log, publish and POST an alert already stored (its cooldown claimed): nothing here may fail the batch,
+    async def _dispatch(self, alert: Alert, channels: Iterable[str] | None = None) -> None:
+        """Log, publish and deliver an alert already stored (its cooldown claimed): nothing here may fail the batch,
         whose retry would find the cooldown taken."""
         body = alert.to_json()
-        log.warning("ALERT %s", alert.message)
+        log.warning("ALERT %s %s", alert.status.upper(), alert.message)
         try:
             await self.publish(self.settings.alerts_topic, alert.brand.encode(), body.encode())
         except Exception:  # noqa: BLE001 - outages are waited out inside publish; this is a refusal
             log.exception("alert %s/%s stored in Redis but refused by the broker (not on the %s topic)",
                           alert.brand, alert.emotion, self.settings.alerts_topic)
         self.on_alert(alert)
-        if self.settings.webhook_url:
-            task = asyncio.create_task(self.post_webhook(body))
-            self._webhooks.add(task)
-            task.add_done_callback(self._webhooks.discard)
+        self.notifier.deliver(alert, channels)
 
     def webhook_allowed(self, url: str) -> bool:
-        host = urlparse(url).hostname or ""
-        return urlparse(url).scheme in ("http", "https") and host in self.settings.webhook_allowed_hosts
+        return self.notifier.allowed(url)
 
     async def post_webhook(self, body: str) -> bool:
-        """POST the alert JSON; retries with exponential back-off; refuses hosts outside the allow-list, also as a
-        redirect target (redirects are followed by hand, at most 3, each checked; only 307/308, which keep the POST).
-        Logs name the webhook by scheme, host and port only: its path and query often hold its secret."""
-        import aiohttp
+        """POST ``body`` to ``EM_MONITOR_WEBHOOK_URL`` (:meth:`monitor.notify.Notifier.post_json`: retries, allow-list,
+        checked redirects)."""
+        return await self.notifier.post_json(self.settings.webhook_url or "", body)
 
-        s = self.settings
-        url = s.webhook_url or ""
-        shown = safe_url(url)
-        if not self.webhook_allowed(url):
-            log.error("webhook %s refused: host not in EM_MONITOR_WEBHOOK_ALLOWED_HOSTS %s", shown,
-                      s.webhook_allowed_hosts)
-            return False
-        delay = s.webhook_backoff
-        timeout = aiohttp.ClientTimeout(total=s.webhook_timeout)
-        for attempt in range(s.webhook_retries + 1):
-            try:
-                async with aiohttp.ClientSession(timeout=timeout) as session:
-                    status = await self._post_checked(session, url, body)
-                if status is None:  # a redirect we may not follow: retrying would be refused the same way
-                    return False
-                if status < 300:
-                    return True
-                log.warning("webhook %s answered %s (attempt %d)", shown, status, attempt + 1)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                log.warning("webhook %s failed (attempt %d): %s", shown, attempt + 1, type(exc).__name__)
-            if attempt < s.webhook_retries:
-                await asyncio.sleep(delay)
-                delay *= 2
-        log.error("webhook %s gave up after %d attempts", shown, s.webhook_retries + 1)
-        return False
-
-    async def _post_checked(self, session, url: str, body: str) -> int | None:
-        """POST without aiohttp's own redirect following; the final status, or None for a refused redirect."""
-        for _hop in range(_MAX_REDIRECTS + 1):
-            async with session.post(url, data=body, headers={"Content-Type": "application/json"},
-                                    allow_redirects=False) as resp:
-                location = resp.headers.get("Location")
-                if resp.status not in (307, 308) or not location:
-                    return resp.status
-            target = urljoin(url, location)
-            if not self.webhook_allowed(target):
-                log.error("webhook %s redirected to %s, a host not in EM_MONITOR_WEBHOOK_ALLOWED_HOSTS: not followed",
-                          safe_url(url), safe_url(target))
-                return None
-            url = target
-        log.error("webhook %s: more than %d redirects; not followed", safe_url(url), _MAX_REDIRECTS)
-        return None
-
-    async def drain(self, timeout: float = 30.0) -> None:
-        """Wait for webhook deliveries still in flight (graceful shutdown)."""
-        if self._webhooks:
-            await asyncio.wait(set(self._webhooks), timeout=timeout)
+    async def drain(self, timeout: float | None = None) -> int:
+        """Wait for deliveries still in flight (graceful shutdown), at most ``timeout`` seconds (default
+        ``EM_MONITOR_ALERT_DRAIN_TIMEOUT``); returns how many were still unfinished and so cancelled."""
+        return await self.notifier.drain(self.settings.alert_drain_timeout if timeout is None else timeout)

@@ -94,6 +94,12 @@ class BatchResult:
         self.alerts.extend(other.alerts)
 
 
+def _count_opened(alert) -> None:
+    """em_alerts_total counts alerts opened (an episode's updates and resolution are not new alerts)."""
+    if alert.status == "open":
+        METRICS.alerts.labels(alert.emotion).inc()
+
+
 def check_alert_emotions(settings: MonitorSettings, labels: Sequence[str]) -> None:
     """Fail fast: an emotion the model does not know would silently never alert."""
     unknown = [e for e in settings.alert_emotions if e not in labels]
@@ -113,7 +119,7 @@ class BatchProcessor:
         self.brand_matching = IngestMatching(settings, store) if settings.brand_matching != "off" else None
         check_alert_emotions(settings, inference.labels)
         self.alerts = AlertEngine(settings, store, self._publish_alert, inference.version,
-                                  on_alert=lambda alert: METRICS.alerts.labels(alert.emotion).inc())
+                                  on_alert=_count_opened)
 
     def _backoff(self) -> Backoff:
         return Backoff(self.settings.redis_retry_initial, self.settings.redis_retry_max)

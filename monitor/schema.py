@@ -60,7 +60,13 @@ Other keys:
 * ``em:alerts:indexed_since`` (string, ms): the ``ts`` of the first alert written to the brand indexes (``SET NX`` in
   that same transaction). Alerts older than it were stored before the indexes existed and are only in ``em:alerts``;
   readers scan ``em:alerts`` for that older range only. Absent: no alert has been indexed yet.
-* ``em:alert:last:{brand}:{emotion}`` (string, TTL = cooldown): the alert cooldown marker.
+* ``em:alert:last:{brand}:{emotion}`` (string, TTL = cooldown): the alert cooldown marker (value: the event time of
+  the evaluation that claimed it).
+* ``em:alert:episode:{brand}:{emotion}`` (hash): the brand x emotion's latest alert episode (:mod:`monitor.alerts`,
+  "Lifecycle"): ``id``, ``status`` (``open`` / ``resolved``), ``opened_at`` / ``updated_at`` / ``resolved_at``
+  (event-time ms; ``resolved_at`` empty while open), ``peak`` (highest window share seen while open), ``calm``
+  (consecutive evaluations back at baseline), ``calm_at`` (event time of the last one), ``version`` (bumped by every
+  write, compared by the next: two workers never both move one episode). Written only by one atomic script.
 * ``em:brand_queries`` (hash, field = brand name, value = JSON ``{"any": [...], "none": [...], "langs": [...]}``,
   the last two only when set): the brand registry (:mod:`monitor.brands`), written by ``emotion-monitor brands`` and
   the dashboard's Brands page, read by every worker.
@@ -87,6 +93,7 @@ __all__ = [
     "RECOMPUTE_FENCE_KEY",
     "TIERS",
     "alert_cooldown_key",
+    "alert_episode_key",
     "brand_alerts_key",
     "posts_key",
     "seen_key",
@@ -135,3 +142,7 @@ def brand_alerts_key(brand: str) -> str:
 
 def alert_cooldown_key(brand: str, emotion: str) -> str:
     return f"{PREFIX}:alert:last:{brand}:{emotion}"
+
+
+def alert_episode_key(brand: str, emotion: str) -> str:
+    return f"{PREFIX}:alert:episode:{brand}:{emotion}"

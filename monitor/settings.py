@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.post import DEFAULT_MAX_BYTES
 
-__all__ = ["MonitorSettings"]
+__all__ = ["ALERT_CHANNELS", "MonitorSettings"]
+
+# where an alert can be delivered besides Redis and the alerts topic (monitor/notify.py)
+ALERT_CHANNELS = ("webhook", "slack", "teams", "email")
 
 _MINUTE_MS = 60_000
 _DAY_MS = 24 * 60 * _MINUTE_MS
@@ -154,6 +157,52 @@ class MonitorSettings(BaseSettings):
     webhook_allowed_hosts: list[str] = Field(
         ["127.0.0.1", "localhost"], description="Hosts the webhook may target; others are refused and logged"
     )
+    # --- alert lifecycle, explanation and delivery (monitor/alerts.py, monitor/explain.py, monitor/notify.py)
+    alert_resolve_margin: float = Field(
+        0.02, ge=0, le=1, description="An open alert's brand x emotion counts as back to baseline when its window "
+        "share is at most the baseline share plus this (absolute share, 0.02 = 2 points)"
+    )
+    alert_resolve_evaluations: int = Field(
+        3, ge=1, description="Consecutive evaluations (each at a newer post time) back at baseline that resolve an "
+        "open alert; any evaluation above it starts the count again"
+    )
+    alert_explain_terms: int = Field(
+        10, ge=0, description="Words/hashtags over-represented in the window vs the baseline carried by each alert "
+        "(weighted log-odds, informative Dirichlet prior); 0 = none"
+    )
+    alert_explain_posts: int = Field(
+        2000, ge=1, description="Most posts read from the recent-posts store per side (window, baseline; the newest) "
+        "to pick an alert's top posts and terms: bounds the cost of explaining a busy brand"
+    )
+    alert_channels: list[str] = Field(
+        list(ALERT_CHANNELS), description="Default delivery channels of an alert (a rule's channels replace them): "
+        "webhook, slack, teams, email. A channel without its URL / SMTP host is skipped. Redis and the alerts topic "
+        "always get every alert"
+    )
+    alert_drain_timeout: float = Field(
+        10.0, ge=0, description="At shutdown, seconds the worker waits for alert deliveries in flight before it "
+        "cancels them"
+    )
+    dashboard_url: str | None = Field(
+        None, description="The dashboard's address (e.g. https://monitor.example.com/); alert messages link to the "
+        "alert's brand, emotion and time there. Empty = no link"
+    )
+    slack_webhook_url: str | None = Field(
+        None, description="Slack incoming-webhook URL (Block Kit message); its host must be in "
+        "EM_MONITOR_WEBHOOK_ALLOWED_HOSTS (hooks.slack.com). Empty = no Slack"
+    )
+    teams_webhook_url: str | None = Field(
+        None, description="Microsoft Teams incoming-webhook / Workflows URL (Adaptive Card); its host must be in "
+        "EM_MONITOR_WEBHOOK_ALLOWED_HOSTS. Empty = no Teams"
+    )
+    smtp_host: str | None = Field(None, description="SMTP server for alert emails; empty = no email")
+    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port (587 with STARTTLS is usual)")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS before logging in")
+    smtp_user: str | None = Field(None, description="SMTP login user; empty = no login")
+    smtp_password: SecretStr | None = Field(None, description="SMTP login password")
+    smtp_from: str = Field("emotion-monitor@localhost", description="Sender address of alert emails")
+    smtp_to: list[str] = Field(default_factory=list, description="Recipients of alert emails (JSON list)")
+    smtp_timeout: float = Field(10.0, gt=0, description="Seconds per SMTP attempt (retried like the webhook)")
 
     # --- operations
     metrics_port: int = Field(9108, ge=0, description="Port of /metrics (Prometheus) and /health; 0 = off")
@@ -182,6 +231,15 @@ class MonitorSettings(BaseSettings):
         if self.seen_ttl_ms <= self.max_future_ms:
             raise ValueError(f"seen_ttl_ms ({self.seen_ttl_ms}) must exceed max_future_ms ({self.max_future_ms})")
         return self
+
+    @field_validator("alert_channels")
+    @classmethod
+    def _known_channels(cls, value: list[str]) -> list[str]:
+        channels = [item.strip().lower() for item in value if item.strip()]
+        unknown = [item for item in channels if item not in ALERT_CHANNELS]
+        if unknown:
+            raise ValueError(f"unknown alert channel(s) {unknown}; use {', '.join(ALERT_CHANNELS)}")
+        return channels
 
     @field_validator("alert_emotions")
     @classmethod

@@ -239,6 +239,35 @@ return 1
 """
 
 # The recompute fence: "token lo hi" while a recompute clears and recounts [lo, hi] (expires if it crashes)
+# One alert lifecycle transition of a brand x emotion, all or nothing (monitor.alerts): compare the episode's version
+# with the one the caller read (another worker moved it: nothing is written), optionally claim the cooldown, store the
+# alert JSON in the timeline and the brand's index, write the episode's new state. The type checks come before the
+# first write because a script is not rolled back when a command fails halfway.
+# KEYS: 1 episode hash, 2 cooldown marker, 3 all-brands alerts zset, 4 the brand's alerts zset, 5 indexed-since marker
+# ARGV: 1 expected version ('' = no episode yet), 2 cooldown value ('' = claim none), 3 cooldown ms, 4 alert JSON
+# ('' = store none), 5 alert ts, 6.. field, value pairs of the episode's new state.
+# Returns 1 written, 0 the episode moved or the cooldown is taken (nothing written).
+_ALERT_TRANSITION = """
+local want = {'hash', 'string', 'zset', 'zset', 'string'}
+for i = 1, 5 do
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind ~= 'none' and kind ~= want[i] then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. kind .. ', not a ' .. want[i])
+  end
+end
+local version = redis.call('HGET', KEYS[1], 'version') or ''
+if version ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+  redis.call('SET', KEYS[5], ARGV[5], 'NX')
+end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
+if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+return 1
+"""
+
 _FENCE_TTL_MS = 120_000
 
 
@@ -297,6 +326,7 @@ class RedisStore:
         self._script = self.redis.register_script(_WRITE_BATCH)
         self._admit_script = self.redis.register_script(_ADMIT_BRAND)
         self._drop_rule_script = self.redis.register_script(_DROP_RULE)
+        self._alert_script = self.redis.register_script(_ALERT_TRANSITION)
         self._ready_brands: set[str] = set()
         self._allowed = set(settings.brand_allow_list)
         # Group series (``sentiment:negative``, ...): 1 per post with at least one emotion of the group, so a group's
@@ -595,3 +625,48 @@ class RedisStore:
             if chunk:
                 removed += await self.redis.delete(*chunk)
         return removed
+
+    # ------------------------------------------------------------------ alerts (monitor.alerts)
+
+    async def recent_posts(self, brand: str, start_ms: int, end_ms: int, limit: int | None = None,
+                           newest_first: bool = False) -> list[dict]:
+        """The brand's stored posts with ``created_at`` in ``[start_ms, end_ms]`` (post JSON objects, oldest first or
+        newest first), at most ``limit``. A stored member that is not a JSON object is skipped."""
+        key = schema.posts_key(brand)
+        paging = {"start": 0, "num": limit} if limit is not None else {}
+        if newest_first:
+            members = await self.redis.zrevrangebyscore(key, end_ms, start_ms, **paging)
+        else:
+            members = await self.redis.zrangebyscore(key, start_ms, end_ms, **paging)
+        posts = []
+        for member in members:
+            try:
+                post = json.loads(member)
+            except ValueError:
+                continue
+            if isinstance(post, dict):
+                posts.append(post)
+        return posts
+
+    async def alert_episode(self, brand: str, emotion: str) -> dict[str, str]:
+        """The alert episode state of ``brand`` x ``emotion`` (:func:`monitor.schema.alert_episode_key`); empty when
+        the pair never alerted."""
+        return await self.redis.hgetall(schema.alert_episode_key(brand, emotion))
+
+    async def alert_cooldown_active(self, brand: str, emotion: str) -> bool:
+        return bool(await self.redis.exists(schema.alert_cooldown_key(brand, emotion)))
+
+    async def record_alert_transition(self, brand: str, emotion: str, *, expected_version: str,
+                                      state: dict[str, str | int | float], alert_json: str | None = None,
+                                      alert_ts: int = 0, cooldown: tuple[int, int] | None = None) -> bool:
+        """Atomically: check that the episode is still at ``expected_version`` ("" = none yet), claim ``cooldown``
+        (``(value, ms)``; refused while the marker exists), store ``alert_json`` at ``alert_ts`` in the alert timeline
+        and the brand's index, and write ``state`` into the episode. False (nothing written) when the episode moved
+        or the cooldown is taken; raises (nothing written) when Redis refuses, e.g. a key of the wrong type."""
+        keys = [schema.alert_episode_key(brand, emotion), schema.alert_cooldown_key(brand, emotion), schema.ALERTS_KEY,
+                schema.brand_alerts_key(brand), schema.ALERTS_INDEXED_SINCE_KEY]
+        claim_value, claim_ms = cooldown if cooldown and cooldown[1] > 0 else ("", 0)
+        args: list = [expected_version, claim_value, claim_ms, alert_json or "", alert_ts]
+        for field_name, value in state.items():
+            args += [field_name, "" if value is None else value]
+        return bool(await self._alert_script(keys=keys, args=args))
