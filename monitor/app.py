@@ -5,7 +5,8 @@ its events are acked — and so become committable — only after the batch's Re
 succeeded. No idempotent producer, no transactions (the tansu broker supports neither; see docs/platform.md).
 Up to ``pipeline_depth`` batches are in flight (one classified while the previous one is written); they are acked in
 the order they were taken. On SIGTERM Faust cancels the agent: the batches in hand are finished (shielded), acked,
-and the offsets committed.
+and the offsets committed; then alert deliveries still in flight (webhook, Slack, Teams, email) get up to
+``alert_drain_timeout`` seconds to finish (:meth:`monitor.alerts.AlertEngine.drain`).
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
                 acker.add(events, asyncio.ensure_future(processor().process_until_done(records)))
         finally:  # stream stopped or shutting down (cancelled): finish the batches in hand so they can be committed
             await acker.finish()
+            if "processor" in state:  # then deliver the alerts still in flight (bounded: alert_drain_timeout)
+                await state["processor"].alerts.drain()
 
     @app.task
     async def serve_health() -> None:

@@ -75,3 +75,27 @@ def test_anger_spike_fires_exactly_one_alert_and_steady_traffic_none(
     # the worker's own counter of alerts fired, by emotion (em_alerts_total): exactly the one alert
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert dict(re.findall(r'^em_alerts_total\{emotion="(\w+)"\} (\S+)$', metrics, re.M)) == {"anger": "1.0"}
+
+
+def test_worker_shutdown_delivers_the_webhook_still_in_flight(kafka_broker, redis_server, redis_client, start_worker,
+                                                              webhook):
+    """The worker never called AlertEngine.drain: a webhook delivery waiting for its retry when SIGTERM came was
+    dropped with the event loop. Now the agent drains deliveries at shutdown (up to alert_drain_timeout)."""
+    import signal
+
+    hook = webhook(fail_first=1)  # the first attempt fails: the retry waits out a 6 s back-off
+    create_topic(kafka_broker, "posts", 3)
+    steady = [post(i, "acme", CALM[i % len(CALM)], T0 + i * 60_000) for i in range(40)]
+    end = T0 + 40 * 60_000
+    spike = [post(1000 + i, "acme", ANGRY[i % len(ANGRY)], end + i * 10_000) for i in range(16)]
+    produce(kafka_broker, "posts", steady + spike)
+    env = monitor_env(kafka_broker, redis_server.url, None, webhook_url=hook.url, alert_window_ms="300000",
+                      alert_baseline_ms="3600000", alert_min_volume="10", alert_cooldown_ms="900000",
+                      webhook_backoff="6", webhook_retries="1", alert_drain_timeout="30")
+    worker = start_worker(env)
+    wait_until(lambda: hook.state["attempts"] >= 1, 150, what="first webhook attempt", worker=worker)
+    assert hook.received == []
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0, worker.log_tail()
+    assert len(hook.received) == 1 and (hook.received[0]["brand"], hook.received[0]["status"]) == ("acme", "open")
+    assert hook.state["attempts"] == 2
