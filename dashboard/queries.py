@@ -265,6 +265,8 @@ def _valid_alert(alert: dict) -> bool:
         if not isinstance(alert["brand"], str) or not isinstance(alert["emotion"], str):
             return False  # a list brand would break the posts lookup
         alert.update({name: int(alert[name]) for name in ("ts", "window_start", "window_end")})
+        # lifecycle status of this record (open, updated, resolved); alerts stored before the lifecycle only opened
+        alert["status"] = alert.get("status") if isinstance(alert.get("status"), str) else "open"
     except (TypeError, ValueError):
         return False
     return True
@@ -282,7 +284,8 @@ def list_alerts(client: redis.Redis, brands: list[str], start_ms: int, end_ms: i
     filtered by brand).
 
     An alert missing one of ``brand, emotion, ts, window_start, window_end`` (or with a non-string brand or emotion,
-    or a non-numeric time) counts as malformed.
+    or a non-numeric time) counts as malformed. Each alert record is one transition of its episode: ``status`` is
+    ``open``, ``updated`` or ``resolved`` (``open`` for alerts stored before the lifecycle), ``id`` names the episode.
     """
     if not brands:
         return [], 0
