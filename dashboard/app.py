@@ -486,7 +486,8 @@ def _alerts_panel(client, settings: DashboardSettings, alerts: list[dict], malfo
     st.caption("Each alert is a dashed marker on its brand's emotion chart; its figures are the ones the monitor "
                "measured when it fired.")
     table = pd.DataFrame([{
-        "time": fmt_time(a["ts"], zone), "brand": a["brand"], "emotion": a["emotion"], "status": a.get("status", "open"),
+        "time": fmt_time(a["ts"], zone), "brand": a["brand"], "emotion": a["emotion"],
+        "status": a.get("status", "open"),
         "share %": _percent(a.get("value")), "baseline %": _percent(a.get("baseline")),
         "posts with it": _whole(a.get("count")), "posts": _whole(a.get("posts")), "message": a.get("message", ""),
     } for a in alerts])

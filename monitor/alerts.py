@@ -1,4 +1,4 @@
-"""Spike alerts per brand x emotion: the current window against a rolling baseline, with a minimum volume and a cooldown;
+"""Spike alerts per brand x emotion: the current window against a rolling baseline, a minimum volume and a cooldown;
 each alert a lifecycle (open -> updated -> resolved) with its explanation, delivered to Redis, the topic and channels.
 
 Detection works in event time (the posts' ``created_at``), read back from the Redis TimeSeries the worker just

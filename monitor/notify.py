@@ -137,7 +137,8 @@ def teams_payload(alert: Alert, link: str | None) -> dict:
     render): a title, the message, a FactSet (brand, emotion, status, effect, confidence, window), the top posts, the
     terms and an ``Action.OpenUrl`` to the dashboard."""
     facts = [("Brand", alert.brand), ("Emotion", alert.emotion), ("Status", alert.status), ("Effect", _effect(alert)),
-             ("Confidence", _confidence(alert)), ("Window", f"{_when(alert.window_start)} → {_when(alert.window_end)}")]
+             ("Confidence", _confidence(alert)),
+             ("Window", f"{_when(alert.window_start)} → {_when(alert.window_end)}")]
     body: list[dict] = [
         {"type": "TextBlock", "text": _title(alert), "weight": "Bolder", "size": "Medium", "wrap": True},
         {"type": "TextBlock", "text": alert.message, "wrap": True},

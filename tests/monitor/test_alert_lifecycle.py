@@ -90,7 +90,8 @@ def test_alert_opens_updates_and_resolves_with_one_id(redis_server, redis_client
     # open: the figures of the spike rule, its effect and its explanation
     assert (opened.count, opened.posts, opened.value) == (12, 20, 0.6)
     # the hour before the window holds steady posts 0..114, 12 of them angry
-    assert opened.effect_ratio == round(0.6 / (12 / 115), 3) and opened.effect_points == round(100 * (0.6 - 12 / 115), 2)
+    assert opened.effect_ratio == round(0.6 / (12 / 115), 3)
+    assert opened.effect_points == round(100 * (0.6 - 12 / 115), 2)
     assert opened.confidence is None  # the count rule gives no confidence
     assert opened.opened_at == opened.updated_at == opened.window_end and opened.resolved_at is None
     assert [p["text"] for p in opened.evidence] == ["still no refund after the #outage, furious"] * 3
@@ -99,7 +100,8 @@ def test_alert_opens_updates_and_resolves_with_one_id(redis_server, redis_client
     assert all(t["z"] >= 1.96 and t["posts"] >= 2 for t in opened.terms)
     # updated: the same episode, opened when it opened, later figures, the peak so far
     assert updated.opened_at == opened.opened_at and updated.window_end == SPIKE[-1].post.created_at
-    assert updated.peak == max(opened.value, updated.value) and updated.value == round(20 / 26, 4)  # 25 spike posts + 1 steady
+    # 25 spike posts, 20 angry, and 1 steady post in the window
+    assert updated.peak == max(opened.value, updated.value) and updated.value == round(20 / 26, 4)
     assert "continues" in updated.message
     # resolved: on the third consecutive calm evaluation, counted once per event time
     assert resolved.window_end == calm_evaluations[2] == resolved.resolved_at
