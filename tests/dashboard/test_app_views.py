@@ -193,6 +193,7 @@ def test_alert_figures_agree_and_kept_evidence_is_shown(dashboard_env, seeded, r
     at = run_app()
     row = _frame(at, "message").iloc[0]
     assert (row["share %"], row["baseline %"]) == ("67", "2")  # the message says 67% vs 2%
+    assert row["status"] == "open"  # an alert stored before the lifecycle: it opened
     markers = alert_markers(at)
     assert list(markers["message"].unique()) == [seeded.alert["message"]]
     # an alert carrying its evidence shows it even when the store no longer holds the posts
