@@ -53,10 +53,17 @@ Other keys:
   window), ``posts`` (all posts in the window), ``message``, ``model_version``, ``evidence`` (the window's
   ``EM_MONITOR_ALERT_EVIDENCE_POSTS`` posts with the highest score for the emotion, as post JSON objects, snapshotted
   when the alert fired: the alert keeps its evidence after the recent-posts store has dropped the posts).
+  Lifecycle fields (each record is one transition of an episode; absent in alerts stored before the lifecycle, which
+  read as ``open``): ``id`` (the episode's, shared by its records), ``status`` (``open``, ``updated``,
+  ``resolved``), ``opened_at`` / ``updated_at`` / ``resolved_at`` (event-time ms; ``resolved_at`` null unless
+  resolved), ``peak`` (highest window share of the episode so far), ``effect_ratio`` (window / baseline share, null
+  when the baseline share is 0), ``effect_points`` (their difference in points), ``confidence`` (the detector's, null
+  when it gives none), ``terms`` (words/hashtags over-represented in the window: ``term``, ``posts``,
+  ``baseline_posts``, ``z``). A resolution carries no evidence or terms.
 * ``em:alerts:brand:{brand}`` (sorted set, same score and member as ``em:alerts``): the brand's own alert index, so
   the dashboard reads one brand's alerts exactly, however many other brands alert. The alert engine writes it in the
-  same MULTI/EXEC as ``em:alerts``; like ``em:alerts`` it is not trimmed (alerts are rare: at most one per brand x
-  emotion per cooldown).
+  same atomic step as ``em:alerts``; like ``em:alerts`` it is not trimmed (alerts are rare: an open or update at most
+  once per brand x emotion per cooldown, and one resolution per episode).
 * ``em:alerts:indexed_since`` (string, ms): the ``ts`` of the first alert written to the brand indexes (``SET NX`` in
   that same transaction). Alerts older than it were stored before the indexes existed and are only in ``em:alerts``;
   readers scan ``em:alerts`` for that older range only. Absent: no alert has been indexed yet.

@@ -149,13 +149,18 @@ class MonitorSettings(BaseSettings):
         20, ge=0, description="Posts snapshotted into each alert as its evidence (the window's highest scores for the "
         "alert's emotion), so they outlive the recent-posts store; 0 = none"
     )
-    alert_cooldown_ms: int = Field(15 * _MINUTE_MS, ge=0, description="No new alert for the same brand x emotion")
-    webhook_url: str | None = Field(None, description="HTTP endpoint POSTed a JSON alert; empty = no webhook")
+    alert_cooldown_ms: int = Field(
+        15 * _MINUTE_MS, ge=0, description="No new alert (open) or update for the same brand x emotion within this "
+        "after the last one; a resolution is not held back"
+    )
+    webhook_url: str | None = Field(None, description="HTTP endpoint POSTed a JSON alert (the webhook channel); empty "
+                                    "= no webhook")
     webhook_timeout: float = Field(3.0, gt=0, description="Seconds per webhook attempt")
     webhook_retries: int = Field(3, ge=0, description="Webhook retries after the first attempt (exponential back-off)")
     webhook_backoff: float = Field(0.5, gt=0, description="First webhook back-off in seconds, doubled each retry")
     webhook_allowed_hosts: list[str] = Field(
-        ["127.0.0.1", "localhost"], description="Hosts the webhook may target; others are refused and logged"
+        ["127.0.0.1", "localhost"], description="Hosts the webhook, Slack and Teams channels may target; others are "
+        "refused and logged"
     )
     # --- alert lifecycle, explanation and delivery (monitor/alerts.py, monitor/explain.py, monitor/notify.py)
     alert_resolve_margin: float = Field(
