@@ -194,10 +194,14 @@ class AlertEngine:
         return None
 
     async def step(self, brand: str, emotion: str, now_ms: int, counts: WindowCounts, fired: bool,
-                   confidence: float | None = None) -> Alert | None:
+                   confidence: float | None = None, effect_ratio: float | None = None,
+                   effect_points: float | None = None) -> Alert | None:
         """Move the brand x emotion's episode by one evaluation at event time ``now_ms`` (``fired``: the detector
         declared a spike); the transition stored, or None when there is nothing to say (or another worker moved
-        the episode first). Raises (nothing stored) when Redis refuses: the batch's retry evaluates again."""
+        the episode first). Raises (nothing stored) when Redis refuses: the batch's retry evaluates again.
+
+        ``confidence`` and the effect come from the detector when it has them (e.g. against a seasonal baseline);
+        without them the effect is computed from ``counts`` and the confidence stays None."""
         s = self.settings
         episode = await self.store.alert_episode(brand, emotion)
         is_open = episode.get("status") == "open"
@@ -218,7 +222,7 @@ class AlertEngine:
             opened_at = int(_float(episode.get("opened_at"))) if is_open else now_ms
             evidence, terms = await self.explain(brand, emotion, now_ms)
             alert = replace(self._make(brand, emotion, now_ms, counts, status, peak, opened_at), id=episode_id,
-                            evidence=evidence, terms=terms, confidence=confidence)
+                            evidence=evidence, terms=terms, **self._detected(confidence, effect_ratio, effect_points))
             state = {"id": episode_id, "status": "open", "opened_at": opened_at, "updated_at": now_ms,
                      "resolved_at": "", "peak": peak, "calm": 0, "calm_at": "", "version": next_version}
             stored = await self.store.record_alert_transition(
@@ -243,12 +247,18 @@ class AlertEngine:
             return None
         opened_at = int(_float(episode.get("opened_at")))
         alert = replace(self._make(brand, emotion, now_ms, counts, "resolved", peak, opened_at), id=episode["id"],
-                        resolved_at=now_ms, confidence=confidence)
+                        resolved_at=now_ms, **self._detected(confidence, effect_ratio, effect_points))
         state = {"status": "resolved", "updated_at": now_ms, "resolved_at": now_ms, "calm": calm, "calm_at": now_ms,
                  "version": next_version}
         stored = await self.store.record_alert_transition(
             brand, emotion, expected_version=version, state=state, alert_json=alert.to_json(), alert_ts=alert.ts)
         return alert if stored else None
+
+    @staticmethod
+    def _detected(confidence: float | None, effect_ratio: float | None, effect_points: float | None) -> dict:
+        """The detector's figures that replace the count-based ones (only those it gave)."""
+        given = {"confidence": confidence, "effect_ratio": effect_ratio, "effect_points": effect_points}
+        return {name: value for name, value in given.items() if value is not None}
 
     async def explain(self, brand: str, emotion: str, now_ms: int) -> tuple[tuple, tuple]:
         """The alert's evidence and terms, read from the recent-posts store now, before it ages the posts out.

@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import numpy as np
+import pytest
 
 from dashboard import queries
 from monitor.alerts import AlertEngine
@@ -140,8 +141,10 @@ def test_no_reopen_inside_the_cooldown_and_a_spike_after_it_opens_a_new_episode(
             held = await engines[0].step("acme", "anger", AFTER[-1].post.created_at + 1,
                                          await engines[0].counts("acme", "anger", SPIKE[14].post.created_at), True)
             await stores[0].redis.delete("em:alert:last:acme:anger")  # the cooldown runs out
+            # a detector that gives its confidence and effect (against its own baseline): they replace the fallback
             reopened = await engines[0].step("acme", "anger", AFTER[-1].post.created_at + 2,
-                                             await engines[0].counts("acme", "anger", SPIKE[14].post.created_at), True)
+                                             await engines[0].counts("acme", "anger", SPIKE[14].post.created_at), True,
+                                             confidence=0.97, effect_ratio=2.5)
             return opened, resolved, held, reopened
         finally:
             for store in stores:
@@ -154,5 +157,9 @@ def test_no_reopen_inside_the_cooldown_and_a_spike_after_it_opens_a_new_episode(
     assert resolved[0].id == opened[0].id
     assert held is None
     assert reopened is not None and reopened.status == "open" and reopened.id != opened[0].id
+    assert (reopened.confidence, reopened.effect_ratio) == (0.97, 2.5)
+    # not given: from the counts (value and baseline are rounded to 4 places, the points to 2)
+    assert reopened.effect_points == pytest.approx(100 * (reopened.value - reopened.baseline), abs=0.02)
+    assert opened[0].confidence is None
     assert redis_client.hget("em:alert:episode:acme:anger", "id") == reopened.id
     assert redis_client.zcard("em:alerts") == 3
