@@ -340,7 +340,9 @@ def _kpi_header(totals: pd.DataFrame, brands: list[str], alerts: list[dict], per
     st.subheader("Key figures")
     st.caption(f"This {period} against the one before. Net sentiment: (positive − negative) / (positive + negative) "
                "posts, in percent, counting posts with any positive or any negative emotion.")
-    alert_counts = pd.Series([a["brand"] for a in alerts], dtype=object).value_counts()
+    # alerts opened in the range: an episode's updates and resolution are records of the same alert
+    alert_counts = pd.Series([a["brand"] for a in alerts if a.get("status", "open") == "open"],
+                             dtype=object).value_counts()
     for brand in brands:
         k = kpis(totals, brand)
         # fixed-width cards in a wrapping row: on a narrow window they flow onto more lines instead of truncating
