@@ -195,13 +195,15 @@ class AlertEngine:
 
     async def step(self, brand: str, emotion: str, now_ms: int, counts: WindowCounts, fired: bool,
                    confidence: float | None = None, effect_ratio: float | None = None,
-                   effect_points: float | None = None) -> Alert | None:
+                   effect_points: float | None = None, baseline_share: float | None = None) -> Alert | None:
         """Move the brand x emotion's episode by one evaluation at event time ``now_ms`` (``fired``: the detector
         declared a spike); the transition stored, or None when there is nothing to say (or another worker moved
         the episode first). Raises (nothing stored) when Redis refuses: the batch's retry evaluates again.
 
         ``confidence`` and the effect come from the detector when it has them (e.g. against a seasonal baseline);
-        without them the effect is computed from ``counts`` and the confidence stays None."""
+        without them the effect is computed from ``counts`` and the confidence stays None. ``baseline_share``: the
+        detector's baseline (e.g. the same hour on earlier days) that "back to baseline" is judged against, instead
+        of the rolling one in ``counts``."""
         s = self.settings
         episode = await self.store.alert_episode(brand, emotion)
         is_open = episode.get("status") == "open"
@@ -231,7 +233,8 @@ class AlertEngine:
             return alert if stored else None
         if not is_open:
             return None
-        if share > counts.baseline_share + s.alert_resolve_margin:  # still above the baseline: not calm yet
+        baseline = counts.baseline_share if baseline_share is None else baseline_share
+        if share > baseline + s.alert_resolve_margin:  # still above the baseline: not calm yet
             if peak > _float(episode.get("peak")) or episode.get("calm", "0") != "0":
                 await self.store.record_alert_transition(
                     brand, emotion, expected_version=version,

@@ -163,3 +163,29 @@ def test_no_reopen_inside_the_cooldown_and_a_spike_after_it_opens_a_new_episode(
     assert opened[0].confidence is None
     assert redis_client.hget("em:alert:episode:acme:anger", "id") == reopened.id
     assert redis_client.zcard("em:alerts") == 3
+
+
+def test_resolution_is_judged_against_the_detectors_baseline_when_given(redis_server):
+    cfg = _settings(redis_url=redis_server.url, alert_resolve_evaluations=1)
+
+    async def publish(topic, key, value):
+        pass
+
+    async def run():
+        store = RedisStore(cfg, EMOTIONS)
+        engine = AlertEngine(cfg, store, publish, "test")
+        try:
+            await store.write(STEADY + SPIKE[:15], THRESHOLDS)
+            now = SPIKE[14].post.created_at
+            counts = await engine.counts("acme", "anger", now)  # 60% against 10% before
+            opened = await engine.step("acme", "anger", now, counts, True)
+            above = await engine.step("acme", "anger", now + 1, counts, False)  # not a spike, yet far above 10%
+            # a detector whose baseline (say, this hour on earlier days) is 59%: 60% is back within 2 points
+            resolved = await engine.step("acme", "anger", now + 2, counts, False, baseline_share=0.59)
+            return opened, above, resolved
+        finally:
+            await store.close()
+
+    opened, above, resolved = asyncio.run(run())
+    assert opened.status == "open" and above is None
+    assert resolved.status == "resolved" and resolved.id == opened.id and resolved.resolved_at == opened.window_end + 2
