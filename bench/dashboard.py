@@ -35,11 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dashboard import queries  # noqa: E402
-from dashboard.browser import CHART, dashboard_page  # noqa: E402
 from dashboard.seed import add_alert, add_post, write_counts  # noqa: E402
 from dashboard.taxonomy import EMOTIONS  # noqa: E402
 from monitor.taxonomy import group_series  # noqa: E402
 from emotion_monitor.servers import start_redis  # noqa: E402
+from tests.dashboard.browser import CHART, dashboard_page  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MINUTE, HOUR = 60_000, 3_600_000

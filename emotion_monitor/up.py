@@ -3,11 +3,12 @@
 Starts (or reuses, given their URLs) the broker and Redis, creates the topics, then starts the worker(s), the demo
 post source and the dashboard, prints the dashboard URL and keeps a live status line (posts/s, alerts) until Ctrl-C.
 
-Children: every worker and the dashboard run as subprocesses, each in its own session (so its process group id is its
-pid and a terminal Ctrl-C reaches only ``up``). Shutdown goes in data-flow order: the demo source stops producing,
-the workers get SIGTERM (they finish the batch, write, commit) and SIGKILL after ``stop_timeout_s``, then the
-dashboard, then the servers. Each child is stopped by its process group, so whatever it spawned goes too; ``up``
-waits until every group is empty. ``<run_dir>/run.json`` lists the URLs and pids while it runs.
+Children: the servers, every worker, the dashboard and a live source run as subprocesses, each in its own session (so
+its process group id is its pid and a terminal Ctrl-C reaches only ``up``); each is a
+:class:`~emotion_monitor.children.ChildProcess`. Shutdown goes in data-flow order: the source stops producing, the
+workers get SIGTERM (they finish the batch, write, commit) and SIGKILL after ``stop_timeout_s``, then the dashboard,
+then the servers. Each child is stopped by its process group, so whatever it spawned goes too; ``up`` waits until
+every group is empty. ``<run_dir>/run.json`` lists the URLs and pids while it runs.
 
 With ``--persist DIR`` the broker stores its log in an on-disk S3 server (s3rver, ``DIR/s3``) and Redis keeps an
 append-only file and snapshots in ``DIR/redis``, so a restart of ``up`` continues where it stopped.
@@ -19,7 +20,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -29,12 +29,13 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from emotion_monitor.servers import ServerProcess, ServerUnavailable, free_port, http_ok, listening
+from emotion_monitor.children import ChildProcess, spawn
+from emotion_monitor.servers import ServerUnavailable, free_port, http_ok, listening
 from emotion_monitor.settings import UpSettings
 from emotion_monitor.topics import bootstrap_servers
 from monitor.redact import redact
 
-__all__ = ["Child", "Runtime", "up"]
+__all__ = ["Runtime", "up"]
 
 log = logging.getLogger("emotion_monitor.up")
 
@@ -52,63 +53,6 @@ DEMO_ALERT_SETTINGS: dict[str, object] = {
 # Dashboard settings while the demo runs (again unless the environment sets them): the last hour, refreshed every
 # 5 s, shows the demo's minutes of data as a moving chart rather than a sliver at the edge of 24 hours.
 DEMO_DASHBOARD_SETTINGS: dict[str, object] = {"default_range": "1h", "refresh_seconds": 5}
-
-
-@dataclass
-class Child:
-    """A subprocess in its own process group, stopped as a group."""
-
-    name: str
-    process: subprocess.Popen
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def group_alive(self) -> bool:
-        try:
-            os.killpg(self.process.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # pragma: no cover - a group member we cannot signal still exists
-            return True
-        return True
-
-    def log_tail(self, chars: int = 1500) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float) -> None:
-        """SIGTERM to the group, wait up to ``timeout`` for the whole group to exit, then SIGKILL what is left."""
-        for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline:
-                self.process.poll()  # reap the leader so its pid leaves the group
-                if not self.group_alive():
-                    break
-                time.sleep(0.1)
-            if not self.group_alive():
-                break
-        self.process.poll()
-
-
-def _spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path, cwd: Path | None = None) -> Child:
-    log_path = log_dir / f"{name}.log"
-    handle = open(log_path, "ab")
-    process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                               start_new_session=True)
-    handle.close()
-    return Child(name, process, log_path)
 
 
 def _cli_args(*subcommand: str) -> list[str]:
@@ -132,10 +76,10 @@ class Runtime:
 
     settings: UpSettings
     model_path: str | None = None
-    servers: list[ServerProcess] = field(default_factory=list)
-    workers: list[Child] = field(default_factory=list)
-    dashboard: Child | None = None
-    source: Child | None = None  # the live post source (`--source bluesky`), stopped first
+    servers: list[ChildProcess] = field(default_factory=list)
+    workers: list[ChildProcess] = field(default_factory=list)
+    dashboard: ChildProcess | None = None
+    source: ChildProcess | None = None  # the live post source (`--source bluesky`), stopped first
     kafka_url: str = ""
     redis_url: str = ""
     dashboard_url: str = ""
@@ -244,7 +188,8 @@ class Runtime:
             metrics_port = free_port()
             cwd = self.settings.run_dir / f"worker-{index}"  # Faust keeps its table data in the working folder
             cwd.mkdir(parents=True, exist_ok=True)
-            child = _spawn(f"worker-{index}", _cli_args("worker"), self._worker_env(metrics_port), log_dir, cwd)
+            name = f"worker-{index}"
+            child = spawn(name, _cli_args("worker"), log_dir / f"{name}.log", self._worker_env(metrics_port), cwd=cwd)
             self.workers.append(child)
             self.metrics_ports.append(metrics_port)
         echo(f"workers: {len(self.workers)} (logs in {log_dir}), metrics on "
@@ -257,7 +202,7 @@ class Runtime:
         demo_env = dashboard_env(**DEMO_DASHBOARD_SETTINGS) if self.settings.demo else {}
         env = {**os.environ, **{name: value for name, value in demo_env.items() if name not in os.environ}}
         env.update(dashboard_env(redis_url=self.redis_url, port=port, host="127.0.0.1"))
-        self.dashboard = _spawn("dashboard", _cli_args("dashboard"), env, log_dir)
+        self.dashboard = spawn("dashboard", _cli_args("dashboard"), log_dir / "dashboard.log", env)
         self.dashboard_url = f"http://127.0.0.1:{port}"
 
     def _write_pids(self) -> None:
@@ -269,7 +214,7 @@ class Runtime:
                 "metrics_ports": self.metrics_ports, "pids": pids}
         (self.settings.run_dir / "run.json").write_text(json.dumps(info, indent=2))
 
-    def children(self) -> list[Child]:
+    def children(self) -> list[ChildProcess]:
         return [*([self.source] if self.source else []), *self.workers, *([self.dashboard] if self.dashboard else [])]
 
     def _wait_ready(self, echo) -> None:
@@ -317,7 +262,7 @@ class Runtime:
             metrics_port = free_port()
             env = {**os.environ, **source_env(kafka_url=self.kafka_url, redis_url=self.redis_url,
                                               topic=self.topics["posts"], metrics_port=metrics_port)}
-            self.source = _spawn("source-bluesky", _cli_args("source", "bluesky"), env, log_dir)
+            self.source = spawn("source-bluesky", _cli_args("source", "bluesky"), log_dir / "source-bluesky.log", env)
             self._write_pids()
             echo(f"source: Bluesky Jetstream {endpoint} (untagged posts: the worker's brand queries assign brands), "
                  f"metrics on http://127.0.0.1:{metrics_port}/metrics")
@@ -339,7 +284,7 @@ class Runtime:
              f"an anger spike for {self.settings.demo_spike_brand} starts in {self.settings.demo_spike_after_s:.0f} s")
 
     # ---- run ---------------------------------------------------------------------------------------------------
-    def first_dead_child(self) -> Child | None:
+    def first_dead_child(self) -> ChildProcess | None:
         return next((child for child in self.children() if not child.alive()), None)
 
     # ---- stop --------------------------------------------------------------------------------------------------

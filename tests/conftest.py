@@ -1,4 +1,4 @@
-"""Shared fixtures: real servers (tansu broker, Redis with TimeSeries) on free ports, stopped by PID."""
+"""Shared fixtures: real servers (tansu broker, Redis with TimeSeries) on free ports, stopped as process groups."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .settings import TrainerSettings
 from .taxonomy import EKMAN, GOEMOTIONS_LABELS, SENTIMENT, TARGET_15
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "taxonomy_mapping",
     "apply_taxonomy",
     "undersample_majority",
+    "prepare_data",
 ]
 
 HF_DATASET_ID = "google-research-datasets/go_emotions"
@@ -388,3 +390,20 @@ def undersample_majority(split: Split, labels: list[str], ratio: float, majority
     info = {"majority": majority, "ratio": ratio, "before": int(counts[j]), "target": target,
             "dropped_rows": drop_n, "rows_before": len(split), "rows_after": len(keep)}
     return split.subset(keep), info
+
+
+def prepare_data(settings: TrainerSettings) -> tuple[DatasetSplits, dict]:
+    """Load, project to the taxonomy, limit and undersample (train only). Returns (data, records for the config)."""
+    data = load_dataset_splits(settings.data, settings.taxonomy)
+    records: dict = {"data_source": data.source, "rows": {"train": len(data.train), "dev": len(data.dev),
+                                                           "test": len(data.test)}}
+    if settings.train_limit and settings.train_limit < len(data.train):
+        order = np.random.default_rng(settings.seed).permutation(len(data.train))[: settings.train_limit]
+        data.train = data.train.subset(np.sort(order))
+    data.limit_eval(settings.eval_limit)
+    if settings.undersample_ratio:
+        data.train, info = undersample_majority(data.train, data.labels, settings.undersample_ratio,
+                                                settings.majority_label, settings.seed)
+        records["undersampling"] = info
+    records["rows_used"] = {"train": len(data.train), "dev": len(data.dev), "test": len(data.test)}
+    return data, records

@@ -16,10 +16,34 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["THRESHOLD_SOURCES", "evaluate_artifact", "plot_per_label_f1", "report_markdown"]
+from .artifact import Classifier
+from .data import DatasetSplits
+from .metrics import evaluate_predictions, grouped, tune_thresholds
+
+__all__ = ["THRESHOLD_SOURCES", "evaluate_artifact", "evaluate_classifier", "plot_per_label_f1", "report_markdown"]
 
 # report.json's ``thresholds_source`` -> how the report names the thresholds
 THRESHOLD_SOURCES = {"artifact": "artifact thresholds", "dev": "thresholds re-tuned on dev"}
+
+
+def evaluate_classifier(classifier: Classifier, data: DatasetSplits, thresholds: np.ndarray | None = None,
+                        progress: bool = True, dev_proba: np.ndarray | None = None,
+                        test_proba: np.ndarray | None = None) -> dict:
+    """Dev (tunes thresholds unless given) and test metrics, incl. Ekman/sentiment groupings when defined.
+    Probabilities already computed (e.g. from cached embeddings) can be passed in."""
+    if dev_proba is None:
+        dev_proba = classifier.predict_proba(data.dev.texts, progress=progress)
+    if thresholds is None:
+        thresholds = tune_thresholds(data.dev.labels, dev_proba)
+    if test_proba is None:
+        test_proba = classifier.predict_proba(data.test.texts, progress=progress)
+    metrics = {"dev": evaluate_predictions(data.dev.labels, dev_proba, data.labels, thresholds),
+               "test": evaluate_predictions(data.test.labels, test_proba, data.labels, thresholds)}
+    predicted = (test_proba >= thresholds[None, :]).astype(int)
+    for name, mapping in data.groupings.items():
+        metrics[f"test_{name}"] = grouped(data.test.labels, predicted, data.labels, mapping)
+    metrics["thresholds"] = {n: float(t) for n, t in zip(data.labels, thresholds)}
+    return metrics
 
 
 def _thresholds_name(metrics: dict) -> str:
@@ -87,7 +111,6 @@ def evaluate_artifact(model_path: str | Path | None = None, data: str | None = N
     from .artifact import load_classifier
     from .data import HF_DATASET_ID, load_dataset_splits
     from .settings import default_data_dir
-    from .trainer import evaluate_classifier
 
     classifier = load_classifier(model_path)
     if batch_size:

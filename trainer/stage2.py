@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .artifact import Classifier, load_classifier, write_head_and_records
-from .data import DatasetSplits
+from .data import DatasetSplits, prepare_data
+from .evaluate import evaluate_classifier
 from .ismote import ISMOTE, minority_targets
 from .losses import loss_for_labels
 from .metrics import macro_f1, tune_thresholds
@@ -154,15 +155,11 @@ def recorded_settings(classifier: Classifier, local_data: str | None = None):
 def stage2_from_artifact(source: str | Path, settings, progress: bool = True, command: str | None = None,
                          method: str = "ismote", cache_root: Path = Path("runs/embeddings")) -> dict:
     """Copy a stage-1 artifact to ``settings.output`` and retrain its head there (adapter unchanged)."""
-    from .trainer import evaluate_classifier
-
     source, output = Path(source), Path(settings.output)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     classifier = load_classifier(source)
     # Rebuild exactly the stage-1 data (taxonomy, limits, undersampling) from the artifact's recorded settings.
-    from .trainer import prepare_data
-
     recorded = recorded_settings(classifier, settings.data)
     data, _ = prepare_data(recorded)
     if data.labels != classifier.labels:

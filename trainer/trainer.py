@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from .artifact import Classifier, save_classifier
-from .data import DatasetSplits, load_dataset_splits, undersample_majority
+from .data import DatasetSplits, prepare_data
+from .evaluate import evaluate_classifier
 from .losses import DistillationLoss, loss_for_labels
-from .metrics import evaluate_predictions, grouped, tune_thresholds
 from .modeling import autocast, build_classifier, pick_device
 from .settings import TrainerSettings
+from .stage2 import retrain_head
 
-__all__ = ["train", "seed_everything", "prepare_data", "TrainResult"]
+__all__ = ["train", "seed_everything", "TrainResult"]
 
 log = logging.getLogger("trainer")
 
@@ -44,23 +45,6 @@ def seed_everything(seed: int) -> None:
 
 class TrainResult(dict):
     """What ``train`` returns: ``path`` (artifact), ``metrics``, ``loss_history``, ``seconds_per_epoch``."""
-
-
-def prepare_data(settings: TrainerSettings) -> tuple[DatasetSplits, dict]:
-    """Load, project to the taxonomy, limit and undersample (train only). Returns (data, records for the config)."""
-    data = load_dataset_splits(settings.data, settings.taxonomy)
-    records: dict = {"data_source": data.source, "rows": {"train": len(data.train), "dev": len(data.dev),
-                                                           "test": len(data.test)}}
-    if settings.train_limit and settings.train_limit < len(data.train):
-        order = np.random.default_rng(settings.seed).permutation(len(data.train))[: settings.train_limit]
-        data.train = data.train.subset(np.sort(order))
-    data.limit_eval(settings.eval_limit)
-    if settings.undersample_ratio:
-        data.train, info = undersample_majority(data.train, data.labels, settings.undersample_ratio,
-                                                settings.majority_label, settings.seed)
-        records["undersampling"] = info
-    records["rows_used"] = {"train": len(data.train), "dev": len(data.dev), "test": len(data.test)}
-    return data, records
 
 
 def _batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, bucketing: bool) -> list[np.ndarray]:
@@ -93,26 +77,6 @@ def _collate(encoded: list[list[int]], index: np.ndarray, pad_id: int) -> tuple[
 
 def _trainable_state(model) -> dict:
     return {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
-
-
-def evaluate_classifier(classifier: Classifier, data: DatasetSplits, thresholds: np.ndarray | None = None,
-                        progress: bool = True, dev_proba: np.ndarray | None = None,
-                        test_proba: np.ndarray | None = None) -> dict:
-    """Dev (tunes thresholds unless given) and test metrics, incl. Ekman/sentiment groupings when defined.
-    Probabilities already computed (e.g. from cached embeddings) can be passed in."""
-    if dev_proba is None:
-        dev_proba = classifier.predict_proba(data.dev.texts, progress=progress)
-    if thresholds is None:
-        thresholds = tune_thresholds(data.dev.labels, dev_proba)
-    if test_proba is None:
-        test_proba = classifier.predict_proba(data.test.texts, progress=progress)
-    metrics = {"dev": evaluate_predictions(data.dev.labels, dev_proba, data.labels, thresholds),
-               "test": evaluate_predictions(data.test.labels, test_proba, data.labels, thresholds)}
-    predicted = (test_proba >= thresholds[None, :]).astype(int)
-    for name, mapping in data.groupings.items():
-        metrics[f"test_{name}"] = grouped(data.test.labels, predicted, data.labels, mapping)
-    metrics["thresholds"] = {n: float(t) for n, t in zip(data.labels, thresholds)}
-    return metrics
 
 
 def train(settings: TrainerSettings, progress: bool = True, command: str | None = None) -> TrainResult:
@@ -226,8 +190,6 @@ def train(settings: TrainerSettings, progress: bool = True, command: str | None 
     }
     classifier = Classifier(model, tokenizer, data.labels, np.full(n_labels, 0.5), config, device=device)
     if settings.ismote:
-        from .stage2 import retrain_head
-
         config["stage2"] = retrain_head(classifier, data, settings, progress=progress)
     metrics = evaluate_classifier(classifier, data, progress=progress)
     thresholds = np.array([metrics["thresholds"][n] for n in data.labels])

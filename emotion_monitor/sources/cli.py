@@ -27,13 +27,18 @@ def _settings(**options) -> SourceSettings:
 
 
 def _topics(settings: SourceSettings) -> tuple[str, str]:
-    from emotion_monitor.components import monitor_topics
+    """The posts and dead-letter topics: the source's own settings, else the worker's (``EM_MONITOR_*``).
+
+    Read from ``MonitorSettings`` directly, not through ``emotion_monitor.components`` (which imports this package's
+    settings): the sources subpackage stays below the runtime modules that compose it.
+    """
+    from monitor.settings import MonitorSettings
 
     try:
-        topics = monitor_topics()
+        worker = MonitorSettings()
     except ValueError as exc:
         raise click.ClickException(f"invalid EM_MONITOR_* settings:\n{exc}") from exc
-    return settings.topic or topics["posts"], settings.dlq_topic or topics["dlq"]
+    return settings.topic or worker.posts_topic, settings.dlq_topic or worker.dlq_topic
 
 
 def _run(name: str, settings: SourceSettings, stream, key: str, finite: bool = False) -> None:

@@ -1,4 +1,4 @@
-"""The real servers start, serve and stop by PID."""
+"""The real servers start, serve and stop (as process groups: emotion_monitor.children)."""
 
 import asyncio
 import os

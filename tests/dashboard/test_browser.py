@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.browser import CHART, dashboard_page
+from tests.dashboard.browser import CHART, dashboard_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,15 +4,14 @@ unless --allow-open-remote is given, and with it really serves there. A real `em
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from emotion_monitor.servers import free_port, http_ok
+from emotion_monitor.children import ChildProcess, spawn
+from emotion_monitor.servers import ServerUnavailable, free_port, http_ok, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 EMOTION_MONITOR = str(Path(sys.executable).parent / "emotion-monitor")
@@ -24,27 +23,18 @@ def _env(redis_server, **extra) -> dict[str, str]:
     return env
 
 
-def _serve(args: list[str], env: dict[str, str], log: Path, port: int) -> subprocess.Popen:
-    """Start the dashboard, wait until Streamlit answers on ``port``; the caller stops it by its process group."""
-    proc = subprocess.Popen([EMOTION_MONITOR, "dashboard", "--port", str(port), *args], cwd=ROOT, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not http_ok(f"http://127.0.0.1:{port}/_stcore/health"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc)
-            pytest.fail(f"dashboard did not come up ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
-    return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+def _serve(args: list[str], env: dict[str, str], log: Path, port: int) -> ChildProcess:
+    """Start the dashboard, wait until Streamlit answers on ``port``; the caller stops it (as a process group)."""
+    dashboard = spawn("dashboard", [EMOTION_MONITOR, "dashboard", "--port", str(port), *args], log, env, cwd=ROOT)
+    try:
+        ready = wait_until_ready(dashboard, lambda: http_ok(f"http://127.0.0.1:{port}/_stcore/health"), 120, poll=0.3)
+    except ServerUnavailable as exc:  # it exited during start-up: the message ends with its log
+        dashboard.stop(5)
+        pytest.fail(str(exc))
+    if not ready:
+        dashboard.stop(20)
+        pytest.fail(f"dashboard did not come up within 120 s:\n{dashboard.log_tail(3000)}")
+    return dashboard
 
 
 def test_open_mode_is_refused_on_a_public_address_then_served_with_allow_open_remote(redis_server, tmp_path):
@@ -74,19 +64,19 @@ def test_open_mode_is_refused_on_a_public_address_then_served_with_allow_open_re
         if not address.startswith("127."):
             assert http_ok(f"http://{address}:{port}/_stcore/health")
     finally:
-        _stop(proc)
+        proc.stop(20)
 
 
 def test_open_mode_on_loopback_warns_and_a_password_does_not(redis_server, tmp_path):
     port = free_port()
     log = tmp_path / "open.log"
     proc = _serve([], _env(redis_server), log, port)
-    _stop(proc)
+    proc.stop(20)
     assert f"no access control configured (no password, no OIDC): dashboard open on http://127.0.0.1:{port}" \
         in log.read_text()
 
     log = tmp_path / "login.log"
     proc = _serve(["--host", "0.0.0.0"], _env(redis_server, EM_DASHBOARD_PASSWORD="s3cret"), log, port)
-    _stop(proc)
+    proc.stop(20)
     text = log.read_text()
     assert f"dashboard on http://0.0.0.0:{port} (login required)" in text and "no access control" not in text

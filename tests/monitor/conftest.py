@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from emotion_monitor.children import spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 EMOTION_MONITOR = str(Path(sys.executable).parent / "emotion-monitor")
@@ -50,13 +50,14 @@ def monitor_env(broker, redis_url: str, model_dir: Path | None, **overrides) -> 
 
 
 class Worker:
-    """``emotion-monitor worker`` as a real child process (own session, stopped by PID)."""
+    """``emotion-monitor worker`` as a real child process: a :class:`~emotion_monitor.children.ChildProcess` (own
+    session; ``stop`` takes the whole group, so the worker's inference child goes too). ``signal`` reaches the worker
+    alone, as a ``kill`` of its pid would."""
 
     def __init__(self, env: dict[str, str], log_path: Path):
         self.log_path = log_path
-        self._log = open(log_path, "ab")
-        self.process = subprocess.Popen([EMOTION_MONITOR, "worker"], env=env, cwd=ROOT, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.child = spawn("worker", [EMOTION_MONITOR, "worker"], log_path, env, cwd=ROOT)
+        self.process = self.child.process
 
     def signal(self, sig: int) -> None:
         if self.process.poll() is None:
@@ -66,17 +67,10 @@ class Worker:
         return self.process.wait(timeout=timeout)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log.close()
+        self.child.stop(timeout=20)
 
     def log_tail(self, n: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-n:]
+        return self.child.log_tail(n)
 
 
 @pytest.fixture()
