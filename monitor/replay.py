@@ -290,7 +290,7 @@ async def run_replay(settings: MonitorSettings, span: ReplayRange, *, mode: str 
                         tp = TopicPartition(r.topic, r.partition)
                         commit[tp] = max(commit.get(tp, 0), r.offset + 1)
                     await retry_transient(lambda: consumer.commit(commit),
-                                          Backoff(settings.redis_retry_initial, settings.redis_retry_max), "commit")
+                                          Backoff(settings.retry_initial_s, settings.retry_max_s), "commit")
                 bar.update(len(rows) + skipped[0])
                 skipped[0] = 0
         if keep is not None:

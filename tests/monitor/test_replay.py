@@ -120,7 +120,7 @@ def test_publish_retries_broker_send_errors_with_back_off(kafka_broker, redis_se
             return await super().send(topic, value, key=key, **kwargs)
 
     monkeypatch.setattr(monitor.replay, "AIOKafkaProducer", FlakyProducer)
-    settings = settings_for(kafka_broker, redis_server.url, small_model_dir, redis_retry_initial=0.05,
+    settings = settings_for(kafka_broker, redis_server.url, small_model_dir, retry_initial_s=0.05,
                             poison_retries=1)
     summary = asyncio.run(run_replay(settings, ReplayRange(), publish=True, progress=False))
     assert failures == {"raise": 0, "future": 0}
