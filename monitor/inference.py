@@ -70,7 +70,8 @@ class _ChildModel:
     def get(cls) -> ServedModel:
         if cls.error is not None:
             raise cls.error
-        assert cls.served is not None, "the inference child's initializer did not run"
+        if cls.served is None:
+            raise RuntimeError("no model in this process: the inference child's initializer did not run")
         return cls.served
 
 

@@ -1,6 +1,7 @@
 """Stage-1 training (LoRA + head on real text), optional stage 2 (ISMOTE head retraining), tuning, artifact.
 
-``train(settings)`` runs the whole recipe and returns the artifact folder. Guarantees:
+``train(settings)`` runs the whole recipe, writes the artifact and returns a :class:`~trainer.result.TrainResult`.
+Guarantees:
 
 * fixed seeds (python, numpy, torch) and a deterministic batch order per epoch (``seed + epoch``), so a resumed run
   sees the same batches as an uninterrupted one;
