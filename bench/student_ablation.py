@@ -60,8 +60,8 @@ def time_bases(bases: list[str], steps: int, threads: int, work_dir: Path) -> di
                                    resume=False, log_every=max(1, steps), output=str(work_dir / f"time_{base}"))
         started = time.time()
         result = train(settings, progress=False)
-        config = result["config"]
-        timings[base] = {"seconds_per_epoch": round(result["seconds_per_epoch"], 1),
+        config = result.config
+        timings[base] = {"seconds_per_epoch": round(result.seconds_per_epoch, 1),
                          "seconds_per_step": round(config["stage1_seconds"] / steps, 2),
                          "steps_per_epoch": config["steps_per_epoch"], "steps_timed": steps,
                          "hardware": config["hardware"], "wall_seconds": round(time.time() - started, 1),

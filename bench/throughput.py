@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from emotion_monitor.servers import start_redis, start_tansu  # noqa: E402
 from monitor import schema  # noqa: E402
+from trainer.protocol import Classifier  # noqa: E402
 
 DATA = Path(os.environ.get("EMOTION_MONITOR_DATA_DIR", ROOT.parent / "shared" / "data" / "goemotions")) / "dev.tsv"
 BRAND = "bench"
@@ -81,7 +82,7 @@ async def produce(bootstrap: str, posts: list[dict], rate: float | None = None) 
         await producer.stop()
 
 
-def bare_rate(clf, texts: list[str], batch: int, call: int, arrival_order: bool = True) -> float:
+def bare_rate(clf: Classifier, texts: list[str], batch: int, call: int, arrival_order: bool = True) -> float:
     """Best of two timed passes after a full warm-up pass (CPU kernels are built per input shape on first use).
 
     ``arrival_order``: one ``predict_proba`` call per ``batch`` texts in the order they arrive, cut into model calls

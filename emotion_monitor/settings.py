@@ -55,6 +55,11 @@ class UpSettings(BaseSettings):
         default=Path.home() / ".cache" / "emotion-monitor" / "s3rver",
         description="Where `up --persist` installs the on-disk S3 server s3rver (npm) for the broker's s3 storage",
     )
+    model_path: Path | None = Field(
+        default=None,
+        description="Model artifact folder the workers load (unset: EM_MONITOR_MODEL_PATH when set, else the trainer's "
+                    "shipped model)",
+    )
     demo: bool = Field(default=True, description="Run the demo post source (GoEmotions test texts for fictional brands)")
     source: Literal["demo", "bluesky"] = Field(
         default="demo",
@@ -88,6 +93,13 @@ class UpSettings(BaseSettings):
     stop_timeout_s: float = Field(
         default=20.0, gt=0, description="Seconds a child gets after SIGTERM to finish its batch before SIGKILL"
     )
+
+    @field_validator("model_path", mode="after")
+    @classmethod
+    def _model_folder_exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_dir():  # fail before anything starts, not in the worker's log
+            raise ValueError(f"model_path {str(path)!r} is not a folder (a model artifact folder is needed)")
+        return path
 
     @field_validator("demo_brands", mode="after")
     @classmethod

@@ -75,7 +75,6 @@ class Runtime:
     """The started servers and children of one ``up`` run."""
 
     settings: UpSettings
-    model_path: str | None = None
     servers: list[ChildProcess] = field(default_factory=list)
     workers: list[ChildProcess] = field(default_factory=list)
     dashboard: ChildProcess | None = None
@@ -175,8 +174,8 @@ class Runtime:
             "broker_url": self.kafka_url, "redis_url": self.redis_url, "metrics_port": metrics_port,
             "topic_partitions": max(self.settings.partitions, self.settings.workers),
         }
-        if self.model_path:
-            values["model_path"] = self.model_path
+        if self.settings.model_path:  # else the worker's own EM_MONITOR_MODEL_PATH, or the shipped model
+            values["model_path"] = str(self.settings.model_path)
         defaults = DEMO_ALERT_SETTINGS if self.settings.demo else {}
         extra = monitor_env(**{name: value for name, value in defaults.items() if name in known})
         env = {**os.environ, **{name: value for name, value in extra.items() if name not in os.environ}}
@@ -346,11 +345,12 @@ def _run_loop(runtime: Runtime, stop: threading.Event) -> int:
 @click.option("--source", type=click.Choice(["demo", "bluesky"]), default=None,
               help="Post source: the demo, or live Bluesky (falls back to the demo when offline) "
                    "[EM_UP_SOURCE; default demo].")
-@click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False),
-              help="Model artifact for the worker (default: the trainer's shipped model) [EM_MONITOR_MODEL_PATH].")
+@click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Model artifact for the workers [EM_UP_MODEL_PATH; default: EM_MONITOR_MODEL_PATH, else the "
+                   "trainer's shipped model].")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for logs and run.json (URLs, pids) [EM_UP_RUN_DIR].")
-def up(model_path: str | None, **options) -> None:
+def up(**options) -> None:
     """Start the whole product locally: broker, Redis, topics, worker, demo source and dashboard.
 
     \b
@@ -365,7 +365,7 @@ def up(model_path: str | None, **options) -> None:
         settings = UpSettings(**{name: value for name, value in options.items() if value is not None})
     except ValidationError as exc:
         raise click.ClickException(f"invalid settings:\n{exc}") from exc
-    runtime = Runtime(settings, model_path=model_path)
+    runtime = Runtime(settings)
     stop = runtime.stop_requested
 
     def request_stop(signum, frame) -> None:  # noqa: ARG001

@@ -22,13 +22,12 @@ import multiprocessing
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
-
 import numpy as np
 
 from monitor.settings import MonitorSettings
+from trainer.protocol import Classifier
 
-__all__ = ["Inference", "InferenceProcessDied", "load_inference", "share_cores_politely"]
+__all__ = ["Inference", "InferenceProcessDied", "ServedModel", "load_inference", "share_cores_politely"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,41 @@ class InferenceProcessDied(RuntimeError):
 
 # ---------------------------------------------------------------- model side (this process or the child)
 
-_MODEL: dict[str, Any] = {}
+
+class ServedModel:
+    """The classifier as the worker serves it. The one place its token limit is set: ``max_length`` lowered to
+    ``settings.max_tokens`` (never raised above what the model was trained with)."""
+
+    def __init__(self, classifier: Classifier, max_tokens: int):
+        classifier.max_length = min(int(classifier.max_length), max_tokens)
+        self.classifier = classifier
+
+    def describe(self) -> dict:
+        classifier = self.classifier
+        return {"labels": list(classifier.labels), "thresholds": np.asarray(classifier.thresholds, dtype=np.float32),
+                "version": str(classifier.version), "precision": str(classifier.precision),
+                "device": classifier.device.type}
+
+    def predict(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, float]:
+        started = time.perf_counter()
+        proba = self.classifier.predict_proba(texts, batch_size=batch_size)
+        return np.asarray(proba, dtype=np.float32), time.perf_counter() - started
+
+
+class _ChildModel:
+    """What the inference child holds between calls: its served model, or why it failed to load (an initializer
+    that raises only breaks the pool, losing the reason: the first call raises it in the worker as itself)."""
+
+    served: ServedModel | None = None
+    error: BaseException | None = None
+
+    @classmethod
+    def get(cls) -> ServedModel:
+        if cls.error is not None:
+            raise cls.error
+        if cls.served is None:
+            raise RuntimeError("no model in this process: the inference child's initializer did not run")
+        return cls.served
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -55,7 +88,7 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-worker", daemon=True).start()
 
 
-def _load_classifier(settings_json: str) -> Any:
+def _load_served(settings_json: str) -> ServedModel:
     from trainer import default_model_dir, load_classifier
 
     settings = MonitorSettings.model_validate_json(settings_json)
@@ -64,10 +97,9 @@ def _load_classifier(settings_json: str) -> Any:
     # no model_path: the shipped model for the device (the MPNet artifact on CUDA when installed, else MiniLM)
     path = settings.model_path or default_model_dir(device)
     classifier = load_classifier(path, device=device, int8=settings.cpu_precision == "int8")
-    classifier.max_length = min(int(classifier.max_length), settings.max_tokens)
     log.warning("loaded model %s (%s on %s) in %.1f s", classifier.version, classifier.precision,
                 classifier.device, time.perf_counter() - started)
-    return classifier
+    return ServedModel(classifier, settings.max_tokens)
 
 
 def _child_init(settings_json: str) -> None:
@@ -79,31 +111,17 @@ def _child_init(settings_json: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _exit_with_parent(os.getppid())
     try:
-        _MODEL["classifier"] = _load_classifier(settings_json)
-    except Exception as exc:  # noqa: BLE001 - an initializer that raises only breaks the pool, losing the reason:
-        _MODEL["error"] = exc  # keep it for the first call, which raises it in the worker as itself
+        _ChildModel.served = _load_served(settings_json)
+    except Exception as exc:  # noqa: BLE001 - kept for the first call (see _ChildModel)
+        _ChildModel.error = exc
 
 
-def _loaded(classifier: Any | None) -> Any:
-    if classifier is not None:
-        return classifier
-    if "error" in _MODEL:
-        raise _MODEL["error"]
-    return _MODEL["classifier"]
+def _describe(served: ServedModel | None = None) -> dict:
+    return (served or _ChildModel.get()).describe()
 
 
-def _describe(classifier: Any | None = None) -> dict:
-    classifier = _loaded(classifier)
-    return {"labels": list(classifier.labels), "thresholds": np.asarray(classifier.thresholds, dtype=np.float32),
-            "version": str(classifier.version), "precision": getattr(classifier, "precision", "fp32"),
-            "device": getattr(getattr(classifier, "device", None), "type", "cpu")}
-
-
-def _predict(texts: list[str], batch_size: int, classifier: Any | None = None) -> tuple[np.ndarray, float]:
-    started = time.perf_counter()
-    classifier = _loaded(classifier)
-    proba = classifier.predict_proba(texts, batch_size=batch_size)
-    return np.asarray(proba, dtype=np.float32), time.perf_counter() - started
+def _predict(texts: list[str], batch_size: int, served: ServedModel | None = None) -> tuple[np.ndarray, float]:
+    return (served or _ChildModel.get()).predict(texts, batch_size)
 
 
 # ---------------------------------------------------------------- event-loop side
@@ -113,14 +131,15 @@ class Inference:
     """The model behind one executor: ``labels``, ``thresholds`` (overrides applied), ``version`` (``+int8`` when
     served in int8), ``precision``, ``device``, ``batch_size`` (texts per model call) and :meth:`predict`."""
 
-    def __init__(self, settings: MonitorSettings, classifier: Any | None = None):
+    def __init__(self, settings: MonitorSettings, classifier: Classifier | None = None):
         self.settings = settings
-        self.classifier = classifier  # only in thread isolation (loaded below when not given)
+        # only in thread isolation: the model served on this process's executor thread (loaded below when not given)
+        self.served = None if classifier is None else ServedModel(classifier, settings.max_tokens)
         self.isolation = "thread" if classifier is not None else settings.inference_isolation
         self._executor = self._start()
-        in_child = self.classifier is None
+        in_child = self.served is None
         try:
-            meta = self._executor.submit(_describe).result() if in_child else _describe(self.classifier)
+            meta = self._executor.submit(_describe).result() if in_child else self.served.describe()
         except BaseException:  # e.g. the model failed to load in the child: no process left behind
             self.close()
             raise
@@ -141,18 +160,15 @@ class Inference:
     def _start(self) -> Executor:
         if self.isolation == "thread":
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-            if self.classifier is None:
-                self.classifier = executor.submit(_load_classifier, self.settings.model_dump_json()).result()
+            if self.served is None:
+                self.served = executor.submit(_load_served, self.settings.model_dump_json()).result()
             return executor
         # spawn, not fork: the child must not inherit the event loop, sockets or Faust's threads
         return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_child_init, initargs=(self.settings.model_dump_json(),))
 
     def _submit(self, texts: list[str]):
-        return self._executor.submit(_predict, texts, self.batch_size, self.classifier)
-
-    def predict_blocking(self, texts: list[str]) -> np.ndarray:
-        return self._submit(list(texts)).result()[0]
+        return self._executor.submit(_predict, texts, self.batch_size, self.served)
 
     async def predict(self, texts: list[str]) -> tuple[np.ndarray, float]:
         """Probabilities ``[n, n_labels]`` and the seconds the model took (not counting the wait behind an earlier
@@ -169,11 +185,10 @@ class Inference:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def load_inference(settings: MonitorSettings, classifier: Any | None = None) -> Inference:
+def load_inference(settings: MonitorSettings, classifier: Classifier | None = None) -> Inference:
     """The model named by the settings (the shipped default when ``model_path`` is empty), isolated as
-    ``settings.inference_isolation`` says; a ready ``classifier`` object runs on a thread of this process."""
-    if classifier is not None and hasattr(classifier, "max_length"):
-        classifier.max_length = min(int(classifier.max_length), settings.max_tokens)
+    ``settings.inference_isolation`` says; a ready ``classifier`` runs on a thread of this process, its
+    ``max_length`` lowered to ``settings.max_tokens`` (:class:`ServedModel`)."""
     return Inference(settings, classifier)
 
 

@@ -122,7 +122,7 @@ class BatchProcessor:
                                   on_alert=_count_opened)
 
     def _backoff(self) -> Backoff:
-        return Backoff(self.settings.redis_retry_initial, self.settings.redis_retry_max)
+        return Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
 
     async def _send_and_wait(self, topic: str, key: bytes | None, value: bytes) -> None:
         pending = await self.send(topic, key, value)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -129,9 +130,10 @@ async def _plan(consumer, settings: MonitorSettings, span: ReplayRange) -> tuple
     return starts, ends
 
 
-async def _read(consumer, starts: dict, stops: dict, batch: int, span: ReplayRange, skipped: list | None = None):
-    """Yield lists of records (at most ``batch``) from every partition's ``[start, stop)`` whose timestamps fall in
-    the span's ``[from_time, to_time]``; ``skipped`` (a one-item list) counts the rest."""
+async def _read(consumer, starts: dict, stops: dict, batch: int,
+                span: ReplayRange) -> AsyncIterator[tuple[list, int]]:
+    """Yield ``(records, passed_over)`` from every partition's ``[start, stop)``: the records (at most ``batch``)
+    whose timestamps fall in the span's ``[from_time, to_time]``, and how many of that fetch fell outside it."""
     low = span.from_time_ms if span.from_time_ms is not None else -1
     high = span.to_time_ms if span.to_time_ms is not None else float("inf")
     active = {tp for tp in starts if stops[tp] > starts[tp]}
@@ -139,19 +141,19 @@ async def _read(consumer, starts: dict, stops: dict, batch: int, span: ReplayRan
         consumer.seek(tp, starts[tp])
     while active:
         fetched = await consumer.getmany(*active, timeout_ms=1000, max_records=batch)
-        rows = []
+        rows, passed_over = [], 0
         for tp, records in fetched.items():
             for record in records:
                 if record.offset >= stops[tp]:
                     continue
                 if low <= record.timestamp <= high:
                     rows.append(record)
-                elif skipped is not None:
-                    skipped[0] += 1
+                else:
+                    passed_over += 1
             if await consumer.position(tp) >= stops[tp]:
                 active.discard(tp)
-        if rows:
-            yield rows
+        if rows or passed_over:
+            yield rows, passed_over
 
 
 def _valid_post(record, settings: MonitorSettings):
@@ -177,7 +179,7 @@ async def _check_marker_horizon(consumer, starts, stops, span: ReplayRange, sett
     marker expired since: filling it would count it twice)."""
     horizon = int(time.time() * 1000) - settings.seen_ttl_ms + settings.max_future_ms
     oldest = None
-    async for rows in _read(consumer, starts, stops, settings.max_batch * 8, span):
+    async for rows, _ in _read(consumer, starts, stops, settings.max_batch * 8, span):
         for record in rows:
             if oldest is None or record.timestamp < oldest:
                 oldest = record.timestamp
@@ -199,7 +201,7 @@ async def _prepare_recompute(consumer, store: RedisStore, starts, stops, span: R
     ``matching`` (the pipeline's brand matching, None when off) attributes untagged posts to brands by the current
     registry, as the recount will."""
     lo = hi = None
-    async for rows in _read(consumer, starts, stops, settings.max_batch * 8, span):
+    async for rows, _ in _read(consumer, starts, stops, settings.max_batch * 8, span):
         for record in rows:
             post = _valid_post(record, settings)
             if post is not None:
@@ -213,7 +215,7 @@ async def _prepare_recompute(consumer, store: RedisStore, starts, stops, span: R
     begin, ends = await _plan(consumer, settings, ReplayRange())
     ids: set[str] = set()
     per_brand: dict[str, set[str]] = {}
-    async for rows in _read(consumer, begin, ends, settings.max_batch * 8, ReplayRange()):
+    async for rows, _ in _read(consumer, begin, ends, settings.max_batch * 8, ReplayRange()):
         await store.hold_fence(*keep)  # refreshed while a long topic is read: it expires only if this process dies
         for record in rows:
             post = _valid_post(record, settings)
@@ -273,12 +275,11 @@ async def run_replay(settings: MonitorSettings, span: ReplayRange, *, mode: str 
             total = sum(stops[tp] - starts[tp] for tp in starts) if keep else 0
             if not keep:
                 starts = stops
-        skipped = [0]
         with tqdm(total=total, desc=f"replay {mode}", unit="post", disable=not progress) as bar:
-            async for rows in _read(consumer, starts, stops, settings.max_batch, span, skipped):
+            async for rows, passed_over in _read(consumer, starts, stops, settings.max_batch, span):
                 if keep is not None:
                     chosen = [r for r in rows if _created_in(r, keep, settings)]
-                    skipped[0] += len(rows) - len(chosen)
+                    passed_over += len(rows) - len(chosen)
                     rows = chosen
                     await store.hold_fence(*keep)  # refreshed: it expires only if this process dies
                 records = [Record(r.value, r.timestamp, r.topic, r.partition, r.offset, r.key) for r in rows]
@@ -290,9 +291,8 @@ async def run_replay(settings: MonitorSettings, span: ReplayRange, *, mode: str 
                         tp = TopicPartition(r.topic, r.partition)
                         commit[tp] = max(commit.get(tp, 0), r.offset + 1)
                     await retry_transient(lambda: consumer.commit(commit),
-                                          Backoff(settings.redis_retry_initial, settings.redis_retry_max), "commit")
-                bar.update(len(rows) + skipped[0])
-                skipped[0] = 0
+                                          Backoff(settings.retry_initial_s, settings.retry_max_s), "commit")
+                bar.update(len(rows) + passed_over)
         if keep is not None:
             await store.release_fence()
     finally:

@@ -24,14 +24,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Backoff", "RedisUnavailable", "is_redis_outage", "is_transient", "retry_transient"]
+__all__ = ["Backoff", "REDIS_OUTAGE_ERRORS", "is_redis_outage", "is_transient", "retry_transient"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# what redis-py raises when the server is away (connection refused or dropped, timed out)
-RedisUnavailable = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# The exception classes redis-py raises when the server is away (connection refused or dropped, timed out): a tuple
+# for ``except``/``isinstance``, not an exception of its own (dashboard.queries.RedisUnavailable is one)
+REDIS_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 # Error codes of a Redis that is up but cannot write now; they pass when memory is freed, the primary is back, the
 # snapshot works again, the data is loaded, the script ends or the cluster settles. redis-py strips the code off the
 # ones it maps to classes (OutOfMemoryError, ReadOnlyError, BusyLoadingError, TryAgainError, ClusterDownError,
@@ -45,7 +46,7 @@ _CANNOT_WRITE_CLASSES = tuple(getattr(redis_exceptions, name) for name in (
 
 def is_redis_outage(error: BaseException) -> bool:
     """True when ``error`` means "Redis cannot be written now" (away, or refusing writes until something passes)."""
-    if isinstance(error, RedisUnavailable) or isinstance(error, _CANNOT_WRITE_CLASSES):
+    if isinstance(error, REDIS_OUTAGE_ERRORS) or isinstance(error, _CANNOT_WRITE_CLASSES):
         return True
     return isinstance(error, ResponseError) and str(error).split(" ", 1)[0] in _CANNOT_WRITE_CODES
 

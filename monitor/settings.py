@@ -6,7 +6,9 @@ Lists are given as JSON in the environment (``EM_MONITOR_ALERT_EMOTIONS='["anger
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+import os
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -14,10 +16,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.post import DEFAULT_MAX_BYTES
 
-__all__ = ["ALERT_CHANNELS", "MonitorSettings"]
+__all__ = ["ALERT_CHANNELS", "MonitorSettings", "RENAMED_ENV_VARS"]
+
+log = logging.getLogger(__name__)
 
 # where an alert can be delivered besides Redis and the alerts topic (monitor/notify.py)
 ALERT_CHANNELS = ("webhook", "slack", "teams", "email")
+
+#: field -> the env var it had before it was renamed; read for one more release when the new one is unset
+#: (the back-offs govern broker and commit retries too, not only Redis).
+RENAMED_ENV_VARS = {"retry_initial_s": "EM_MONITOR_REDIS_RETRY_INITIAL", "retry_max_s": "EM_MONITOR_REDIS_RETRY_MAX"}
 
 _MINUTE_MS = 60_000
 _DAY_MS = 24 * 60 * _MINUTE_MS
@@ -127,10 +135,14 @@ class MonitorSettings(BaseSettings):
         7 * _DAY_MS, ge=0, description="Recent posts older than this (before the brand's newest) are dropped too, so "
         "the store holds the last N days or the cap, whichever is less (ms; 0 = count cap only)"
     )
-    redis_retry_initial: float = Field(
-        0.2, gt=0, description="First back-off (s) when Redis or the broker is unreachable, or a batch failed"
+    retry_initial_s: float = Field(
+        0.2, gt=0, description="First back-off (s) when Redis or the broker is unreachable, a batch failed or a commit "
+        "failed (was EM_MONITOR_REDIS_RETRY_INITIAL, still read with a warning)"
     )
-    redis_retry_max: float = Field(5.0, gt=0, description="Longest back-off (s) between those retries")
+    retry_max_s: float = Field(
+        5.0, gt=0, description="Longest back-off (s) between those retries (was EM_MONITOR_REDIS_RETRY_MAX, still read "
+        "with a warning)"
+    )
     poison_retries: int = Field(
         3, ge=1, description="Attempts at a batch failing for another reason than an unreachable Redis or broker "
         "(e.g. a text that crashes the model) before it is bisected; records failing alone go to the DLQ "
@@ -216,6 +228,23 @@ class MonitorSettings(BaseSettings):
         "and errors); 0.0.0.0 where a scraper on another host or container must reach them (docker-compose sets it)"
     )
     log_level: str = Field("warning", description="Worker log level")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_env_vars(cls, data: Any) -> Any:
+        """Env names of renamed fields still work for one release: used (with a warning) when the new one is unset."""
+        if not isinstance(data, dict):
+            return data
+        for field, old in RENAMED_ENV_VARS.items():
+            if old not in os.environ:
+                continue
+            new = f"EM_MONITOR_{field.upper()}"
+            if field not in data:
+                data = {**data, field: os.environ[old]}
+                log.warning("%s is deprecated and will be removed in the next release: use %s (read it now)", old, new)
+            elif new in os.environ:
+                log.warning("%s is deprecated and ignored: %s is set too and wins", old, new)
+        return data
 
     @field_validator("brand_allow_list")
     @classmethod

@@ -38,11 +38,11 @@ from redis.exceptions import ResponseError
 from monitor import schema
 from monitor.metrics import METRICS
 from monitor.post import Post, PostRejected
-from monitor.retry import Backoff, RedisUnavailable, is_redis_outage
+from monitor.retry import REDIS_OUTAGE_ERRORS, Backoff, is_redis_outage
 from monitor.settings import MonitorSettings
 from monitor.taxonomy import group_series
 
-__all__ = ["ClassifiedPost", "ClearRefused", "RecomputeInProgress", "RedisStore", "RedisUnavailable", "TIER_ORDER"]
+__all__ = ["ClassifiedPost", "ClearRefused", "RecomputeInProgress", "RedisStore", "TIER_ORDER"]
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ class ClassifiedPost:
 
 
 class RedisStore:
-    """Owns the asyncio Redis client; every method raises ``RedisUnavailable`` members when Redis is down."""
+    """Owns the asyncio Redis client; every method raises one of ``REDIS_OUTAGE_ERRORS`` when Redis is down."""
 
     def __init__(self, settings: MonitorSettings, emotions: Sequence[str]):
         self.settings = settings
@@ -346,7 +346,7 @@ class RedisStore:
     async def ping(self) -> bool:
         try:
             return bool(await self.redis.ping())
-        except RedisUnavailable:
+        except REDIS_OUTAGE_ERRORS:
             return False
 
     # ------------------------------------------------------------------ series creation
@@ -538,7 +538,7 @@ class RedisStore:
 
         Only the write is retried, not the batch (its classification stands). A Redis that comes back empty is
         handled by :meth:`write` itself: its script reports missing series and they are recreated."""
-        backoff = Backoff(self.settings.redis_retry_initial, self.settings.redis_retry_max)
+        backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         while True:
             try:
                 return await self.write(posts, thresholds)

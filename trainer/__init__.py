@@ -6,22 +6,30 @@ Public interface used by the monitor::
     clf = load_classifier()              # the shipped default (trainer/default_model), or load_classifier(path)
     clf.labels, clf.thresholds, clf.version, clf.max_length, clf.device
     clf.predict_proba(["I love it"])     # float32 [n, n_labels] sigmoid probabilities
+
+``Classifier`` is that interface as a ``typing.Protocol`` (``trainer/protocol.py``; importing it loads no torch);
+``load_classifier`` returns an ``ArtifactClassifier``, which implements it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__all__ = ["load_classifier", "save_classifier", "make_untrained_artifact", "Classifier", "DEFAULT_MODEL_DIR",
-           "MPNET_MODEL_DIR", "default_model_dir"]
+__all__ = ["load_classifier", "save_classifier", "make_untrained_artifact", "ArtifactClassifier", "Classifier",
+           "DEFAULT_MODEL_DIR", "MPNET_MODEL_DIR", "default_model_dir"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .artifact import (DEFAULT_MODEL_DIR, MPNET_MODEL_DIR, Classifier, default_model_dir, load_classifier,
+    from .artifact import (DEFAULT_MODEL_DIR, MPNET_MODEL_DIR, ArtifactClassifier, default_model_dir, load_classifier,
                            make_untrained_artifact, save_classifier)
+    from .protocol import Classifier
 
 
 def __getattr__(name: str):
     # Lazy: `import trainer` stays cheap (no torch/transformers) until a model is actually needed.
+    if name == "Classifier":
+        from .protocol import Classifier
+
+        return Classifier
     if name in __all__:
         from . import artifact
 

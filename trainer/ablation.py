@@ -108,7 +108,7 @@ def run_ablation(out_dir: Path, train_limit: int | None = 8000, steps: int = 300
         """Train a stage-1 row once; a stage-2 row reuses its encoder whatever order the rows come in."""
         if row not in artifacts:
             settings = TrainerSettings(**common, **table[row][0], output=str(work_dir / row.strip("+")))
-            artifacts[row] = Path(train(settings, progress=progress)["path"])
+            artifacts[row] = train(settings, progress=progress).path
         return artifacts[row]
 
     started = time.time()
@@ -125,10 +125,10 @@ def run_ablation(out_dir: Path, train_limit: int | None = 8000, steps: int = 300
             s2 = TrainerSettings(**common, **loss_settings, ismote=(method == "ismote"),
                                  output=str(work_dir / (name.strip("+") + "_stage2")))
             out = stage2_from_artifact(source, s2, progress=progress, method=method)
-            metrics = out["metrics"]
-            record.update({"stage2_seconds": out["config"]["stage2"]["seconds"],
-                           "synthetic_rows": out["config"]["stage2"]["synthetic_rows"],
-                           "stage2_best_epoch": out["config"]["stage2"]["best_epoch"]})
+            metrics = out.metrics
+            record.update({"stage2_seconds": out.config["stage2"]["seconds"],
+                           "synthetic_rows": out.config["stage2"]["synthetic_rows"],
+                           "stage2_best_epoch": out.config["stage2"]["best_epoch"]})
         record.update({"test_macro_f1_tuned": metrics["test"]["macro_f1_tuned"],
                        "test_macro_f1_at_0.5": metrics["test"]["macro_f1_at_0.5"],
                        "test_micro_f1_tuned": metrics["test"]["micro_f1_tuned"],

@@ -11,7 +11,8 @@ Folder layout (no base weights; the base is resolved from ``config.json``'s ``ba
     metrics.json        evaluation figures (dev/test)
     README.md           the model card
 
-``load_classifier(path)`` returns a ``Classifier``; ``predict_proba`` is the interface the monitor relies on.
+``load_classifier(path)`` returns an :class:`ArtifactClassifier`, which implements the :class:`Classifier` protocol
+(``trainer/protocol.py``: labels, thresholds, version, max_length, predict_proba) that the monitor relies on.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import torch
 from torch import nn
 
 from .modeling import EmotionClassifier, autocast, load_base, load_tokenizer, pick_device, resolve_base_model
+from .protocol import Classifier
 
-__all__ = ["Classifier", "load_classifier", "save_classifier", "make_untrained_artifact", "DEFAULT_MODEL_DIR",
-           "MPNET_MODEL_DIR", "default_model_dir"]
+__all__ = ["ArtifactClassifier", "Classifier", "load_classifier", "save_classifier", "make_untrained_artifact",
+           "DEFAULT_MODEL_DIR", "MPNET_MODEL_DIR", "default_model_dir"]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 #: The larger model (all-mpnet-base-v2 + LoRA) that a CUDA machine serves by default, when it ships here and the
@@ -37,8 +39,9 @@ MPNET_MODEL_DIR = Path(__file__).resolve().parent / "mpnet_model"
 _FILES = ("labels.json", "thresholds.json", "config.json", "head.safetensors")
 
 
-class Classifier:
-    """A loaded emotion classifier. ``predict_proba(texts)`` -> sigmoid probabilities ``[n, n_labels]``.
+class ArtifactClassifier:
+    """A loaded emotion classifier (implements :class:`trainer.protocol.Classifier`). ``predict_proba(texts)`` ->
+    sigmoid probabilities ``[n, n_labels]``.
 
     Texts longer than ``max_length`` tokens are truncated, never rejected; an empty list gives a ``[0, n_labels]``
     array. Batches are padded to their longest text (texts are length-sorted first so batches pad little).
@@ -120,7 +123,8 @@ class Classifier:
         return "int8" if quantized else "fp32"
 
     def __repr__(self) -> str:
-        return f"Classifier({self.version!r}, {len(self.labels)} labels, device={self.device}, {self.precision})"
+        return (f"ArtifactClassifier({self.version!r}, {len(self.labels)} labels, device={self.device}, "
+                f"{self.precision})")
 
 
 # ------------------------------------------------------------------------------------------------- save
@@ -197,7 +201,7 @@ def default_model_dir(device: str | torch.device | None = None) -> Path:
 
 
 def load_classifier(path: str | Path | None = None, device: str | torch.device | None = None,
-                    int8: bool = False) -> Classifier:
+                    int8: bool = False) -> ArtifactClassifier:
     """Load an artifact folder (default: the shipped ``trainer/default_model``) for inference.
 
     The LoRA adapter is merged into the base weights (no adapter overhead per batch). GPU with bf16 autocast when
@@ -241,7 +245,7 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device |
         quantize_backbone_int8(model)
     thresholds = np.array([threshold_map[name] for name in labels], dtype=np.float32)
     version = f"{config.get('name', folder.name)}-{_digest(folder)}"
-    return Classifier(model, tokenizer, labels, thresholds, config, metrics, version, folder, torch_device)
+    return ArtifactClassifier(model, tokenizer, labels, thresholds, config, metrics, version, folder, torch_device)
 
 
 def quantize_backbone_int8(model: EmotionClassifier) -> None:

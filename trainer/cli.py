@@ -75,8 +75,8 @@ def train(stage2_from: str | None, stage2_method: str, quiet: bool, **overrides)
             result = run_training(settings, progress=not quiet, command=command)
     except DataError as exc:  # unusable or unreachable data: the message says which and what to do, no traceback
         raise click.ClickException(str(exc)) from None
-    test = result["metrics"]["test"]
-    click.echo(json.dumps({"artifact": str(result["path"]), "test_macro_f1_tuned": round(test["macro_f1_tuned"], 4),
+    test = result.metrics["test"]
+    click.echo(json.dumps({"artifact": str(result.path), "test_macro_f1_tuned": round(test["macro_f1_tuned"], 4),
                            "test_macro_f1_at_0.5": round(test["macro_f1_at_0.5"], 4),
                            "test_micro_f1_tuned": round(test["micro_f1_tuned"], 4)}))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import Classifier
+from .artifact import ArtifactClassifier
 from .data import DatasetSplits
 from .metrics import evaluate_predictions, grouped, tune_thresholds
 
@@ -26,7 +26,7 @@ __all__ = ["THRESHOLD_SOURCES", "evaluate_artifact", "evaluate_classifier", "plo
 THRESHOLD_SOURCES = {"artifact": "artifact thresholds", "dev": "thresholds re-tuned on dev"}
 
 
-def evaluate_classifier(classifier: Classifier, data: DatasetSplits, thresholds: np.ndarray | None = None,
+def evaluate_classifier(classifier: ArtifactClassifier, data: DatasetSplits, thresholds: np.ndarray | None = None,
                         progress: bool = True, dev_proba: np.ndarray | None = None,
                         test_proba: np.ndarray | None = None) -> dict:
     """Dev (tunes thresholds unless given) and test metrics, incl. Ekman/sentiment groupings when defined.

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .settings import TrainerSettings
+
 __all__ = ["FocalLoss", "BCELoss", "AsymmetricLoss", "LabelSmoothing", "DistillationLoss", "label_weights",
            "build_loss", "loss_for_labels"]
 
@@ -181,7 +183,7 @@ def build_loss(kind: str, weights: np.ndarray | None, gamma: float = 2.0, *, asl
     return LabelSmoothing(loss, label_smoothing) if label_smoothing > 0 else loss
 
 
-def loss_for_labels(settings, Y: np.ndarray) -> tuple[nn.Module, np.ndarray | None]:
+def loss_for_labels(settings: TrainerSettings, Y: np.ndarray) -> tuple[nn.Module, np.ndarray | None]:
     """The loss ``settings`` asks for (``loss``, ``label_weights``, ``effective_beta``, ``focal_gamma``, the
     ``asl_*`` and ``label_smoothing`` settings) with label weights counted on the training label matrix ``Y``;
     returns (loss, weights or None when weighting is off)."""

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .settings import TrainerSettings
+
 __all__ = [
     "EmotionClassifier",
     "resolve_base_model",
@@ -145,7 +147,7 @@ class EmotionClassifier(nn.Module):
         return self.head(self.dropout(self.embed(input_ids, attention_mask)))
 
 
-def lora_targets_for(base: nn.Module, settings) -> list[str]:
+def lora_targets_for(base: nn.Module, settings: TrainerSettings) -> list[str]:
     """The LoRA target module names for ``base``. peft silently adapts only the names it finds, so a BERT list on
     MPNet (whose attention is ``q,k,v,o``) would train ``dense`` alone: a requested name the model lacks is an
     error, except that the untouched default list on an MPNet base becomes MPNet's own names."""
@@ -165,7 +167,8 @@ def lora_targets_for(base: nn.Module, settings) -> list[str]:
     return wanted
 
 
-def build_classifier(settings, n_labels: int, device: torch.device) -> tuple[EmotionClassifier, object, str, str]:
+def build_classifier(settings: TrainerSettings, n_labels: int,
+                     device: torch.device) -> tuple[EmotionClassifier, object, str, str]:
     """A fresh LoRA classifier for training: (model, tokenizer, resolved base path, pooling)."""
     from peft import LoraConfig, get_peft_model
 

@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifact import Classifier, load_classifier, write_head_and_records
+from .artifact import ArtifactClassifier, load_classifier, write_head_and_records
 from .data import DatasetSplits, prepare_data
 from .evaluate import evaluate_classifier
 from .ismote import ISMOTE, minority_targets
 from .losses import loss_for_labels
 from .metrics import macro_f1, tune_thresholds
+from .result import TrainResult
+from .settings import TrainerSettings
 
 __all__ = ["resample", "smote_resample", "fit_head", "retrain_head", "stage2_from_artifact", "embed_splits",
            "recorded_settings"]
@@ -54,7 +56,7 @@ def smote_resample(X: np.ndarray, Y: np.ndarray, target: float = 0.5, k_neighbor
     return np.concatenate([X, *new_x]), np.concatenate([Y, *new_y])
 
 
-def resample(method: str, X: np.ndarray, Y: np.ndarray, settings) -> tuple[np.ndarray, np.ndarray]:
+def resample(method: str, X: np.ndarray, Y: np.ndarray, settings: TrainerSettings) -> tuple[np.ndarray, np.ndarray]:
     if method == "none":
         return X, Y
     if method == "smote":
@@ -67,7 +69,7 @@ def resample(method: str, X: np.ndarray, Y: np.ndarray, settings) -> tuple[np.nd
 
 
 def fit_head(X: np.ndarray, Y: np.ndarray, X_dev: np.ndarray, Y_dev: np.ndarray, init: torch.nn.Linear,
-             settings, batch_size: int = 512, progress: bool = False) -> tuple[dict, dict]:
+             settings: TrainerSettings, batch_size: int = 512, progress: bool = False) -> tuple[dict, dict]:
     """Train a linear head on fixed embeddings; returns (best state_dict, record with dev F1 per epoch)."""
     torch.manual_seed(settings.seed)
     head = torch.nn.Linear(init.in_features, init.out_features)
@@ -105,7 +107,7 @@ def fit_head(X: np.ndarray, Y: np.ndarray, X_dev: np.ndarray, Y_dev: np.ndarray,
     return best_state, {"best_epoch": best_epoch, "best_dev_macro_f1": best, "history": history}
 
 
-def embed_splits(classifier: Classifier, data: DatasetSplits, cache_dir: Path | None = None,
+def embed_splits(classifier: ArtifactClassifier, data: DatasetSplits, cache_dir: Path | None = None,
                  progress: bool = True) -> dict[str, np.ndarray]:
     """Pooled embeddings of train/dev/test (cached as .npy per artifact version when ``cache_dir`` is given)."""
     out = {}
@@ -122,8 +124,9 @@ def embed_splits(classifier: Classifier, data: DatasetSplits, cache_dir: Path | 
     return out
 
 
-def retrain_head(classifier: Classifier, data: DatasetSplits, settings, progress: bool = True,
-                 embeddings: dict[str, np.ndarray] | None = None, method: str = "ismote") -> dict:
+def retrain_head(classifier: ArtifactClassifier, data: DatasetSplits, settings: TrainerSettings,
+                 progress: bool = True, embeddings: dict[str, np.ndarray] | None = None,
+                 method: str = "ismote") -> dict:
     """Stage 2 in place on ``classifier.model.head``; returns the record stored in the artifact's config."""
     started = time.time()
     emb = embeddings or embed_splits(classifier, data, progress=progress)
@@ -141,19 +144,18 @@ def retrain_head(classifier: Classifier, data: DatasetSplits, settings, progress
     return record
 
 
-def recorded_settings(classifier: Classifier, local_data: str | None = None):
+def recorded_settings(classifier: ArtifactClassifier, local_data: str | None = None) -> TrainerSettings:
     """The ``TrainerSettings`` an artifact was trained with (its ``config.json``); ``local_data`` replaces a recorded
     data path that does not exist on this machine (an artifact trained elsewhere)."""
-    from .settings import TrainerSettings
-
     recorded = TrainerSettings(**{k: v for k, v in classifier.config.items() if k in TrainerSettings.model_fields})
     if local_data is not None and not Path(recorded.data).exists():
         recorded.data = local_data
     return recorded
 
 
-def stage2_from_artifact(source: str | Path, settings, progress: bool = True, command: str | None = None,
-                         method: str = "ismote", cache_root: Path = Path("runs/embeddings")) -> dict:
+def stage2_from_artifact(source: str | Path, settings: TrainerSettings, progress: bool = True,
+                         command: str | None = None, method: str = "ismote",
+                         cache_root: Path = Path("runs/embeddings")) -> TrainResult:
     """Copy a stage-1 artifact to ``settings.output`` and retrain its head there (adapter unchanged)."""
     source, output = Path(source), Path(settings.output)
     if settings.threads:
@@ -188,4 +190,4 @@ def stage2_from_artifact(source: str | Path, settings, progress: bool = True, co
     config["command"] = (config.get("command", "") + " && " + (command or "")).strip(" &")
     thresholds = [metrics["thresholds"][name] for name in classifier.labels]
     write_head_and_records(output, classifier.model.head, classifier.labels, thresholds, config, metrics)
-    return {"path": output, "metrics": metrics, "config": config}
+    return TrainResult(path=output, metrics=metrics, config=config)

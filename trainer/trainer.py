@@ -1,6 +1,7 @@
 """Stage-1 training (LoRA + head on real text), optional stage 2 (ISMOTE head retraining), tuning, artifact.
 
-``train(settings)`` runs the whole recipe and returns the artifact folder. Guarantees:
+``train(settings)`` runs the whole recipe, writes the artifact and returns a :class:`~trainer.result.TrainResult`.
+Guarantees:
 
 * fixed seeds (python, numpy, torch) and a deterministic batch order per epoch (``seed + epoch``), so a resumed run
   sees the same batches as an uninterrupted one;
@@ -19,16 +20,18 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .artifact import Classifier, save_classifier
+from .artifact import ArtifactClassifier, save_classifier
 from .data import DatasetSplits, prepare_data
 from .evaluate import evaluate_classifier
 from .losses import DistillationLoss, loss_for_labels
 from .modeling import autocast, build_classifier, pick_device
+from .result import TrainResult
 from .settings import TrainerSettings
 from .stage2 import retrain_head
 
@@ -41,10 +44,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class TrainResult(dict):
-    """What ``train`` returns: ``path`` (artifact), ``metrics``, ``loss_history``, ``seconds_per_epoch``."""
 
 
 def _batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, bucketing: bool) -> list[np.ndarray]:
@@ -79,129 +78,186 @@ def _trainable_state(model) -> dict:
     return {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
 
 
+@dataclass
+class _FitInputs:
+    """What stage 1 fits: the texts, their targets and, when distilling, the teacher's probabilities and which rows
+    carry gold labels (the extra unlabelled texts do not)."""
+
+    texts: list[str]
+    targets: torch.Tensor
+    teacher_proba: torch.Tensor | None = None
+    labelled: torch.Tensor | None = None
+
+
+@dataclass
+class _Stage1:
+    """Stage-1 bookkeeping, saved in the checkpoint and recorded in the artifact's config."""
+
+    total_steps: int
+    steps_per_epoch: int
+    step: int = 0
+    loss_history: list[dict] = field(default_factory=list)
+    epoch_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.epoch_seconds.values())
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.seconds / (self.total_steps / self.steps_per_epoch)
+
+
 def train(settings: TrainerSettings, progress: bool = True, command: str | None = None) -> TrainResult:
-    """Train, tune thresholds on dev, evaluate on test and write the artifact to ``settings.output``."""
+    """Train, tune thresholds on dev, evaluate on test and write the artifact to ``settings.output``.
+
+    The phases: data (load, limit, undersample; the teacher's probabilities when distilling), model (base + LoRA +
+    head, loss), fit (stage 1, checkpointed), then stage 2 when asked, evaluation and the artifact."""
     started = time.time()
     seed_everything(settings.seed)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = pick_device()
     data, records = prepare_data(settings)
-    n_labels = len(data.labels)
-    model, tokenizer, base_path, pooling = build_classifier(settings, n_labels, device)
-
+    model, tokenizer, _, pooling = build_classifier(settings, len(data.labels), device)
     loss_fn, weights = loss_for_labels(settings, data.train.labels)  # weights from the labelled rows only
     loss_fn = loss_fn.to(device)
+    checkpoint_dir = Path(str(settings.output) + ".checkpoint")
+    inputs = _fit_inputs(settings, data, records, checkpoint_dir, progress)
+    if inputs.teacher_proba is not None:
+        loss_fn = DistillationLoss(loss_fn, settings.distill_alpha, settings.distill_temperature).to(device)
 
-    output = Path(settings.output)
-    checkpoint_dir = Path(str(output) + ".checkpoint")
-    texts, targets = list(data.train.texts), torch.tensor(data.train.labels, dtype=torch.float32)
-    teacher_proba = labelled = None
+    stage1 = _fit(settings, model, tokenizer, data.labels, inputs, loss_fn, device, checkpoint_dir, progress)
+
+    config = settings.model_dump() | records | {
+        "pooling": pooling, "steps": stage1.total_steps, "steps_per_epoch": stage1.steps_per_epoch,
+        "label_weight_values": None if weights is None else [round(float(w), 4) for w in weights],
+        "hardware": _hardware(device), "command": command or " ".join(sys.argv),
+        "stage1_seconds": round(stage1.seconds, 1), "seconds_per_epoch": round(stage1.seconds_per_epoch, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+    classifier = ArtifactClassifier(model, tokenizer, data.labels, np.full(len(data.labels), 0.5), config,
+                                    device=device)
+    if settings.ismote:
+        config["stage2"] = retrain_head(classifier, data, settings, progress=progress)
+    path, metrics = _evaluate_and_save(classifier, data, stage1.loss_history, Path(settings.output), started,
+                                       progress)
+    if checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)  # the run finished; the artifact supersedes the checkpoint
+    return TrainResult(path=path, metrics=metrics, config=config, seconds_per_epoch=stage1.seconds_per_epoch)
+
+
+def _fit_inputs(settings: TrainerSettings, data: DatasetSplits, records: dict, checkpoint_dir: Path,
+                progress: bool) -> _FitInputs:
+    """The training split's texts and labels; with a teacher, plus the extra texts and the teacher's probabilities
+    (recorded in ``records["distillation"]``)."""
     if settings.teacher:
         teacher_proba, labelled, texts, targets, records["distillation"] = _distillation_inputs(
             settings, data, checkpoint_dir, progress)
-        loss_fn = DistillationLoss(loss_fn, settings.distill_alpha, settings.distill_temperature).to(device)
-    elif settings.distill_texts:
+        return _FitInputs(texts, targets, teacher_proba, labelled)
+    if settings.distill_texts:
         raise ValueError("distill_texts needs a teacher (--teacher PATH): only a teacher can label them")
+    return _FitInputs(list(data.train.texts), torch.tensor(data.train.labels, dtype=torch.float32))
 
-    encoded = tokenizer(texts, truncation=True, max_length=settings.max_length)["input_ids"]
+
+def _fit(settings: TrainerSettings, model, tokenizer, labels: list[str], inputs: _FitInputs, loss_fn, device,
+         checkpoint_dir: Path, progress: bool) -> _Stage1:
+    """Stage 1: LoRA + head on the texts, resumed from ``checkpoint_dir`` when asked, checkpointed every
+    ``checkpoint_every`` steps."""
+    encoded = tokenizer(inputs.texts, truncation=True, max_length=settings.max_length)["input_ids"]
     lengths = [len(ids) for ids in encoded]
     steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
-    total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * steps_per_epoch))
+    run = _Stage1(total_steps=settings.max_steps or max(1, math.ceil(settings.epochs * steps_per_epoch)),
+                  steps_per_epoch=steps_per_epoch)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=settings.lr, total_steps=total_steps, pct_start=max(settings.warmup_fraction, 1e-3),
+        optimizer, max_lr=settings.lr, total_steps=run.total_steps, pct_start=max(settings.warmup_fraction, 1e-3),
         anneal_strategy="cos", cycle_momentum=False)
-
-    step, loss_history, epoch_seconds = 0, [], {}
     if settings.resume and (checkpoint_dir / "state.pt").exists():
-        # weights_only: the checkpoint holds only tensors, numbers, strings and containers, so loading it never runs
-        # pickled code (a tampered state.pt cannot execute anything)
-        state = torch.load(checkpoint_dir / "state.pt", map_location=device, weights_only=True)
-        if state["total_steps"] != total_steps or state["labels"] != data.labels:
-            raise RuntimeError(f"{checkpoint_dir}: checkpoint is from a different run (steps/labels differ); "
-                               "delete it or set resume=false")
-        model.load_state_dict(state["trainable"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, loss_history, epoch_seconds = state["step"], state["loss_history"], state["epoch_seconds"]
-        if "torch_rng" in state:  # same dropout masks as an uninterrupted run
-            torch.set_rng_state(state["torch_rng"])
-        log.info("resumed from %s at step %d/%d", checkpoint_dir, step, total_steps)
-
-    def save_checkpoint() -> None:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        tmp = checkpoint_dir / "state.pt.tmp"
-        torch.save({"trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "step": step, "total_steps": total_steps,
-                    "labels": data.labels, "loss_history": loss_history, "epoch_seconds": epoch_seconds,
-                    "torch_rng": torch.get_rng_state()}, tmp)
-        os.replace(tmp, checkpoint_dir / "state.pt")  # atomic: a crash never leaves a half-written checkpoint
+        _resume(checkpoint_dir, run, labels, model, optimizer, scheduler, device)
 
     from tqdm.auto import tqdm
 
     model.train()
-    bar = tqdm(total=total_steps, initial=step, desc="stage 1 (LoRA)", disable=not progress, mininterval=5)
+    bar = tqdm(total=run.total_steps, initial=run.step, desc="stage 1 (LoRA)", disable=not progress, mininterval=5)
     epoch_start, running = time.time(), []
-    while step < total_steps:
-        epoch, position = divmod(step, steps_per_epoch)
+    while run.step < run.total_steps:
+        epoch, position = divmod(run.step, steps_per_epoch)
         batches = _batch_order(lengths, settings.batch_size, settings.seed, epoch, settings.length_bucketing)
         for index in batches[position:]:
-            if step >= total_steps:
+            if run.step >= run.total_steps:
                 break
             ids, mask = _collate(encoded, index, tokenizer.pad_token_id)
             with autocast(device, settings.bf16):
                 logits = model(ids.to(device), mask.to(device))
-            if teacher_proba is None:
-                loss = loss_fn(logits.float(), targets[index].to(device))
+            if inputs.teacher_proba is None:
+                loss = loss_fn(logits.float(), inputs.targets[index].to(device))
             else:
-                loss = loss_fn(logits.float(), targets[index].to(device), teacher_proba[index].to(device),
-                               labelled[index].to(device))
+                loss = loss_fn(logits.float(), inputs.targets[index].to(device),
+                               inputs.teacher_proba[index].to(device), inputs.labelled[index].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
-            step += 1
+            run.step += 1
             running.append(loss.item())
             bar.update(1)
-            if step % settings.log_every == 0 or step == total_steps:
-                loss_history.append({"step": step, "loss": float(np.mean(running))})
-                bar.set_postfix(loss=f"{loss_history[-1]['loss']:.4f}")
-                log.info("step %d/%d loss %.4f lr %.2e", step, total_steps, loss_history[-1]["loss"],
+            if run.step % settings.log_every == 0 or run.step == run.total_steps:
+                run.loss_history.append({"step": run.step, "loss": float(np.mean(running))})
+                bar.set_postfix(loss=f"{run.loss_history[-1]['loss']:.4f}")
+                log.info("step %d/%d loss %.4f lr %.2e", run.step, run.total_steps, run.loss_history[-1]["loss"],
                          scheduler.get_last_lr()[0])
                 running = []
-            if step % settings.checkpoint_every == 0:
-                save_checkpoint()
-        epoch_seconds[str(epoch)] = epoch_seconds.get(str(epoch), 0.0) + time.time() - epoch_start
+            if run.step % settings.checkpoint_every == 0:
+                _save_checkpoint(checkpoint_dir, run, labels, model, optimizer, scheduler)
+        run.epoch_seconds[str(epoch)] = run.epoch_seconds.get(str(epoch), 0.0) + time.time() - epoch_start
         epoch_start = time.time()
     bar.close()
-    stage1_seconds = sum(epoch_seconds.values())
-    seconds_per_epoch = stage1_seconds / (total_steps / steps_per_epoch)
+    return run
 
-    config = settings.model_dump() | records | {
-        "pooling": pooling, "steps": total_steps, "steps_per_epoch": steps_per_epoch,
-        "label_weight_values": None if weights is None else [round(float(w), 4) for w in weights],
-        "hardware": _hardware(device), "command": command or " ".join(sys.argv),
-        "stage1_seconds": round(stage1_seconds, 1), "seconds_per_epoch": round(seconds_per_epoch, 1),
-        "torch_threads": torch.get_num_threads(),
-    }
-    classifier = Classifier(model, tokenizer, data.labels, np.full(n_labels, 0.5), config, device=device)
-    if settings.ismote:
-        config["stage2"] = retrain_head(classifier, data, settings, progress=progress)
+
+def _resume(checkpoint_dir: Path, run: _Stage1, labels: list[str], model, optimizer, scheduler, device) -> None:
+    """Continue ``run`` from the checkpoint: weights, optimiser, scheduler, step, history and the torch RNG."""
+    # weights_only: the checkpoint holds only tensors, numbers, strings and containers, so loading it never runs
+    # pickled code (a tampered state.pt cannot execute anything)
+    state = torch.load(checkpoint_dir / "state.pt", map_location=device, weights_only=True)
+    if state["total_steps"] != run.total_steps or state["labels"] != labels:
+        raise RuntimeError(f"{checkpoint_dir}: checkpoint is from a different run (steps/labels differ); "
+                           "delete it or set resume=false")
+    model.load_state_dict(state["trainable"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    run.step, run.loss_history, run.epoch_seconds = state["step"], state["loss_history"], state["epoch_seconds"]
+    if "torch_rng" in state:  # same dropout masks as an uninterrupted run
+        torch.set_rng_state(state["torch_rng"])
+    log.info("resumed from %s at step %d/%d", checkpoint_dir, run.step, run.total_steps)
+
+
+def _save_checkpoint(checkpoint_dir: Path, run: _Stage1, labels: list[str], model, optimizer, scheduler) -> None:
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    tmp = checkpoint_dir / "state.pt.tmp"
+    torch.save({"trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": run.step, "total_steps": run.total_steps,
+                "labels": labels, "loss_history": run.loss_history, "epoch_seconds": run.epoch_seconds,
+                "torch_rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, checkpoint_dir / "state.pt")  # atomic: a crash never leaves a half-written checkpoint
+
+
+def _evaluate_and_save(classifier: ArtifactClassifier, data: DatasetSplits, loss_history: list[dict], output: Path,
+                       started: float, progress: bool) -> tuple[Path, dict]:
+    """Tune thresholds on dev, evaluate on test, write the artifact; returns (its folder, its metrics)."""
     metrics = evaluate_classifier(classifier, data, progress=progress)
     thresholds = np.array([metrics["thresholds"][n] for n in data.labels])
     metrics["loss_history"] = loss_history
-    config["train_seconds"] = round(time.time() - started, 1)
-    path = save_classifier(model, tokenizer, data.labels, thresholds, config, output, metrics)
-    if checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir)  # the run finished; the artifact supersedes the checkpoint
+    classifier.config["train_seconds"] = round(time.time() - started, 1)
+    path = save_classifier(classifier.model, classifier.tokenizer, data.labels, thresholds, classifier.config,
+                           output, metrics)
     log.info("test macro-F1 %.4f (tuned) %.4f (0.5); artifact %s", metrics["test"]["macro_f1_tuned"],
              metrics["test"]["macro_f1_at_0.5"], path)
-    return TrainResult(path=path, metrics=metrics, loss_history=loss_history, seconds_per_epoch=seconds_per_epoch,
-                       config=config)
+    return path, metrics
 
 
 def _distillation_inputs(settings: TrainerSettings, data: DatasetSplits, cache_dir: Path, progress: bool):

@@ -179,6 +179,12 @@ def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "co
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{tail}")
 
 
+def predicted(inference, texts):
+    """Probabilities from a loaded :class:`monitor.inference.Inference`, through the worker's own (async) path."""
+    proba, _seconds = asyncio.run(inference.predict(list(texts)))
+    return proba
+
+
 def posts_total(redis_client, brand: str) -> int:
     from monitor import schema
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.monitor.conftest import create_topic, monitor_env, posts_total, produce, wait_until
+from tests.monitor.conftest import create_topic, monitor_env, posts_total, predicted, produce, wait_until
 from tests.monitor.posts_data import encode, make_posts, texts
 
 pytestmark = pytest.mark.gpu
@@ -26,7 +26,7 @@ def test_cuda_inference_matches_cpu(cuda):
     gpu = load_inference(MonitorSettings(device="cuda", max_batch=128))
     cpu = load_inference(MonitorSettings(device="cpu", cpu_precision="fp32", max_batch=128))
     assert gpu.batch_size == 128 and cpu.batch_size == 16  # auto: whole batch on GPU, sorted calls of 16 on CPU
-    diff = np.abs(gpu.predict_blocking(sample) - cpu.predict_blocking(sample))
+    diff = np.abs(predicted(gpu, sample) - predicted(cpu, sample))
     assert diff.max() < 0.05, diff.max()  # bf16 autocast on GPU
 
 
@@ -60,7 +60,7 @@ def test_cuda_worker_picks_the_mpnet_artifact_by_default(cuda, tmp_path, monkeyp
         expected = artifact.load_classifier(artifact.MPNET_MODEL_DIR, device="cuda")
         assert expected.config["base_model"] in MPNET_IDS
         assert gpu.version == expected.version and gpu.device == "cuda" and cpu.version != gpu.version
-        proba = gpu.predict_blocking(texts(64))
+        proba = predicted(gpu, texts(64))
         assert proba.shape == (64, len(gpu.labels)) and np.isfinite(proba).all()
     finally:
         gpu.close()

@@ -15,7 +15,7 @@ import pytest
 from monitor.inference import InferenceProcessDied, load_inference
 from monitor.settings import MonitorSettings
 
-from tests.monitor.conftest import monitor_env, wait_until
+from tests.monitor.conftest import monitor_env, predicted, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 TEXTS = ["I am so angry about this", "what a lovely day", "thanks a lot!", "meh"]
@@ -28,7 +28,7 @@ def test_child_process_scores_like_the_thread_and_survives_a_crash(small_model_d
     try:
         assert child.isolation == "process" and local.isolation == "thread"
         assert (child.labels, child.version, child.batch_size) == (local.labels, local.version, local.batch_size)
-        assert np.allclose(child.predict_blocking(TEXTS), local.predict_blocking(TEXTS), atol=1e-5)
+        assert np.allclose(predicted(child, TEXTS), predicted(local, TEXTS), atol=1e-5)
         (pid,) = child._executor._processes  # the one child
         assert pid != os.getpid()
 
@@ -94,3 +94,32 @@ def test_a_model_that_fails_to_load_in_the_child_raises_its_own_error(small_mode
     (broken / "thresholds.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"thresholds\.json: missing"):
         load_inference(MonitorSettings(model_path=str(broken), device="cpu"))
+
+
+def test_max_tokens_limits_the_model_in_the_child_and_on_a_thread(small_model_dir):
+    """EM_MONITOR_MAX_TOKENS lowers the model's own limit wherever the model runs (one place sets it: ServedModel):
+    two texts that differ only after the 8th token score the same at max_tokens=8, and differently at the default."""
+    from trainer import load_classifier
+
+    start = "I am so very happy with this today"
+    texts = [start + " and it is lovely, wonderful, great" * 10, start + " but it is awful, angry, hateful" * 10]
+    base = MonitorSettings(model_path=str(small_model_dir), device="cpu", cpu_precision="fp32")
+    child = load_inference(base.model_copy(update={"max_tokens": 8}))
+    full = load_inference(base.model_copy(update={"inference_isolation": "thread"}))
+    given = load_classifier(small_model_dir, device="cpu")
+    model_limit = given.max_length
+    on_thread = load_inference(base.model_copy(update={"max_tokens": 8}), classifier=given)
+    try:
+        limited = predicted(child, texts)
+        assert np.allclose(limited[0], limited[1], atol=1e-6)
+        assert not np.allclose(*predicted(full, texts), atol=1e-3)
+        assert given.max_length == 8 and np.allclose(predicted(on_thread, texts), limited, atol=1e-5)
+        # a larger limit never raises the model's own (what it was trained with)
+        wide = load_inference(base.model_copy(update={"max_tokens": 4096}), classifier=load_classifier(small_model_dir,
+                                                                                                     device="cpu"))
+        assert wide.served.classifier.max_length == model_limit
+        wide.close()
+    finally:
+        child.close()
+        full.close()
+        on_thread.close()

@@ -28,7 +28,7 @@ from tests.monitor.posts_data import encode, make_posts
 
 BRANDS = ("acme", "globex", "initech")
 POISON = "POISON-TEXT"
-FAST_RETRIES = {"redis_retry_initial": 0.01, "redis_retry_max": 0.05}
+FAST_RETRIES = {"retry_initial_s": 0.01, "retry_max_s": 0.05}
 
 
 class PoisonClassifier:

@@ -120,7 +120,7 @@ def test_publish_retries_broker_send_errors_with_back_off(kafka_broker, redis_se
             return await super().send(topic, value, key=key, **kwargs)
 
     monkeypatch.setattr(monitor.replay, "AIOKafkaProducer", FlakyProducer)
-    settings = settings_for(kafka_broker, redis_server.url, small_model_dir, redis_retry_initial=0.05,
+    settings = settings_for(kafka_broker, redis_server.url, small_model_dir, retry_initial_s=0.05,
                             poison_retries=1)
     summary = asyncio.run(run_replay(settings, ReplayRange(), publish=True, progress=False))
     assert failures == {"raise": 0, "future": 0}
@@ -188,3 +188,30 @@ def test_a_replay_fires_no_alert_where_the_worker_would(kafka_broker, redis_serv
 
     fired = asyncio.run(worker_would_alert())
     assert [(a.brand, a.emotion, a.count) for a in fired] == [("acme", "anger", 30)]
+
+
+def test_read_yields_the_span_and_counts_what_it_passed_over(kafka_broker, topic_with_posts):
+    """``_read`` returns both halves of a time-bounded read (no output parameter): every record of the range is either
+    yielded (timestamp in the span) or counted as passed over, so the progress bar can reach the range's total."""
+    from aiokafka import AIOKafkaConsumer
+
+    from monitor.replay import _plan, _read
+
+    settings = MonitorSettings(broker_url=kafka_broker.url)
+    times = sorted(p["created_at"] for p in topic_with_posts)
+    span = ReplayRange(from_time_ms=times[40], to_time_ms=times[99])
+
+    async def read_all():
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker_host_port(), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            starts, stops = await _plan(consumer, settings, ReplayRange())
+            return [(list(rows), passed) async for rows, passed in _read(consumer, starts, stops, 16, span)]
+        finally:
+            await consumer.stop()
+
+    chunks = asyncio.run(read_all())
+    kept = [r for rows, _ in chunks for r in rows]
+    assert all(len(rows) <= 16 for rows, _ in chunks)
+    assert sorted(r.timestamp for r in kept) == times[40:100]
+    assert sum(passed for _, passed in chunks) == len(times) - 60

@@ -133,7 +133,7 @@ def test_fence_holds_other_writers_until_released(redis_server, redis_client):
         finally:
             await other.close()
 
-    assert run(redis_server.url, steps, redis_retry_initial=0.05, redis_retry_max=0.2, **SHORT) == [False]
+    assert run(redis_server.url, steps, retry_initial_s=0.05, retry_max_s=0.2, **SHORT) == [False]
     assert totals(redis_client, "acme")["raw"] == 2.0  # counted once, by the fence holder
 
 

@@ -12,7 +12,7 @@ import pytest
 from emotion_monitor.servers import free_port
 
 from tests.monitor.conftest import (
-    consume_all, create_topic, emotion_totals, monitor_env, posts_total, produce, wait_until,
+    consume_all, create_topic, emotion_totals, monitor_env, posts_total, predicted, produce, wait_until,
 )
 from tests.monitor.posts_data import encode, make_posts
 
@@ -33,7 +33,7 @@ def reference_scores(model_dir, posts):
     inference = load_inference(MonitorSettings(model_path=str(model_dir), device="cpu", cpu_precision="fp32",
                                                inference_isolation="thread"))
     assert inference.precision == "fp32"
-    proba = inference.predict_blocking([p["text"] for p in posts]).astype(np.float64)
+    proba = predicted(inference, [p["text"] for p in posts]).astype(np.float64)
     labels = list(inference.labels)
     inference.close()
     thresholds = {}

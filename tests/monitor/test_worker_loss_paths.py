@@ -76,7 +76,7 @@ def test_redis_at_maxmemory_is_an_outage_not_poison(kafka_broker, redis_server, 
     second = make_posts(150, BRANDS, prefix="q", base_ms=1_795_655_000_000)
     port = free_port()
     worker = start_worker(monitor_env(kafka_broker, redis_server.url, small_model_dir, metrics_port=str(port),
-                                      poison_retries="1", redis_retry_max="1"))
+                                      poison_retries="1", retry_max_s="1"))
     produce(kafka_broker, "posts", encode(first))
     wait_until(lambda: total(redis_client) >= 60, 120, what="first wave", worker=worker)
     wait_until(lambda: metric(port, "em_redis_up") == 1.0, 30, what="em_redis_up 1", worker=worker)
@@ -125,7 +125,7 @@ def test_dlq_copies_through_a_kill_9_are_bounded(kafka_broker, redis_server, red
     assert sum(v in malformed for v in values) == 20
     produce(kafka_broker, "posts", values)
     env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16", poison_retries="2",
-                      redis_retry_max="0.5")
+                      retry_max_s="0.5")
     first = start_worker(env)
     wait_until(lambda: total(redis_client) > 60, 150, what="counting started", worker=first)
     first.signal(signal.SIGKILL)

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import load_classifier
+from trainer import Classifier, load_classifier
 from trainer.data import GOEMOTIONS_LABELS
 
 
 def test_contract(untrained_classifier):
     clf = untrained_classifier
+    assert isinstance(clf, Classifier)  # the protocol the worker, replay and the benchmarks type against
+    assert clf.precision == "fp32"
     assert clf.labels == GOEMOTIONS_LABELS
     assert isinstance(clf.thresholds, np.ndarray) and clf.thresholds.dtype == np.float32 and clf.thresholds.shape == (28,)
     assert clf.version.startswith("untrained-test-model-") and len(clf.version.split("-")[-1]) == 10
@@ -34,7 +36,7 @@ def test_contract(untrained_classifier):
 def test_round_trip_through_save_classifier_reproduces_predictions(tmp_path):
     """A freshly built model with a non-trivial LoRA adapter and head, saved by the trainer's own writer and loaded
     back (adapter merged): same probabilities, thresholds (stored to 4 decimals), labels, config and metrics."""
-    from trainer.artifact import Classifier, save_classifier
+    from trainer.artifact import ArtifactClassifier, save_classifier
     from trainer.modeling import build_classifier
     from trainer.settings import TrainerSettings
 
@@ -52,7 +54,7 @@ def test_round_trip_through_save_classifier_reproduces_predictions(tmp_path):
     thresholds = np.array([0.123456, 0.5, 0.87654, 0.3])
     config = settings.model_dump() | {"pooling": pooling}
     texts = ["thanks a lot", "this is terrible", "ok", "why would they do that " * 20]
-    before = Classifier(model, tokenizer, labels, thresholds, config).predict_proba(texts)
+    before = ArtifactClassifier(model, tokenizer, labels, thresholds, config).predict_proba(texts)
     folder = save_classifier(model, tokenizer, labels, thresholds, config, tmp_path / "saved",
                              metrics={"test": {"macro_f1": 0.42}})
     again = load_classifier(folder, device="cpu")
@@ -68,8 +70,8 @@ def test_round_trip_through_save_classifier_reproduces_predictions(tmp_path):
     with torch.no_grad():
         for param in lora:
             param.zero_()
-    assert not np.allclose(Classifier(model, tokenizer, labels, thresholds, config).predict_proba(texts), after,
-                           atol=1e-3)
+    assert not np.allclose(ArtifactClassifier(model, tokenizer, labels, thresholds, config).predict_proba(texts),
+                           after, atol=1e-3)
 
 
 def test_artifact_files_and_model_card(untrained_artifact):

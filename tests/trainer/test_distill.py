@@ -86,7 +86,7 @@ def test_student_learns_a_fixed_teacher(goemotions_dir, sharp_teacher, tmp_path)
                                teacher=str(sharp_teacher), distill_alpha=0.0, distill_temperature=1.0,
                                distill_texts=str(extra), label_weights="none")
     result = train(settings, progress=False)
-    record = json.loads((result["path"] / "config.json").read_text())["distillation"]
+    record = json.loads((result.path / "config.json").read_text())["distillation"]
     assert record["labelled_texts"] == 64 and record["extra_texts"] == 64 and record["alpha"] == 0.0
     assert not (tmp_path / "student.checkpoint").exists()  # the cached teacher probabilities went with it
 
@@ -94,7 +94,7 @@ def test_student_learns_a_fixed_teacher(goemotions_dir, sharp_teacher, tmp_path)
     teacher_model = load_classifier(sharp_teacher, device="cpu")
     teacher = teacher_model.predict_proba(held_out)
     assert teacher.std(axis=0).min() > 0.05  # the teacher really varies with the text
-    student = load_classifier(result["path"], device="cpu").predict_proba(held_out)
+    student = load_classifier(result.path, device="cpu").predict_proba(held_out)
     # an untrained student: the bare base (a fresh LoRA adapter is the identity) and a fresh random head
     torch.manual_seed(3)
     head = torch.nn.Linear(teacher_model.model.head.in_features, len(LABELS))

@@ -35,10 +35,10 @@ def tiny_run(goemotions_dir, tmp_path_factory):
 
 
 def test_tiny_training_learns(tiny_run):
-    history = [h["loss"] for h in tiny_run["loss_history"]]
+    history = [h["loss"] for h in tiny_run.loss_history]
     assert len(history) == 6 and np.mean(history[-2:]) < 0.9 * np.mean(history[:2])
-    test = tiny_run["metrics"]["test"]
-    clf = load_classifier(tiny_run["path"], device="cpu")
+    test = tiny_run.metrics["test"]
+    clf = load_classifier(tiny_run.path, device="cpu")
     from trainer.data import load_dataset_splits
 
     data = load_dataset_splits(clf.config["data"], TAXONOMY)
@@ -60,13 +60,13 @@ def test_tiny_training_learns(tiny_run):
 
 
 def test_run_records_every_switch(tiny_run):
-    config = json.loads((tiny_run["path"] / "config.json").read_text())
+    config = json.loads((tiny_run.path / "config.json").read_text())
     for key in ("loss", "label_weights", "undersample_ratio", "ismote", "lr", "seed", "pooling", "lora_r",
                 "lora_target_modules", "command", "seconds_per_epoch", "undersampling"):
         assert key in config, key
     assert config["undersampling"]["dropped_rows"] > 0 and config["command"] == "pytest tiny run"
-    assert not (tiny_run["path"].parent / "model.checkpoint").exists()  # removed once the artifact is written
-    metrics = json.loads((tiny_run["path"] / "metrics.json").read_text())
+    assert not (tiny_run.path.parent / "model.checkpoint").exists()  # removed once the artifact is written
+    metrics = json.loads((tiny_run.path / "metrics.json").read_text())
     assert "test_sentiment" not in metrics and metrics["dev"]["n"] == 300
 
 
@@ -90,9 +90,9 @@ def test_resume_after_crash_matches_uninterrupted(tiny_settings, tmp_path, monke
     monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
     assert (tmp_path / "resumed.checkpoint" / "state.pt").exists()
     resumed = train(crashed, progress=False)
-    assert [h["step"] for h in resumed["loss_history"]] == [3, 4]  # resumed from the step-2 checkpoint
-    a = load_classifier(full["path"], device="cpu").predict_proba(["so happy", "so sad"])
-    b = load_classifier(resumed["path"], device="cpu").predict_proba(["so happy", "so sad"])
+    assert [h["step"] for h in resumed.loss_history] == [3, 4]  # resumed from the step-2 checkpoint
+    a = load_classifier(full.path, device="cpu").predict_proba(["so happy", "so sad"])
+    b = load_classifier(resumed.path, device="cpu").predict_proba(["so happy", "so sad"])
     assert np.allclose(a, b, atol=1e-5)
 
 
@@ -103,15 +103,15 @@ def test_stage2_ismote_and_evaluate(tiny_run, tmp_path):
 
     settings = TrainerSettings(output=str(tmp_path / "stage2"), ismote=True, ismote_target=1.0, stage2_epochs=5,
                                seed=1)
-    out = stage2_from_artifact(tiny_run["path"], settings, progress=False, cache_root=tmp_path / "emb")
-    record = out["config"]["stage2"]
+    out = stage2_from_artifact(tiny_run.path, settings, progress=False, cache_root=tmp_path / "emb")
+    record = out.config["stage2"]
     assert record["synthetic_rows"] > 0 and record["method"] == "ismote" and len(record["history"]) == 6
-    assert out["config"]["stage2_from"] == str(tiny_run["path"])
-    clf = load_classifier(out["path"], device="cpu")
+    assert out.config["stage2_from"] == str(tiny_run.path)
+    clf = load_classifier(out.path, device="cpu")
     assert clf.config["ismote"] is True
     # the artifact carries stage 2's own dev-tuned thresholds, not the copied stage-1 ones
-    assert np.allclose(clf.thresholds, [out["metrics"]["thresholds"][n] for n in clf.labels], atol=1e-4)
-    report = evaluate_artifact(out["path"], out_dir=tmp_path / "eval", eval_limit=100, progress=False)
+    assert np.allclose(clf.thresholds, [out.metrics["thresholds"][n] for n in clf.labels], atol=1e-4)
+    report = evaluate_artifact(out.path, out_dir=tmp_path / "eval", eval_limit=100, progress=False)
     assert (tmp_path / "eval" / "per_label_f1.png").stat().st_size > 10_000
     md = (tmp_path / "eval" / "report.md").read_text()
     assert "| gratitude |" in md and "artifact thresholds" in md  # evaluate reports at the stored thresholds
