@@ -29,11 +29,13 @@ from dataclasses import asdict, dataclass, replace
 from urllib.parse import urljoin, urlparse
 
 from monitor import schema
+from monitor.alert_rules import AlertRule, LiveRules, RuleBook
+from monitor.detector import Detection, DetectorParams, detection_at, read_inputs, replay_detector, strongest
 from monitor.redact import safe_url
 from monitor.settings import MonitorSettings
 from monitor.taxonomy import group_members
 
-__all__ = ["Alert", "AlertEngine", "WindowCounts", "is_spike", "queue_alert_store"]
+__all__ = ["Alert", "AlertEngine", "WindowCounts", "is_spike", "queue_alert_store", "replay_detector"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,11 @@ class Alert:
     model_version: str
     # the window's posts with the highest score for the emotion, snapshotted when the alert fires (post JSON objects)
     evidence: tuple = ()
+    # the statistical detector's verdict for the window that fired (monitor.detector.Detection.to_dict(): p_value,
+    # confidence, ratio, points, window/baseline share, baseline_kind, window_min); None for the threshold rule
+    detection: dict | None = None
+    # the delivery channels of the rule that fired (monitor.alert_rules.AlertRule.channels); empty = default delivery
+    channels: tuple = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -134,6 +141,8 @@ class AlertEngine:
         self.model_version = model_version
         self.on_alert = on_alert or (lambda alert: None)
         self._webhooks: set[asyncio.Task] = set()
+        # per brand x emotion rules from Redis (monitor.alert_rules), reloaded when their version moves
+        self.rules = LiveRules(store.redis, settings.alert_rules_reload_seconds)
 
     async def counts(self, brand: str, emotion: str, now_ms: int) -> WindowCounts:
         s = self.settings
@@ -148,25 +157,44 @@ class AlertEngine:
             await self.store.window_sum(posts_key, base_start, window_start - 1),
         )
 
+    async def detect(self, brand: str, emotion: str, now_ms: int, rule: AlertRule | None = None) -> Detection:
+        """The statistical detector (:mod:`monitor.detector`) at ``now_ms`` with ``rule`` (or the settings): every
+        window's counts read from the 1-minute tier in one round trip; the strongest window's verdict."""
+        params = DetectorParams.from_settings(self.settings, rule)
+        inputs = await read_inputs(self.store.redis, schema.series_key(brand, emotion, "count", "1m"),
+                                   schema.series_key(brand, schema.ALL_EMOTIONS, "posts", "1m"), now_ms, params)
+        return strongest([detection_at(inp, params) for inp in inputs])
+
     async def evaluate(self, latest_by_brand: dict[str, int]) -> list[Alert]:
-        """Check every watched emotion of the brands just written, at each brand's newest ``created_at``."""
+        """Check every watched emotion of the brands just written, at each brand's newest ``created_at``: the
+        settings' ``alert_emotions`` plus the emotions of the brand's rules (``em:alert_rules``), each with its rule."""
         fired = []
+        book = await self.rules.current() if self.settings.alert_detector == "statistical" else RuleBook()
         for brand, now_ms in latest_by_brand.items():
-            for emotion in self.settings.alert_emotions:
-                counts = await self.counts(brand, emotion, now_ms)
-                if not is_spike(counts, self.settings):
-                    continue
+            for emotion in book.emotions_for(brand, self.settings.alert_emotions):
+                rule = book.rule_for(brand, emotion)
+                if self.settings.alert_detector == "threshold":
+                    counts = await self.counts(brand, emotion, now_ms)
+                    if not is_spike(counts, self.settings):
+                        continue
+                    alert = self._make(brand, emotion, now_ms, counts)
+                else:
+                    detection = await self.detect(brand, emotion, now_ms, rule)
+                    if not detection.fired:
+                        continue
+                    alert = self._make_detected(brand, emotion, now_ms, detection, rule)
                 # evidence before the claim: the stored alert carries it (a spike that persists inside its cooldown
                 # reads it again only to find the cooldown taken)
-                alert = replace(self._make(brand, emotion, now_ms, counts),
-                                evidence=await self.evidence(brand, emotion, now_ms))
-                if not await self._claim_and_store(alert):
+                alert = replace(alert, evidence=await self.evidence(brand, emotion, now_ms,
+                                                                    alert.window_end - alert.window_start + 1))
+                cooldown_ms = rule.cooldown_s * 1000 if rule is not None and rule.cooldown_s is not None else None
+                if not await self._claim_and_store(alert, cooldown_ms):
                     continue
                 await self._dispatch(alert)
                 fired.append(alert)
         return fired
 
-    async def evidence(self, brand: str, emotion: str, now_ms: int) -> tuple:
+    async def evidence(self, brand: str, emotion: str, now_ms: int, window_ms: int | None = None) -> tuple:
         """The window's ``alert_evidence_posts`` posts with the highest score for ``emotion`` (a group series such as
         ``sentiment:negative``: the highest member score), read from the recent-posts store now, before it ages them
         out. The range is the window widened to the raw buckets its counts were read from, so these are posts the
@@ -175,7 +203,7 @@ class AlertEngine:
         if not n:
             return ()
         bucket = self.settings.raw_bucket_ms
-        start = now_ms - self.settings.alert_window_ms + 1
+        start = now_ms - (window_ms or self.settings.alert_window_ms) + 1
         members = await self.store.redis.zrangebyscore(
             schema.posts_key(brand), start + (-start) % bucket, now_ms - now_ms % bucket + bucket - 1)
         grouping, _, group = emotion.partition(":")
@@ -191,18 +219,20 @@ class AlertEngine:
         posts.sort(key=lambda pair: pair[0], reverse=True)
         return tuple(post for _score, post in posts[:n])
 
-    async def _claim_and_store(self, alert: Alert) -> bool:
-        """Claim the cooldown and store the alert in one atomic step; False when the cooldown was already taken.
-        Raises (nothing claimed, nothing stored) when Redis refuses: the batch's retry evaluates again."""
+    async def _claim_and_store(self, alert: Alert, cooldown_ms: int | None = None) -> bool:
+        """Claim the cooldown (``cooldown_ms``, default the settings') and store the alert in one atomic step; False
+        when the cooldown was already taken. Raises (nothing claimed, nothing stored) when Redis refuses: the batch's
+        retry evaluates again."""
         body = alert.to_json()
-        if self.settings.alert_cooldown_ms <= 0:  # no cooldown: nothing to claim
+        cooldown_ms = self.settings.alert_cooldown_ms if cooldown_ms is None else cooldown_ms
+        if cooldown_ms <= 0:  # no cooldown: nothing to claim
             async with self.store.redis.pipeline(transaction=True) as pipe:
                 queue_alert_store(pipe, body, alert.brand, alert.ts)
                 await pipe.execute()
             return True
         keys = [schema.alert_cooldown_key(alert.brand, alert.emotion), schema.ALERTS_KEY,
                 schema.brand_alerts_key(alert.brand), schema.ALERTS_INDEXED_SINCE_KEY]
-        args = [alert.window_end, self.settings.alert_cooldown_ms, body, alert.ts]
+        args = [alert.window_end, cooldown_ms, body, alert.ts]
         return bool(await self.store.redis.eval(_CLAIM_AND_STORE, len(keys), *keys, *args))
 
     def _make(self, brand: str, emotion: str, now_ms: int, counts: WindowCounts) -> Alert:
@@ -214,6 +244,23 @@ class AlertEngine:
         return Alert(brand, emotion, int(time.time() * 1000), window_start, now_ms, round(counts.window_share, 4),
                      round(counts.baseline_share, 4), int(counts.window_count), int(counts.window_posts), message,
                      self.model_version)
+
+    def _make_detected(self, brand: str, emotion: str, now_ms: int, detection: Detection,
+                       rule: AlertRule | None) -> Alert:
+        """An alert from the statistical detector: the window that fired (whole minutes of the 1-minute tier, the
+        last one holding the posts counted so far) and its verdict."""
+        window_end = (now_ms // 60_000 + 1) * 60_000 - 1
+        window_start = window_end - detection.window_min * 60_000 + 1
+        message = (
+            f"{emotion} spike for {brand}: {detection.window_share:.0%} of {detection.posts} posts in the last "
+            f"{_duration(detection.window_min * 60_000)} vs {detection.baseline_share:.0%} "
+            f"{'usual at this hour' if detection.baseline_kind == 'seasonal' else 'before'} "
+            f"(x{detection.ratio:.1f}, {detection.points * 100:+.0f} points, confidence {detection.confidence:.4%})"
+        )
+        return Alert(brand, emotion, int(time.time() * 1000), window_start, min(now_ms, window_end),
+                     round(detection.window_share, 4), round(detection.baseline_share, 4), detection.count,
+                     detection.posts, message, self.model_version, detection=detection.to_dict(),
+                     channels=rule.channels if rule is not None else ())
 
     async def _dispatch(self, alert: Alert) -> None:
         """Log, publish and POST an alert already stored (its cooldown claimed): nothing here may fail the batch,

@@ -1,0 +1,538 @@
+"""The spike detector (pure: numpy + scipy, no I/O): is an emotion's share of a brand's posts in a window higher than
+its baseline by more than chance, and by at least the effect a person asked for?
+
+The test
+--------
+For a window of ``N`` posts of which ``K`` carry the emotion, the question is "how likely are ``K`` or more such posts
+if the window behaves like its baseline?". The window's *true* share is not known exactly: the baseline share ``p0`` is
+itself estimated from a finite number of posts, and real shares wander from window to window more than coin flips do
+(overdispersion: a news story, a time zone waking up). So ``K`` is modelled as **beta-binomial**: ``K ~ Binomial(N,
+p)`` with ``p ~ Beta`` of mean ``p0`` and variance ``var_p = var(baseline estimate) + tau2``, where ``tau2`` is the
+between-window variance of the share beyond binomial noise, estimated from the brand's own history (below). The
+p-value is the one-sided upper tail ``P(K' >= K)``. Why this and not the alternatives:
+
+* a plain **binomial** test (``tau2 = 0`` and an exactly known ``p0``) is what the beta-binomial reduces to when the
+  history shows no extra variance; on real streams it cries wolf at high volume, where tiny true drifts become
+  "significant";
+* a **Poisson** test on the count ignores the volume in the window: a burst of neutral posts (a viral post) multiplies
+  the expected angry count too, which a share test handles by construction.
+
+``tau2`` (overdispersion) comes from the 72 one-hour buckets before the window: the differences of consecutive hours'
+shares remove slow drift; their robust variance (median of the squared differences / 0.4549, the median of chi-square
+with one degree of freedom) minus the binomial part, halved, is ``tau2`` (floored at 0). A spike in that history makes
+``tau2`` larger, i.e. the detector more cautious, never less.
+
+Baselines
+---------
+* **rolling**: the share in the ``B`` minutes just before the window, ``B = max(alert_baseline_ms, 4 x window)``
+  (60 min for the 5-min window, 4 h for the 1-h window); ``p0 = (Kb + 0.5) / (Nb + 1)`` (Jeffreys: a baseline with no
+  angry post is not "zero anger") and ``var = p0 (1 - p0) / (Nb + 1) + tau2``.
+* **seasonal**: the share in the same clock span (the window's own minutes of the day, widened evenly to at least
+  15 min) on each of the previous ``alert_seasonal_days`` days (or the same hour of the week on previous weeks, when at
+  least ``alert_seasonal_min_days`` weeks exist), counting only spans with at least ``alert_min_baseline_posts``
+  posts; used when at least ``alert_seasonal_min_days`` such spans exist. Robust: ``p0`` = their **median**, and the
+  spread ``(1.4826 x MAD)^2`` (the normal-consistent MAD, at least the binomial variance of one span) plus ``tau2`` is
+  ``var``, so a brand whose share varies a lot day to day needs a bigger jump.
+* **auto** (default): seasonal when enough history, else rolling.
+
+Decision
+--------
+A window fires when all hold: ``K >= min_volume`` emotion posts; the baseline has enough posts; the window's share is
+at least ``min_ratio x p0`` **and** ``p0 + min_points`` (the minimum effect, written in words: "at least 1.5x and +2
+points"); and the p-value is at most ``alpha``. The alert fires when any window fires, at most once per cooldown.
+
+``alpha`` comes from a **false-alert budget** per brand x emotion x week (sensitivity low 0.25, normal 1, high 4),
+shared equally by the windows. A window of ``W`` minutes is tested every minute, but tests less than ``W`` apart
+share most of their posts, so a week holds about ``10 080 / W`` independent tests of it; Bonferroni over those gives
+``alpha_W = budget x W / (10 080 x windows)``: 2.5e-4 for the 5-min window and 3.0e-3 for the 1-h window at
+"normal" with two windows. The minimum effect and the cooldown only remove alerts, so the budget is an upper bound
+on what the test alone would let through; ``bench/alerts.py`` measures what it gives on synthetic weeks.
+
+Windows are whole minutes, read from per-minute counts: in the worker the Redis 1-minute tier (the current minute
+holds the posts counted so far), offline the arrays given to :func:`replay_detector`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import special, stats
+
+__all__ = [
+    "BUDGET_PER_WEEK",
+    "Detection",
+    "DetectorParams",
+    "MinEffect",
+    "WindowInputs",
+    "alpha_for",
+    "beta_binomial_sf",
+    "decide",
+    "estimate_tau2",
+    "parse_min_effect",
+    "replay_detector",
+    "replay_inputs",
+    "seasonal_baseline",
+]
+
+MINUTES_PER_DAY = 1440
+MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+HOURS_FOR_TAU = 72
+SEASONAL_SPAN_MIN = 15
+# false alerts per brand x emotion x week that a sensitivity accepts
+BUDGET_PER_WEEK = {"low": 0.25, "normal": 1.0, "high": 4.0}
+_MAD_TO_SD = 1.4826  # MAD x this estimates the standard deviation of normal data
+_CHI2_1_MEDIAN = 0.454936  # median of chi-square with 1 degree of freedom
+
+
+# ---------------------------------------------------------------------------------------------- minimum effect
+
+
+@dataclass(frozen=True)
+class MinEffect:
+    """The smallest spike worth an alert: window share >= ``ratio`` x baseline and >= baseline + ``points``."""
+
+    ratio: float = 1.0
+    points: float = 0.0  # share points as a fraction: +5 points = 0.05
+
+    def describe(self) -> str:
+        return f"at least {self.ratio:g}x and +{self.points * 100:g} points"
+
+
+_RATIO = re.compile(r"(\d+(?:\.\d+)?)\s*(?:x|×|times)(?![a-z])", re.I)
+_POINTS = re.compile(r"\+?\s*(\d+(?:\.\d+)?)\s*(?:points?|pts?|pp|percentage points?|%)", re.I)
+
+
+def parse_min_effect(text: str) -> MinEffect:
+    """``"at least 1.5x and +5 points"`` -> ``MinEffect(1.5, 0.05)``. Either part may be left out ("2x", "+3 pts");
+    ``%`` means points here (a share of posts). Raises ``ValueError`` on text with neither part, or a ratio < 1."""
+    text = (text or "").strip()
+    ratio_match = _RATIO.search(text)
+    rest = _RATIO.sub(" ", text)
+    points_match = _POINTS.search(rest)
+    if not ratio_match and not points_match:
+        raise ValueError(f"minimum effect {text!r}: expected e.g. 'at least 1.5x and +5 points'")
+    ratio = float(ratio_match.group(1)) if ratio_match else 1.0
+    points = float(points_match.group(1)) / 100 if points_match else 0.0
+    if ratio < 1:
+        raise ValueError(f"minimum effect {text!r}: a ratio below 1x would alert on drops")
+    if points >= 1:
+        raise ValueError(f"minimum effect {text!r}: +{points * 100:g} points is more than a whole share")
+    return MinEffect(ratio, points)
+
+
+def alpha_for(sensitivity: str, window_min: int, windows: int) -> float:
+    """The significance level of one test of a ``window_min``-minute window: the sensitivity's false-alert budget
+    per week, shared equally by the ``windows`` windows, over the window's effectively independent tests per week
+    (``10 080 / window_min``: a sliding window evaluated every minute overlaps itself, so its tests within one window
+    length are nearly the same test). Bonferroni over those."""
+    if sensitivity not in BUDGET_PER_WEEK:
+        raise ValueError(f"unknown sensitivity {sensitivity!r}; expected one of {sorted(BUDGET_PER_WEEK)}")
+    return BUDGET_PER_WEEK[sensitivity] * window_min / (MINUTES_PER_WEEK * max(1, windows))
+
+
+# ---------------------------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """Everything the decision needs, in minutes (built from settings + a rule by :meth:`from_settings`)."""
+
+    windows_min: tuple[int, ...] = (5, 60)
+    baseline_min: int = 60  # rolling baseline of the shortest window; a window of W uses max(this, 4 W)
+    sensitivity: str = "normal"
+    min_effect: MinEffect = MinEffect(1.5, 0.02)
+    min_volume: int = 5
+    min_baseline_posts: int = 20
+    baseline: str = "auto"  # auto | seasonal | rolling
+    seasonal_days: int = 7
+    seasonal_min_days: int = 3
+    cooldown_min: int = 15
+
+    def alpha(self, window: int) -> float:
+        return alpha_for(self.sensitivity, window, len(self.windows_min))
+
+    def seasonal_span(self, window: int) -> tuple[int, int]:
+        """``(length, minutes after the window's end)`` of the seasonal span of a window: the window's own clock
+        minutes, widened evenly on both sides to at least ``SEASONAL_SPAN_MIN`` (enough posts at low volume)."""
+        length = max(window, SEASONAL_SPAN_MIN)
+        return length, (length - window) // 2
+
+    def rolling_min(self, window: int) -> int:
+        return max(self.baseline_min, 4 * window)
+
+    @classmethod
+    def from_settings(cls, settings, rule=None) -> "DetectorParams":
+        """From :class:`monitor.settings.MonitorSettings`, overridden by an :class:`monitor.alert_rules.AlertRule`."""
+        windows_s = rule.windows if rule is not None and rule.windows else tuple(
+            ms // 1000 for ms in settings.alert_windows_ms)
+        windows = tuple(sorted({max(1, int(s) // 60) for s in windows_s}))
+        sensitivity = rule.sensitivity if rule is not None else settings.alert_sensitivity
+        if sensitivity == "off":
+            sensitivity = "normal"  # callers skip "off" rules; a replay of one still needs numbers
+        effect = parse_min_effect(rule.min_effect if rule is not None and rule.min_effect else
+                                  settings.alert_min_effect)
+        cooldown_ms = rule.cooldown_s * 1000 if rule is not None and rule.cooldown_s is not None else \
+            settings.alert_cooldown_ms
+        return cls(
+            windows_min=windows,
+            baseline_min=max(1, settings.alert_baseline_ms // 60_000),
+            sensitivity=sensitivity,
+            min_effect=effect,
+            min_volume=rule.min_volume if rule is not None and rule.min_volume is not None else
+            settings.alert_min_volume,
+            min_baseline_posts=settings.alert_min_baseline_posts,
+            baseline=settings.alert_baseline,
+            seasonal_days=settings.alert_seasonal_days,
+            seasonal_min_days=settings.alert_seasonal_min_days,
+            cooldown_min=math.ceil(cooldown_ms / 60_000),
+        )
+
+
+# ---------------------------------------------------------------------------------------------- the test
+
+
+def beta_binomial_sf(k: int, n: int, p0: float, var_p: float) -> float:
+    """``P(K' >= k)`` for ``K' ~ BetaBinomial(n, a, b)`` whose beta has mean ``p0`` and variance ``var_p``; the
+    binomial tail when ``var_p`` is too small to matter. Summed in log space from the pmf (scipy's own
+    ``betabinom.sf`` is slow and loses the far tail when ``a + b`` is large)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    p0 = min(max(p0, 1e-9), 1 - 1e-9)
+    binomial_var = p0 * (1 - p0)
+    size = binomial_var / var_p - 1 if var_p > 0 else math.inf  # a + b
+    if size <= 0:
+        size = 1e-6  # variance at its maximum: as spread as a beta can be
+    if not math.isfinite(size) or n / (size + 1) < 1e-6:  # variance inflation below one in a million
+        return float(stats.binom.sf(k - 1, n, p0))
+    a, b = p0 * size, (1 - p0) * size
+    j = np.arange(k, n + 1, dtype=np.float64)
+    log_pmf = (special.gammaln(n + 1) - special.gammaln(j + 1) - special.gammaln(n - j + 1)
+               + special.betaln(j + a, n - j + b) - special.betaln(a, b))
+    return float(min(1.0, math.exp(special.logsumexp(log_pmf))))
+
+
+def estimate_tau2(hour_k: np.ndarray, hour_n: np.ndarray, min_posts: int = 20) -> np.ndarray:
+    """Between-hour variance of the share beyond binomial noise, from consecutive hourly buckets (axis 0 = hours,
+    oldest first; other axes are independent evaluations). Differences of neighbouring hours cancel slow drift; the
+    robust variance of those differences minus their binomial part, halved, estimates ``tau2`` (>= 0). Hours with
+    fewer than ``min_posts`` posts are left out; fewer than 4 usable pairs give 0 (no evidence of overdispersion)."""
+    hour_k = np.asarray(hour_k, dtype=np.float64)
+    hour_n = np.asarray(hour_n, dtype=np.float64)
+    ok = hour_n >= min_posts
+    share = np.where(ok, hour_k / np.maximum(hour_n, 1), np.nan)
+    binom_var = np.where(ok, np.clip(share, 1e-4, 1) * (1 - np.clip(share, 0, 1 - 1e-4)) / np.maximum(hour_n, 1),
+                         np.nan)
+    diff2 = (share[1:] - share[:-1]) ** 2
+    noise = binom_var[1:] + binom_var[:-1]
+    pairs = np.sum(np.isfinite(diff2), axis=0)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no usable pairs
+            robust_var = np.nanmedian(diff2, axis=0) / _CHI2_1_MEDIAN
+            tau2 = (robust_var - np.nanmedian(noise, axis=0)) / 2
+    return np.where(pairs >= 4, np.nan_to_num(np.maximum(tau2, 0.0)), 0.0)
+
+
+def seasonal_baseline(span_k: np.ndarray, span_n: np.ndarray, min_posts: int, min_spans: int):
+    """Robust baseline from the same clock span on earlier days (axis 0 = days, other axes independent): the
+    median share of the spans with at least ``min_posts`` posts and the variance of the share across them,
+    ``(1.4826 MAD)^2``, floored at the binomial variance of the median span. Returns ``(p0, var, usable)`` where
+    ``usable`` says at least ``min_spans`` spans qualified (elsewhere ``p0``/``var`` are NaN)."""
+    span_k = np.asarray(span_k, dtype=np.float64)
+    span_n = np.asarray(span_n, dtype=np.float64)
+    ok = span_n >= min_posts
+    share = np.where(ok, span_k / np.maximum(span_n, 1), np.nan)
+    usable = np.sum(ok, axis=0) >= min_spans
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p0 = np.nanmedian(share, axis=0)
+        mad = np.nanmedian(np.abs(share - p0), axis=0)
+        typical_n = np.nanmedian(np.where(ok, span_n, np.nan), axis=0)
+    p0c = np.clip(np.nan_to_num(p0), 1e-4, 1 - 1e-4)
+    var = np.maximum((_MAD_TO_SD * np.nan_to_num(mad)) ** 2, p0c * (1 - p0c) / np.maximum(np.nan_to_num(typical_n), 1))
+    return np.where(usable, p0, np.nan), np.where(usable, var, np.nan), usable
+
+
+@dataclass(frozen=True)
+class WindowInputs:
+    """The counts one window's decision needs, as arrays over evaluation times (length 1 in the worker).
+
+    ``k``/``n``: the window's emotion posts / posts; ``kb``/``nb``: the rolling baseline's; ``span_k``/``span_n``:
+    the seasonal spans (rows: ``seasonal_days`` previous days, then as many previous weeks; columns: times);
+    ``hour_k``/``hour_n``: the 72 hourly buckets before the window (hours x times), for overdispersion."""
+
+    window_min: int
+    k: np.ndarray
+    n: np.ndarray
+    kb: np.ndarray
+    nb: np.ndarray
+    span_k: np.ndarray
+    span_n: np.ndarray
+    hour_k: np.ndarray
+    hour_n: np.ndarray
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One window's verdict at one moment. ``confidence = 1 - p_value``; ``ratio`` and ``points`` are the effect
+    (window share over / minus the baseline share; points as a fraction, 0.05 = +5 points)."""
+
+    fired: bool
+    p_value: float
+    confidence: float
+    ratio: float
+    points: float
+    window_share: float
+    baseline_share: float
+    baseline_kind: str  # seasonal | rolling
+    window_min: int
+    count: int
+    posts: int
+    reason: str = ""  # why it did not fire ("" when it fired)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _baselines(inp: WindowInputs, params: DetectorParams):
+    """``(p_test, var_test, p_effect, seasonal_used, baseline_ok)`` arrays: the baseline the p-value is computed
+    against (with its predictive variance) and the one the minimum effect is measured from."""
+    kb = np.asarray(inp.kb, dtype=np.float64)
+    nb = np.asarray(inp.nb, dtype=np.float64)
+    tau2 = estimate_tau2(inp.hour_k, inp.hour_n, params.min_baseline_posts)
+    p_roll = (kb + 0.5) / (nb + 1)
+    var_roll = p_roll * (1 - p_roll) / (nb + 1) + tau2
+    roll_ok = nb >= params.min_baseline_posts
+    if params.baseline == "rolling" or np.size(inp.span_n) == 0:
+        return p_roll, var_roll, p_roll, np.zeros_like(roll_ok), roll_ok
+    days = params.seasonal_days
+    span_k, span_n = np.asarray(inp.span_k), np.asarray(inp.span_n)
+    p_day, var_day, day_ok = seasonal_baseline(span_k[:days], span_n[:days], params.min_baseline_posts,
+                                               params.seasonal_min_days)
+    p_week, var_week, week_ok = seasonal_baseline(span_k[days:], span_n[days:], params.min_baseline_posts,
+                                                  params.seasonal_min_days)
+    p_seas = np.nan_to_num(np.where(week_ok, p_week, p_day))
+    var_seas = np.nan_to_num(np.where(week_ok, var_week, var_day)) + tau2
+    usable = week_ok | day_ok
+    if params.baseline == "seasonal":  # the test and the effect against the seasonal baseline alone
+        return p_seas, np.where(usable, var_seas, 1.0), p_seas, usable, usable
+    # auto: the test against the rolling baseline (it knows today's level: a drifting share moves it), the effect
+    # against the higher of rolling and seasonal (an hour that is angry every day is not a spike)
+    return p_roll, var_roll, np.where(usable, np.maximum(p_roll, p_seas), p_roll), usable, roll_ok
+
+
+def decide(inp: WindowInputs, params: DetectorParams) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Vectorised decision for one window: ``(fired, p_value, details)`` arrays over the evaluation times. The
+    p-value is computed only where the cheap gates (volume, baseline, minimum effect) pass; elsewhere it is 1."""
+    k = np.asarray(inp.k, dtype=np.float64)
+    n = np.asarray(inp.n, dtype=np.float64)
+    p_test, var, p_effect, seasonal, baseline_ok = _baselines(inp, params)
+    share = np.where(n > 0, k / np.maximum(n, 1), 0.0)
+    p_test = np.clip(np.nan_to_num(p_test), 1e-6, 1 - 1e-6)
+    p_effect = np.clip(np.nan_to_num(p_effect), 1e-6, 1 - 1e-6)
+    effect_ok = (share >= params.min_effect.ratio * p_effect) & (share >= p_effect + params.min_effect.points)
+    gates = (k >= params.min_volume) & baseline_ok & effect_ok
+    p_value = np.ones_like(k)
+    for i in np.flatnonzero(gates):
+        p_value[i] = beta_binomial_sf(int(k[i]), int(n[i]), float(p_test[i]), float(var[i]))
+    fired = gates & (p_value <= params.alpha(inp.window_min))
+    details = {"share": share, "p0": p_effect, "seasonal": seasonal, "volume_ok": k >= params.min_volume,
+               "baseline_ok": baseline_ok, "effect_ok": effect_ok}
+    return fired, p_value, details
+
+
+def detection_at(inp: WindowInputs, params: DetectorParams, i: int = -1) -> Detection:
+    """The :class:`Detection` of one evaluation (the worker's: ``i = -1``, the only one)."""
+    fired, p_value, d = decide(inp, params)
+    share, p0 = float(d["share"][i]), float(d["p0"][i])
+    reason = ("" if fired[i] else "volume" if not d["volume_ok"][i] else "baseline" if not d["baseline_ok"][i]
+              else "effect" if not d["effect_ok"][i] else "significance")
+    p = float(p_value[i])
+    return Detection(bool(fired[i]), p, 1.0 - p, share / p0 if p0 > 0 else math.inf, share - p0, share, p0,
+                     "seasonal" if d["seasonal"][i] else "rolling", inp.window_min, int(np.asarray(inp.k)[i]),
+                     int(np.asarray(inp.n)[i]), reason)
+
+
+# ---------------------------------------------------------------------------------------------- offline replay
+
+
+def _span_sums(cum: np.ndarray, end: np.ndarray, length: int) -> np.ndarray:
+    """Sums of the per-minute series over ``(end - length, end]`` (minute indices; clipped at the start)."""
+    hi = np.clip(end + 1, 0, len(cum) - 1)
+    lo = np.clip(end + 1 - length, 0, len(cum) - 1)
+    return cum[hi] - cum[lo]
+
+
+def seasonal_lags(params: DetectorParams) -> tuple[list[int], list[int]]:
+    """The lags (minutes) of the seasonal spans: ``seasonal_days`` previous days and as many previous weeks. The
+    weekly spans are used when at least ``seasonal_min_days`` of them hold enough posts (the same hour of the week
+    then captures weekday/weekend patterns), else the daily ones."""
+    days = [d * MINUTES_PER_DAY for d in range(1, params.seasonal_days + 1)]
+    weeks = [w * MINUTES_PER_WEEK for w in range(1, params.seasonal_days + 1)]
+    return days, weeks
+
+
+def replay_inputs(posts_per_minute, emotion_per_minute, params: DetectorParams, window: int,
+                  times: np.ndarray | None = None) -> WindowInputs:
+    """:class:`WindowInputs` for ``window`` minutes at every minute (or at ``times``), from per-minute arrays; the
+    same quantities the worker reads from Redis. Spans reaching before the series start hold only what is in the
+    series (as in Redis: nothing was written before)."""
+    n = np.asarray(posts_per_minute, dtype=np.float64)
+    k = np.asarray(emotion_per_minute, dtype=np.float64)
+    cum_n = np.concatenate([[0.0], np.cumsum(n)])
+    cum_k = np.concatenate([[0.0], np.cumsum(k)])
+    t = np.arange(len(n)) if times is None else np.asarray(times)
+    rolling = params.rolling_min(window)
+    span, after = params.seasonal_span(window)
+
+    def lagged(cum, lags, length, shift=0):
+        rows = []
+        for lag in lags:
+            end = t - lag - shift
+            rows.append(_span_sums(cum, end, length))  # a span reaching before the start holds only what is in
+        return np.array(rows) if rows else np.zeros((0, len(t)))
+
+    days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
+    hours = [60 * h for h in range(HOURS_FOR_TAU)][::-1]  # oldest first
+    return WindowInputs(
+        window_min=window,
+        k=_span_sums(cum_k, t, window), n=_span_sums(cum_n, t, window),
+        kb=_span_sums(cum_k, t - window, rolling), nb=_span_sums(cum_n, t - window, rolling),
+        span_k=lagged(cum_k, days + weeks, span, shift=-after), span_n=lagged(cum_n, days + weeks, span, shift=-after),
+        hour_k=lagged(cum_k, hours, 60, shift=window), hour_n=lagged(cum_n, hours, 60, shift=window),
+    )
+
+
+def _apply_cooldown(candidates: np.ndarray, cooldown_min: int) -> list[int]:
+    fired, next_allowed = [], -1
+    for i in np.flatnonzero(candidates):
+        if i >= next_allowed:
+            fired.append(int(i))
+            next_allowed = i + max(cooldown_min, 1)
+    return fired
+
+
+def _threshold_candidates(n: np.ndarray, k: np.ndarray, settings) -> np.ndarray:
+    """The old rule (:func:`monitor.alerts.is_spike`) at every minute, on whole-minute windows."""
+    window = max(1, settings.alert_window_ms // 60_000)
+    baseline = max(1, settings.alert_baseline_ms // 60_000)
+    cum_n = np.concatenate([[0.0], np.cumsum(n)])
+    cum_k = np.concatenate([[0.0], np.cumsum(k)])
+    t = np.arange(len(n))
+    wk, wn = _span_sums(cum_k, t, window), _span_sums(cum_n, t, window)
+    bk, bn = _span_sums(cum_k, t - window, baseline), _span_sums(cum_n, t - window, baseline)
+    share = np.where(wn > 0, wk / np.maximum(wn, 1), 0.0)
+    base_share = np.where(bn > 0, bk / np.maximum(bn, 1), 0.0)
+    return ((wk >= settings.alert_min_volume) & (bn >= settings.alert_min_baseline_posts)
+            & (share >= settings.alert_min_share) & (share >= settings.alert_ratio * base_share))
+
+
+def replay_detector(posts_per_minute, emotion_per_minute, settings, rule=None) -> list[int]:
+    """The minute indices at which the detector would fire, cooldown included.
+
+    ``posts_per_minute`` / ``emotion_per_minute``: numpy arrays of equal length, one value per minute, oldest first
+    (all posts of the brand / those carrying the emotion). ``settings``: a :class:`monitor.settings.MonitorSettings`
+    (``alert_detector`` picks the statistical detector or the old ``threshold`` rule); ``rule``: an optional
+    :class:`monitor.alert_rules.AlertRule` overriding sensitivity, minimum effect, volume, cooldown and windows.
+    The worker makes the same decision (:func:`decide`) on the same counts read from Redis."""
+    n = np.asarray(posts_per_minute, dtype=np.float64)
+    k = np.asarray(emotion_per_minute, dtype=np.float64)
+    if n.shape != k.shape or n.ndim != 1:
+        raise ValueError(f"posts_per_minute {n.shape} and emotion_per_minute {k.shape} must be 1-D and equal length")
+    if np.any(k > n) or np.any(n < 0) or np.any(k < 0):
+        raise ValueError("counts must be >= 0 and emotion posts cannot exceed posts in a minute")
+    if getattr(settings, "alert_detector", "statistical") == "threshold":
+        cooldown = rule.cooldown_s * 1000 if rule is not None and rule.cooldown_s is not None else \
+            settings.alert_cooldown_ms
+        return _apply_cooldown(_threshold_candidates(n, k, settings), math.ceil(cooldown / 60_000))
+    params = DetectorParams.from_settings(settings, rule)
+    candidates = np.zeros(len(n), dtype=bool)
+    for window in params.windows_min:
+        fired, _p, _d = decide(replay_inputs(n, k, params, window), params)
+        candidates |= fired
+    return _apply_cooldown(candidates, params.cooldown_min)
+
+
+def windows_fired(posts_per_minute, emotion_per_minute, settings, minutes: Sequence[int], rule=None) -> list[list]:
+    """For each minute in ``minutes``: the :class:`Detection` of every window (bench and tests: which window fired)."""
+    params = DetectorParams.from_settings(settings, rule)
+    times = np.asarray(list(minutes))
+    out = [[] for _ in times]
+    for window in params.windows_min:
+        inp = replay_inputs(posts_per_minute, emotion_per_minute, params, window, times=times)
+        for i in range(len(times)):
+            out[i].append(detection_at(inp, params, i))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the worker's reads
+
+
+def _minute_span(end_min: int, length: int) -> tuple[int, int]:
+    """``[from_ms, to_ms]`` of the minutes ``(end_min - length, end_min]``."""
+    return (end_min - length + 1) * 60_000, (end_min + 1) * 60_000 - 1
+
+
+def spans_for(t_min: int, window: int, params: DetectorParams) -> dict[str, list[tuple[int, int]]]:
+    """Every span (as ``[from_ms, to_ms]``) one window's decision at minute ``t_min`` (epoch minutes) reads: the
+    same spans :func:`replay_inputs` sums from arrays."""
+    days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
+    span, after = params.seasonal_span(window)
+    return {
+        "window": [_minute_span(t_min, window)],
+        "rolling": [_minute_span(t_min - window, params.rolling_min(window))],
+        "seasonal": [_minute_span(t_min - lag + after, span) for lag in days + weeks],
+        "hours": [_minute_span(t_min - window - 60 * h, 60) for h in range(HOURS_FOR_TAU)][::-1],
+    }
+
+
+async def read_inputs(redis, count_key: str, posts_key: str, now_ms: int, params: DetectorParams,
+                      ) -> list[WindowInputs]:
+    """The worker's :class:`WindowInputs` (one per window, length 1) from the 1-minute tier of a brand's count and
+    posts series (``count_key`` / ``posts_key``), in one pipelined round trip of ``TS.RANGE ... AGGREGATION sum``
+    (one bucket per span). ``now_ms``'s minute is the window's last, holding the posts counted so far."""
+    t_min = now_ms // 60_000
+    plans = [(window, spans_for(t_min, window, params)) for window in params.windows_min]
+    async with redis.pipeline(transaction=False) as pipe:
+        for _window, spans in plans:
+            for part in ("window", "rolling", "seasonal", "hours"):
+                for start, end in spans[part]:
+                    for key in (count_key, posts_key):
+                        pipe.execute_command("TS.RANGE", key, start, end, "AGGREGATION", "sum", end - start + 1,
+                                             "ALIGN", start)
+        replies = iter(await pipe.execute(raise_on_error=False))
+
+    def total(reply) -> float:
+        if isinstance(reply, Exception):  # no such series yet: nothing counted
+            return 0.0
+        return float(sum(float(value) for _ts, value in reply))
+
+    out = []
+    for window, spans in plans:
+        sums = {}
+        for part in ("window", "rolling", "seasonal", "hours"):
+            pairs = [(total(next(replies)), total(next(replies))) for _ in spans[part]]
+            sums[part] = (np.array([[k] for k, _n in pairs]).reshape(len(pairs), 1),
+                          np.array([[n] for _k, n in pairs]).reshape(len(pairs), 1))
+        out.append(WindowInputs(
+            window_min=window, k=sums["window"][0][0], n=sums["window"][1][0],
+            kb=sums["rolling"][0][0], nb=sums["rolling"][1][0],
+            span_k=sums["seasonal"][0], span_n=sums["seasonal"][1],
+            hour_k=sums["hours"][0], hour_n=sums["hours"][1]))
+    return out
+
+
+def strongest(detections: Sequence[Detection]) -> Detection:
+    """The detection to report: the fired one with the smallest p-value, else the closest to firing."""
+    fired = [d for d in detections if d.fired]
+    return min(fired or detections, key=lambda d: (d.p_value, d.window_min))
