@@ -255,7 +255,7 @@ class AlertEngine:
             f"{emotion} spike for {brand}: {detection.window_share:.0%} of {detection.posts} posts in the last "
             f"{_duration(detection.window_min * 60_000)} vs {detection.baseline_share:.0%} "
             f"{'usual at this hour' if detection.baseline_kind == 'seasonal' else 'before'} "
-            f"(x{detection.ratio:.1f}, {detection.points * 100:+.0f} points, confidence {detection.confidence:.4%})"
+            f"(x{detection.ratio:.1f}, {detection.points * 100:+.0f} points, p = {detection.p_value:.1g})"
         )
         return Alert(brand, emotion, int(time.time() * 1000), window_start, min(now_ms, window_end),
                      round(detection.window_share, 4), round(detection.baseline_share, 4), detection.count,

@@ -41,12 +41,13 @@ A window fires when all hold: ``K >= min_volume`` emotion posts; the baseline ha
 at least ``min_ratio x p0`` **and** ``p0 + min_points`` (the minimum effect, written in words: "at least 1.5x and +2
 points"); and the p-value is at most ``alpha``. The alert fires when any window fires, at most once per cooldown.
 
-``alpha`` comes from a **false-alert budget** per brand x emotion x week (sensitivity low 0.25, normal 1, high 4),
-shared equally by the windows. A window of ``W`` minutes is tested every minute, but tests less than ``W`` apart
-share most of their posts, so a week holds about ``10 080 / W`` independent tests of it; Bonferroni over those gives
-``alpha_W = budget x W / (10 080 x windows)``: 2.5e-4 for the 5-min window and 3.0e-3 for the 1-h window at
-"normal" with two windows. The minimum effect and the cooldown only remove alerts, so the budget is an upper bound
-on what the test alone would let through; ``bench/alerts.py`` measures what it gives on synthetic weeks.
+``alpha`` comes from a **false-alert budget** per brand x emotion x week (sensitivity low 0.25, normal 1, high 4):
+the detector runs one test per minute per window, ``10 080 x windows`` tests a week, so (Bonferroni)
+``alpha = budget / (10 080 x windows)``: about 5e-5 at "normal" with two windows. Overlapping windows are
+correlated, which makes this conservative for the test as modelled; but the model is only approximately right (the
+overdispersion estimate is itself noisy), and a per-window-length count of "independent" tests (2.5e-4 for the
+5-min window) let through 2-7 false alerts per week on the synthetic weeks of ``bench/alerts.py``, so the budget is
+spent on every minute's test.
 
 Windows are whole minutes, read from per-minute counts: in the worker the Redis 1-minute tier (the current minute
 holds the posts counted so far), offline the arrays given to :func:`replay_detector`.
@@ -124,14 +125,12 @@ def parse_min_effect(text: str) -> MinEffect:
     return MinEffect(ratio, points)
 
 
-def alpha_for(sensitivity: str, window_min: int, windows: int) -> float:
-    """The significance level of one test of a ``window_min``-minute window: the sensitivity's false-alert budget
-    per week, shared equally by the ``windows`` windows, over the window's effectively independent tests per week
-    (``10 080 / window_min``: a sliding window evaluated every minute overlaps itself, so its tests within one window
-    length are nearly the same test). Bonferroni over those."""
+def alpha_for(sensitivity: str, windows: int) -> float:
+    """The significance level of one test: the sensitivity's false-alert budget per week over the tests a week holds
+    (one per minute per window; Bonferroni)."""
     if sensitivity not in BUDGET_PER_WEEK:
         raise ValueError(f"unknown sensitivity {sensitivity!r}; expected one of {sorted(BUDGET_PER_WEEK)}")
-    return BUDGET_PER_WEEK[sensitivity] * window_min / (MINUTES_PER_WEEK * max(1, windows))
+    return BUDGET_PER_WEEK[sensitivity] / (MINUTES_PER_WEEK * max(1, windows))
 
 
 # ---------------------------------------------------------------------------------------------- parameters
@@ -153,7 +152,7 @@ class DetectorParams:
     cooldown_min: int = 15
 
     def alpha(self, window: int) -> float:
-        return alpha_for(self.sensitivity, window, len(self.windows_min))
+        return alpha_for(self.sensitivity, len(self.windows_min))
 
     def seasonal_span(self, window: int) -> tuple[int, int]:
         """``(length, minutes after the window's end)`` of the seasonal span of a window: the window's own clock

@@ -74,12 +74,12 @@ def test_minimum_effect_refuses_what_it_cannot_read(text):
 
 
 def test_sensitivity_sets_the_false_alert_budget():
-    # normal: one false alert per week shared by two windows; a 5-min window has 2016 independent tests a week
-    assert alpha_for("normal", 5, 2) == pytest.approx(1 / 2 / 2016)
-    assert alpha_for("low", 60, 2) == pytest.approx(0.25 / 2 / 168)
-    assert alpha_for("high", 5, 1) == pytest.approx(4 / 2016)
+    # normal: one false alert per week over one test per minute per window (two windows: 20 160 tests)
+    assert alpha_for("normal", 2) == pytest.approx(1 / 20160)
+    assert alpha_for("low", 2) == pytest.approx(0.25 / 20160)
+    assert alpha_for("high", 1) == pytest.approx(4 / 10080)
     with pytest.raises(ValueError):
-        alpha_for("paranoid", 5, 2)
+        alpha_for("paranoid", 2)
 
 
 def test_overdispersion_estimate_finds_extra_variance_and_none_in_binomial_data():
