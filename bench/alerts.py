@@ -5,7 +5,9 @@
 
 Each run simulates two weeks of one brand, minute by minute (:func:`simulate`): a day pattern in volume (night at
 25 % of the peak) and a weekend dip (x0.7), an anger share drifting between 3 % and 6 % over the week with its own
-day pattern (+-20 %) and hour-to-hour overdispersion (lognormal, sd 0.15), binomial noise, three volume bursts per
+day pattern (+-20 %) and overdispersion (the share wanders smoothly: a log-AR(1) with ~1 h memory and stationary sd 0.15
+— a first version with independent hourly jumps of that size made x1.5-x2 steps every few hours, i.e. spikes, and the
+detector found them), binomial noise, three volume bursts per
 week (x4..x10 for 20..60 min) that do not change the share (a viral neutral post), and 12 anger spikes per week of one
 size (share x1.5 .. x8, lasting 10..60 min, at random times; both weeks, so the history has spikes too). Only the
 second week is scored: its first days give the seasonal baseline its history.
@@ -63,8 +65,14 @@ def simulate(seed: int, peak: float, size: float | None, weeks: int = 2):
     phase = rng.uniform(0, 2 * np.pi)
     share = 0.045 + 0.015 * np.sin(2 * np.pi * t / WEEK + phase)  # 3 % .. 6 % over the week
     share *= 1 + 0.2 * np.sin(2 * np.pi * (hour - 12) / 24)  # evenings angrier than mornings
-    hourly = rng.lognormal(0, 0.15, size=len(t) // 60 + 1)  # overdispersion: hours differ beyond binomial noise
-    share *= hourly[t // 60]
+    # overdispersion: the share wanders beyond binomial noise, smoothly (log-AR(1), ~1 h memory, stationary sd 0.15)
+    phi = np.exp(-1 / 60)
+    shocks = rng.normal(0, 0.15 * np.sqrt(1 - phi ** 2), size=len(t))
+    wander = np.empty(len(t))
+    wander[0] = rng.normal(0, 0.15)
+    for i in range(1, len(t)):
+        wander[i] = phi * wander[i - 1] + shocks[i]
+    share *= np.exp(wander)
     spikes = []
     if size is not None:
         slots = rng.choice(np.arange(2, weeks * WEEK // 120 - 2), size=SPIKES_PER_WEEK * weeks, replace=False)

@@ -9,6 +9,12 @@ wrote, so every worker sees the same counts whichever partitions it owns. A spik
 * the emotion's share of the window's posts is at least ``alert_min_share`` and at least ``alert_ratio`` times its
   share in the baseline.
 
+That is the ``threshold`` detector (``EM_MONITOR_ALERT_DETECTOR=threshold``). The default, ``statistical``, is
+:mod:`monitor.detector`: a beta-binomial test of each window's share (5 min and 1 h by default, read from the 1-minute
+tier) against a rolling or seasonal baseline, with a false-alert budget and a minimum effect; per brand x emotion
+rules (:mod:`monitor.alert_rules`, reloaded when their version moves) set its sensitivity, effect, volume, cooldown,
+windows and channels, and can add emotions to watch. The firing window's verdict travels in ``Alert.detection``.
+
 The cooldown marker makes the alert fire once per brand x emotion per cooldown, across all workers.
 Delivery: the cooldown is claimed and the alert stored in Redis (``em:alerts`` and its brand's index
 ``em:alerts:brand:{brand}``) by one script, all or nothing: a store that fails leaves the cooldown unclaimed, so the
