@@ -17,10 +17,13 @@ p-value is the one-sided upper tail ``P(K' >= K)``. Why this and not the alterna
 * a **Poisson** test on the count ignores the volume in the window: a burst of neutral posts (a viral post) multiplies
   the expected angry count too, which a share test handles by construction.
 
-``tau2`` (overdispersion) comes from the 72 one-hour buckets before the window: the differences of consecutive hours'
-shares remove slow drift; their robust variance (median of the squared differences / 0.4549, the median of chi-square
-with one degree of freedom) minus the binomial part, halved, is ``tau2`` (floored at 0). A spike in that history makes
-``tau2`` larger, i.e. the detector more cautious, never less.
+``tau2`` (overdispersion) is estimated from the brand's own history **of the same comparison**: the window's share
+minus its rolling baseline's share, ``d``, at every earlier non-overlapping window of the last 72 hours. Its robust
+variance (median of ``d^2`` / 0.4549, the median of chi-square with one degree of freedom) minus the median binomial
+variance of those differences is ``tau2`` (floored at 0; 0 with fewer than 8 usable windows). Measuring the very
+difference the test looks at captures however the share wanders between a window and its baseline (a slow drift, a
+daily rhythm, news) without assuming a model of it; a spike in that history makes ``tau2`` at most a little larger
+(the median ignores a few outliers), i.e. the detector more cautious, never less.
 
 Baselines
 ---------
@@ -72,7 +75,7 @@ __all__ = [
     "alpha_for",
     "beta_binomial_sf",
     "decide",
-    "estimate_tau2",
+    "history_tau2",
     "parse_min_effect",
     "replay_detector",
     "replay_inputs",
@@ -81,7 +84,8 @@ __all__ = [
 
 MINUTES_PER_DAY = 1440
 MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
-HOURS_FOR_TAU = 72
+HISTORY_MIN = 72 * 60  # the span whose earlier windows estimate overdispersion
+MIN_HISTORY_WINDOWS = 8
 SEASONAL_SPAN_MIN = 15
 # false alerts per brand x emotion x week that a sensitivity accepts
 BUDGET_PER_WEEK = {"low": 0.25, "normal": 1.0, "high": 4.0}
@@ -161,7 +165,11 @@ class DetectorParams:
         return length, (length - window) // 2
 
     def rolling_min(self, window: int) -> int:
-        return max(self.baseline_min, 4 * window)
+        """The rolling baseline of a window: at least ``baseline_min`` and 4 windows, in whole windows."""
+        return math.ceil(max(self.baseline_min, 4 * window) / window) * window
+
+    def history_windows(self, window: int) -> int:
+        return max(MIN_HISTORY_WINDOWS, HISTORY_MIN // window)
 
     @classmethod
     def from_settings(cls, settings, rule=None) -> "DetectorParams":
@@ -216,28 +224,57 @@ def beta_binomial_sf(k: int, n: int, p0: float, var_p: float) -> float:
     return float(min(1.0, math.exp(special.logsumexp(log_pmf))))
 
 
-def estimate_tau2(hour_k: np.ndarray, hour_n: np.ndarray, min_posts: int = 20) -> np.ndarray:
-    """Between-hour variance of the share beyond binomial noise, from consecutive hourly buckets (axis 0 = hours,
-    oldest first; other axes are independent evaluations). Differences of neighbouring hours cancel slow drift; the
-    robust variance of those differences minus their binomial part, halved, estimates ``tau2`` (>= 0). Hours with
-    fewer than ``min_posts`` posts are left out; fewer than 4 usable pairs give 0 (no evidence of overdispersion)."""
-    hour_k = np.asarray(hour_k, dtype=np.float64)
-    hour_n = np.asarray(hour_n, dtype=np.float64)
-    ok = hour_n >= min_posts
-    share = np.where(ok, hour_k / np.maximum(hour_n, 1), np.nan)
-    binom_var = np.where(ok, np.clip(share, 1e-4, 1) * (1 - np.clip(share, 0, 1 - 1e-4)) / np.maximum(hour_n, 1),
-                         np.nan)
-    diff2 = (share[1:] - share[:-1]) ** 2
-    noise = binom_var[1:] + binom_var[:-1]
-    pairs = np.sum(np.isfinite(diff2), axis=0)
-    with np.errstate(all="ignore"):
-        import warnings
+def _difference(k, n, kb, nb, min_posts: int):
+    """``(d, binomial variance of d, usable)``: a window's share minus its rolling baseline's (Jeffreys) share."""
+    k, n, kb, nb = (np.asarray(a, dtype=np.float64) for a in (k, n, kb, nb))
+    pb = (kb + 0.5) / (nb + 1)
+    usable = (n >= min_posts) & (nb >= min_posts)
+    d = np.where(usable, k / np.maximum(n, 1) - pb, np.nan)
+    var = np.where(usable, pb * (1 - pb) * (1 / np.maximum(n, 1) + 1 / (nb + 1)), np.nan)
+    return d, var, usable
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no usable pairs
-            robust_var = np.nanmedian(diff2, axis=0) / _CHI2_1_MEDIAN
-            tau2 = (robust_var - np.nanmedian(noise, axis=0)) / 2
-    return np.where(pairs >= 4, np.nan_to_num(np.maximum(tau2, 0.0)), 0.0)
+
+def history_tau2(bucket_k, bucket_n, baseline_windows: int, history_windows: int, min_posts: int) -> float:
+    """``tau2`` from one evaluation's history (the worker's reads): ``bucket_k``/``bucket_n`` are window-long sums,
+    newest first, ``[0]`` being the window under test; earlier window ``i`` is compared with the
+    ``baseline_windows`` buckets before it, for ``i = 1 .. history_windows``."""
+    bucket_k = np.asarray(bucket_k, dtype=np.float64)
+    bucket_n = np.asarray(bucket_n, dtype=np.float64)
+    rows = []
+    for i in range(1, history_windows + 1):
+        base = slice(i + 1, i + 1 + baseline_windows)
+        if i < len(bucket_k):
+            rows.append((bucket_k[i], bucket_n[i], bucket_k[base].sum(), bucket_n[base].sum()))
+    if not rows:
+        return 0.0
+    k, n, kb, nb = np.array(rows).T
+    d, var, usable = _difference(k, n, kb, nb, min_posts)
+    return _tau2(d[usable], var[usable])
+
+
+def _tau2(d: np.ndarray, var: np.ndarray) -> float:
+    if len(d) < MIN_HISTORY_WINDOWS:
+        return 0.0
+    return float(max(0.0, np.median(d ** 2) / _CHI2_1_MEDIAN - np.median(var)))
+
+
+def _replay_tau2(k, n, kb, nb, window: int, history_windows: int, min_posts: int) -> np.ndarray:
+    """:func:`history_tau2` at every minute at once: the window/baseline sums at every minute (``k``, ``n``, ``kb``,
+    ``nb``), and for minute ``t`` the earlier windows ending at ``t - window``, ``t - 2 window``, ... — one residue
+    class of minutes modulo ``window``, so a rolling median over each class's subsequence."""
+    import pandas as pd
+
+    d, var, usable = _difference(k, n, kb, nb, min_posts)
+    tau2 = np.zeros(len(d))
+    for residue in range(window):
+        sq = pd.Series(d[residue::window] ** 2)
+        bv = pd.Series(var[residue::window])
+        count = pd.Series(usable[residue::window].astype(float)).rolling(history_windows, min_periods=1).sum()
+        med_sq = sq.rolling(history_windows, min_periods=1).median()
+        med_var = bv.rolling(history_windows, min_periods=1).median()
+        est = (med_sq / _CHI2_1_MEDIAN - med_var).clip(lower=0).where(count >= MIN_HISTORY_WINDOWS, 0.0)
+        tau2[residue::window] = est.shift(1).fillna(0.0).to_numpy()  # earlier windows only, never the current one
+    return tau2
 
 
 def seasonal_baseline(span_k: np.ndarray, span_n: np.ndarray, min_posts: int, min_spans: int):
@@ -268,7 +305,7 @@ class WindowInputs:
 
     ``k``/``n``: the window's emotion posts / posts; ``kb``/``nb``: the rolling baseline's; ``span_k``/``span_n``:
     the seasonal spans (rows: ``seasonal_days`` previous days, then as many previous weeks; columns: times);
-    ``hour_k``/``hour_n``: the 72 hourly buckets before the window (hours x times), for overdispersion."""
+    ``tau2``: the overdispersion estimated from the history of the same comparison (:func:`history_tau2`)."""
 
     window_min: int
     k: np.ndarray
@@ -277,8 +314,7 @@ class WindowInputs:
     nb: np.ndarray
     span_k: np.ndarray
     span_n: np.ndarray
-    hour_k: np.ndarray
-    hour_n: np.ndarray
+    tau2: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -308,7 +344,7 @@ def _baselines(inp: WindowInputs, params: DetectorParams):
     against (with its predictive variance) and the one the minimum effect is measured from."""
     kb = np.asarray(inp.kb, dtype=np.float64)
     nb = np.asarray(inp.nb, dtype=np.float64)
-    tau2 = estimate_tau2(inp.hour_k, inp.hour_n, params.min_baseline_posts)
+    tau2 = np.asarray(inp.tau2, dtype=np.float64)
     p_roll = (kb + 0.5) / (nb + 1)
     var_roll = p_roll * (1 - p_roll) / (nb + 1) + tau2
     roll_ok = nb >= params.min_baseline_posts
@@ -402,13 +438,16 @@ def replay_inputs(posts_per_minute, emotion_per_minute, params: DetectorParams, 
         return np.array(rows) if rows else np.zeros((0, len(t)))
 
     days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
-    hours = [60 * h for h in range(HOURS_FOR_TAU)][::-1]  # oldest first
+    every = np.arange(len(n))
+    tau2 = _replay_tau2(_span_sums(cum_k, every, window), _span_sums(cum_n, every, window),
+                        _span_sums(cum_k, every - window, rolling), _span_sums(cum_n, every - window, rolling),
+                        window, params.history_windows(window), params.min_baseline_posts)
     return WindowInputs(
         window_min=window,
         k=_span_sums(cum_k, t, window), n=_span_sums(cum_n, t, window),
         kb=_span_sums(cum_k, t - window, rolling), nb=_span_sums(cum_n, t - window, rolling),
         span_k=lagged(cum_k, days + weeks, span, shift=-after), span_n=lagged(cum_n, days + weeks, span, shift=-after),
-        hour_k=lagged(cum_k, hours, 60, shift=window), hour_n=lagged(cum_n, hours, 60, shift=window),
+        tau2=tau2[t],
     )
 
 
@@ -465,7 +504,7 @@ def replay_detector(posts_per_minute, emotion_per_minute, settings, rule=None) -
 def windows_fired(posts_per_minute, emotion_per_minute, settings, minutes: Sequence[int], rule=None) -> list[list]:
     """For each minute in ``minutes``: the :class:`Detection` of every window (bench and tests: which window fired)."""
     params = DetectorParams.from_settings(settings, rule)
-    times = np.asarray(list(minutes))
+    times = np.asarray(list(minutes), dtype=np.int64)
     out = [[] for _ in times]
     for window in params.windows_min:
         inp = replay_inputs(posts_per_minute, emotion_per_minute, params, window, times=times)
@@ -482,33 +521,39 @@ def _minute_span(end_min: int, length: int) -> tuple[int, int]:
     return (end_min - length + 1) * 60_000, (end_min + 1) * 60_000 - 1
 
 
-def spans_for(t_min: int, window: int, params: DetectorParams) -> dict[str, list[tuple[int, int]]]:
-    """Every span (as ``[from_ms, to_ms]``) one window's decision at minute ``t_min`` (epoch minutes) reads: the
-    same spans :func:`replay_inputs` sums from arrays."""
+def spans_for(t_min: int, window: int, params: DetectorParams) -> dict:
+    """What one window's decision at minute ``t_min`` (epoch minutes) reads: ``buckets``, one ``TS.RANGE`` of
+    window-long sums ending with the window itself (``[0]``; then its rolling baseline, then the history for
+    ``tau2``), and the ``seasonal`` spans (``[from_ms, to_ms]`` each): the same sums :func:`replay_inputs` takes from
+    arrays."""
     days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
     span, after = params.seasonal_span(window)
+    count = 1 + params.history_windows(window) + params.rolling_min(window) // window
     return {
-        "window": [_minute_span(t_min, window)],
-        "rolling": [_minute_span(t_min - window, params.rolling_min(window))],
+        "buckets": ((t_min + 1 - window * count) * 60_000, (t_min + 1) * 60_000 - 1, count),
         "seasonal": [_minute_span(t_min - lag + after, span) for lag in days + weeks],
-        "hours": [_minute_span(t_min - window - 60 * h, 60) for h in range(HOURS_FOR_TAU)][::-1],
     }
 
 
 async def read_inputs(redis, count_key: str, posts_key: str, now_ms: int, params: DetectorParams,
                       ) -> list[WindowInputs]:
     """The worker's :class:`WindowInputs` (one per window, length 1) from the 1-minute tier of a brand's count and
-    posts series (``count_key`` / ``posts_key``), in one pipelined round trip of ``TS.RANGE ... AGGREGATION sum``
-    (one bucket per span). ``now_ms``'s minute is the window's last, holding the posts counted so far."""
+    posts series (``count_key`` / ``posts_key``), in one pipelined round trip of ``TS.RANGE ... AGGREGATION sum``:
+    per window one range of window-long buckets (the window, its rolling baseline and 72 h of history; 900 buckets
+    at most for a 5-min window) and one single-bucket range per seasonal span. ``now_ms``'s minute is the window's
+    last, holding the posts counted so far."""
     t_min = now_ms // 60_000
     plans = [(window, spans_for(t_min, window, params)) for window in params.windows_min]
     async with redis.pipeline(transaction=False) as pipe:
-        for _window, spans in plans:
-            for part in ("window", "rolling", "seasonal", "hours"):
-                for start, end in spans[part]:
-                    for key in (count_key, posts_key):
-                        pipe.execute_command("TS.RANGE", key, start, end, "AGGREGATION", "sum", end - start + 1,
-                                             "ALIGN", start)
+        for window, spans in plans:
+            start, end, _count = spans["buckets"]
+            for key in (count_key, posts_key):
+                pipe.execute_command("TS.RANGE", key, start, end, "AGGREGATION", "sum", window * 60_000,
+                                     "ALIGN", end + 1)
+            for start, end in spans["seasonal"]:
+                for key in (count_key, posts_key):
+                    pipe.execute_command("TS.RANGE", key, start, end, "AGGREGATION", "sum", end - start + 1,
+                                         "ALIGN", start)
         replies = iter(await pipe.execute(raise_on_error=False))
 
     def total(reply) -> float:
@@ -516,18 +561,30 @@ async def read_inputs(redis, count_key: str, posts_key: str, now_ms: int, params
             return 0.0
         return float(sum(float(value) for _ts, value in reply))
 
+    def newest_first(reply, end_ms: int, window: int, count: int) -> np.ndarray:
+        out = np.zeros(count)
+        if isinstance(reply, Exception):
+            return out
+        for ts, value in reply:  # a bucket starting at end + 1 - (i + 1) window is bucket i
+            i = (end_ms + 1 - int(ts)) // (window * 60_000) - 1
+            if 0 <= i < count:
+                out[i] += float(value)
+        return out
+
     out = []
     for window, spans in plans:
-        sums = {}
-        for part in ("window", "rolling", "seasonal", "hours"):
-            pairs = [(total(next(replies)), total(next(replies))) for _ in spans[part]]
-            sums[part] = (np.array([[k] for k, _n in pairs]).reshape(len(pairs), 1),
-                          np.array([[n] for _k, n in pairs]).reshape(len(pairs), 1))
+        _start, end, count = spans["buckets"]
+        bucket_k = newest_first(next(replies), end, window, count)
+        bucket_n = newest_first(next(replies), end, window, count)
+        seasonal = [(total(next(replies)), total(next(replies))) for _ in spans["seasonal"]]
+        base = slice(1, 1 + params.rolling_min(window) // window)
         out.append(WindowInputs(
-            window_min=window, k=sums["window"][0][0], n=sums["window"][1][0],
-            kb=sums["rolling"][0][0], nb=sums["rolling"][1][0],
-            span_k=sums["seasonal"][0], span_n=sums["seasonal"][1],
-            hour_k=sums["hours"][0], hour_n=sums["hours"][1]))
+            window_min=window, k=bucket_k[:1], n=bucket_n[:1],
+            kb=np.array([bucket_k[base].sum()]), nb=np.array([bucket_n[base].sum()]),
+            span_k=np.array([[k] for k, _n in seasonal]).reshape(len(seasonal), 1),
+            span_n=np.array([[n] for _k, n in seasonal]).reshape(len(seasonal), 1),
+            tau2=np.array([history_tau2(bucket_k, bucket_n, params.rolling_min(window) // window,
+                                        params.history_windows(window), params.min_baseline_posts)])))
     return out
 
 

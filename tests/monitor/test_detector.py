@@ -16,7 +16,7 @@ from monitor.detector import (
     MinEffect,
     alpha_for,
     beta_binomial_sf,
-    estimate_tau2,
+    history_tau2,
     parse_min_effect,
     replay_detector,
     seasonal_baseline,
@@ -83,13 +83,22 @@ def test_sensitivity_sets_the_false_alert_budget():
 
 
 def test_overdispersion_estimate_finds_extra_variance_and_none_in_binomial_data():
+    """900 window-long buckets (newest first): each earlier window against the 12 before it. Binomial data: tau2 ~ 0;
+    every window's share off by N(0, 1 point): the difference to a 12-window baseline varies by 1 point x
+    sqrt(1 + 1/12) beyond binomial noise."""
     rng = np.random.default_rng(1)
-    n = np.full((72, 200), 2000)
+    n = np.full(900, 2000)
     binomial = rng.binomial(n, 0.05)
-    assert np.median(estimate_tau2(binomial, n)) < 2e-6  # ~0 where there is nothing beyond binomial noise
-    true_sd = 0.01  # hour-to-hour share sd of 1 point on top of binomial noise
-    overdispersed = rng.binomial(n, np.clip(0.05 + rng.normal(0, true_sd, size=n.shape), 0, 1))
-    assert math.sqrt(np.median(estimate_tau2(overdispersed, n))) == pytest.approx(true_sd, rel=0.25)
+    assert history_tau2(binomial, n, 12, 864, 20) < 3e-6
+    overdispersed = rng.binomial(n, np.clip(0.05 + rng.normal(0, 0.01, size=900), 0, 1))
+    expected_sd = 0.01 * math.sqrt(1 + 1 / 12)
+    assert math.sqrt(history_tau2(overdispersed, n, 12, 864, 20)) == pytest.approx(expected_sd, rel=0.15)
+    # a handful of spikes in the history barely moves the robust estimate
+    spiky = overdispersed.copy()
+    spiky[100:110] = 600
+    assert math.sqrt(history_tau2(spiky, n, 12, 864, 20)) == pytest.approx(expected_sd, rel=0.25)
+    # too little usable history (fewer than 8 windows with enough posts): no overdispersion assumed
+    assert history_tau2(overdispersed[:8], n[:8], 12, 864, 20) == 0.0
 
 
 def test_seasonal_baseline_is_the_median_and_ignores_an_outlier_day():
