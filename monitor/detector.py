@@ -18,12 +18,16 @@ p-value is the one-sided upper tail ``P(K' >= K)``. Why this and not the alterna
   the expected angry count too, which a share test handles by construction.
 
 ``tau2`` (overdispersion) is estimated from the brand's own history **of the same comparison**: the window's share
-minus its rolling baseline's share, ``d``, at every earlier non-overlapping window of the last 72 hours. Its robust
-variance (median of ``d^2`` / 0.4549, the median of chi-square with one degree of freedom) minus the median binomial
-variance of those differences is ``tau2`` (floored at 0; 0 with fewer than 8 usable windows). Measuring the very
-difference the test looks at captures however the share wanders between a window and its baseline (a slow drift, a
-daily rhythm, news) without assuming a model of it; a spike in that history makes ``tau2`` at most a little larger
-(the median ignores a few outliers), i.e. the detector more cautious, never less.
+minus its rolling baseline's share, ``d``, at every earlier non-overlapping window of the last 72 hours. Each ``d`` is
+standardised by its binomial variance ``v``; the dispersion ``phi`` is the one for which ``phi x chi-square(1)``
+capped at 2 has the mean of ``min(d^2 / v, 2)`` (``phi = 1``: pure binomial noise), and
+``tau2 = (phi - 1) x median(v)`` (floored at 0; 0 with fewer than 8 usable windows). Standardising first matters:
+day and night windows hold very different numbers of posts. The cap keeps a spike in the history from counting like
+many windows; a mean, not a median, because at a few emotion posts per window the counts are discrete and a median
+of ``d^2 / v`` is far from its normal-theory value (it made up 0.5 points of overdispersion from binomial data).
+Measuring the very difference the test looks at captures however the share wanders between a window and its baseline
+(a slow drift, a daily rhythm, news) without assuming a model of it; spikes in that history make ``tau2`` a little
+larger, i.e. the detector more cautious, never less.
 
 Baselines
 ---------
@@ -90,7 +94,19 @@ SEASONAL_SPAN_MIN = 15
 # false alerts per brand x emotion x week that a sensitivity accepts
 BUDGET_PER_WEEK = {"low": 0.25, "normal": 1.0, "high": 4.0}
 _MAD_TO_SD = 1.4826  # MAD x this estimates the standard deviation of normal data
-_CHI2_1_MEDIAN = 0.454936  # median of chi-square with 1 degree of freedom
+# squared standardised differences are capped at 2 so a spike in the history (and the hour after it, whose baseline
+# holds it) counts little more than an ordinary window; E[min(chi2_1, 2)] = P(chi2_3 < 2) + 2 P(chi2_1 > 2)
+_Z2_CAP = 2.0
+# E[min(phi X, cap)] for X ~ chi2_1 and a dispersion phi: phi P(chi2_3 < cap/phi) + cap P(chi2_1 > cap/phi); inverted
+# by interpolation (it rises monotonically from 0 to cap)
+_PHI_GRID = np.concatenate([np.linspace(0.05, 5, 400), np.linspace(5.05, 100, 400)])
+_CAPPED_MEAN_GRID = (_PHI_GRID * stats.chi2.cdf(_Z2_CAP / _PHI_GRID, 3)
+                     + _Z2_CAP * stats.chi2.sf(_Z2_CAP / _PHI_GRID, 1))
+
+
+def _dispersion(capped_mean):
+    """The dispersion ``phi`` whose capped chi-square mean is ``capped_mean`` (1 for binomial noise only)."""
+    return np.interp(capped_mean, _CAPPED_MEAN_GRID, _PHI_GRID)
 
 
 # ---------------------------------------------------------------------------------------------- minimum effect
@@ -255,7 +271,8 @@ def history_tau2(bucket_k, bucket_n, baseline_windows: int, history_windows: int
 def _tau2(d: np.ndarray, var: np.ndarray) -> float:
     if len(d) < MIN_HISTORY_WINDOWS:
         return 0.0
-    return float(max(0.0, np.median(d ** 2) / _CHI2_1_MEDIAN - np.median(var)))
+    dispersion = _dispersion(np.mean(np.minimum(d ** 2 / var, _Z2_CAP)))  # 1 for binomial noise only
+    return float(max(0.0, dispersion - 1) * np.median(var))
 
 
 def _replay_tau2(k, n, kb, nb, window: int, history_windows: int, min_posts: int) -> np.ndarray:
@@ -267,12 +284,12 @@ def _replay_tau2(k, n, kb, nb, window: int, history_windows: int, min_posts: int
     d, var, usable = _difference(k, n, kb, nb, min_posts)
     tau2 = np.zeros(len(d))
     for residue in range(window):
-        sq = pd.Series(d[residue::window] ** 2)
+        z = pd.Series(np.minimum(d[residue::window] ** 2 / var[residue::window], _Z2_CAP))
         bv = pd.Series(var[residue::window])
         count = pd.Series(usable[residue::window].astype(float)).rolling(history_windows, min_periods=1).sum()
-        med_sq = sq.rolling(history_windows, min_periods=1).median()
+        dispersion = pd.Series(_dispersion(z.rolling(history_windows, min_periods=1).mean().to_numpy()))
         med_var = bv.rolling(history_windows, min_periods=1).median()
-        est = (med_sq / _CHI2_1_MEDIAN - med_var).clip(lower=0).where(count >= MIN_HISTORY_WINDOWS, 0.0)
+        est = ((dispersion - 1).clip(lower=0) * med_var).where(count >= MIN_HISTORY_WINDOWS, 0.0)
         tau2[residue::window] = est.shift(1).fillna(0.0).to_numpy()  # earlier windows only, never the current one
     return tau2
 
