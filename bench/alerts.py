@@ -104,7 +104,7 @@ def score(alerts: list[int], spikes, scored_from: int, busy=None):
     return len(scored), len(delays), delays, len(false), busy_total, busy_found
 
 
-def run(seeds, volumes=VOLUMES, sizes=SIZES):
+def run(seeds, volumes=VOLUMES, sizes=SIZES, wander_sd: float = 0.15):
     detectors = {"threshold": MonitorSettings(alert_detector="threshold"),
                  "statistical": MonitorSettings(alert_detector="statistical")}
     rows = []
@@ -115,7 +115,8 @@ def run(seeds, volumes=VOLUMES, sizes=SIZES):
                 delays = []
                 started = time.perf_counter()
                 for seed in seeds:
-                    posts, angry, spikes, _bursts, busy = simulate(seed * 1000 + int(volume), volume, size)
+                    posts, angry, spikes, _bursts, busy = simulate(seed * 1000 + int(volume), volume, size,
+                                                                    wander_sd=wander_sd)
                     alerts = replay_detector(posts, angry, settings)
                     n, hit, d, f, bt, bf = score(alerts, spikes, WEEK, busy)
                     total += n
@@ -188,10 +189,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(100, 108)))
     parser.add_argument("--volumes", type=int, nargs="+", default=list(VOLUMES))
+    parser.add_argument("--wander-sd", type=float, default=0.15,
+                        help="Overdispersion: stationary sd of the share's log wander (0 = binomial noise only)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "alerts"))
     args = parser.parse_args()
     started = time.perf_counter()
-    rows = run(args.seeds, args.volumes)
+    rows = run(args.seeds, args.volumes, wander_sd=args.wander_sd)
     text = table(rows)
     print(text)
     out = Path(args.out)
@@ -199,7 +202,7 @@ def main() -> None:
     defaults = MonitorSettings()
     result = {
         "command": "python bench/alerts.py " + " ".join(sys.argv[1:]),
-        "seeds": args.seeds, "weeks_scored_per_seed": 1, "spikes_per_week": SPIKES_PER_WEEK,
+        "seeds": args.seeds, "wander_sd": args.wander_sd, "weeks_scored_per_seed": 1, "spikes_per_week": SPIKES_PER_WEEK,
         "settings": {k: getattr(defaults, k) for k in (
             "alert_sensitivity", "alert_min_effect", "alert_windows_ms", "alert_baseline", "alert_min_volume",
             "alert_min_baseline_posts", "alert_cooldown_ms", "alert_window_ms", "alert_baseline_ms", "alert_ratio",
