@@ -174,6 +174,7 @@ def plot(rows, path: Path) -> None:
                     label=f"{name} ({null['false_per_week']:.2f} false/wk)")
         ax.set_xscale("log")
         ax.set_xticks(SIZES, [f"×{s:g}" for s in SIZES])
+        ax.set_xticks([], minor=True)  # no log-scale minor labels between the sizes
         ax.set_title(f"peak {volume} posts/min")
         ax.set_xlabel("anger spike size")
         ax.set_ylim(-0.03, 1.03)
