@@ -15,8 +15,8 @@ second week is scored: its first days give the seasonal baseline its history.
 Scores per volume x spike size: recall (a spike counts as found when an alert fires between its start and 5 min
 after its end; also for daytime spikes alone, where the volume is at least half the peak), median delay (minutes from the spike's start to the alert), false alerts per brand-week (alerts
 outside every spike's span + 60 min — the 1-h window still holds the spike for an hour — in the scored week; measured on runs with spikes and on spike-free runs).
-Both detectors read the same arrays through :func:`monitor.detector.replay_detector` with default settings; only
-``alert_detector`` differs. Writes bench/results/alerts.json and bench/results/alerts.png and prints the table.
+The detectors read the same arrays through :func:`monitor.detector.replay_detector` with default settings; only
+``alert_detector`` differs (and ``alert_sensitivity=high`` for the third row: a budget of 4 false alerts a week). Writes bench/results/alerts.json and bench/results/alerts.png and prints the table.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ WEEK = 7 * DAY
 SIZES = (1.5, 2.0, 3.0, 5.0, 8.0)
 VOLUMES = (5, 20, 100)
 SPIKES_PER_WEEK = 12
+DETECTORS = ("threshold", "statistical", "statistical high")
 AFTER_MIN = 5  # an alert up to this long after a spike's end still found it
 FALSE_GRACE_MIN = 60  # alerts within this after a spike's end are that spike's (the 1-h window still holds it)
 
@@ -106,7 +107,8 @@ def score(alerts: list[int], spikes, scored_from: int, busy=None):
 
 def run(seeds, volumes=VOLUMES, sizes=SIZES, wander_sd: float = 0.15):
     detectors = {"threshold": MonitorSettings(alert_detector="threshold"),
-                 "statistical": MonitorSettings(alert_detector="statistical")}
+                 "statistical": MonitorSettings(alert_detector="statistical"),
+                 "statistical high": MonitorSettings(alert_detector="statistical", alert_sensitivity="high")}
     rows = []
     for volume in volumes:
         for size in (None, *sizes):
@@ -132,7 +134,7 @@ def run(seeds, volumes=VOLUMES, sizes=SIZES, wander_sd: float = 0.15):
                     "median_delay_min": statistics.median(delays) if delays else None,
                     "false_per_week": false / len(seeds), "seconds": round(time.perf_counter() - started, 2),
                 })
-                print(f"  {volume:>3}/min size {size or '-':>4} {name:<11} recall "
+                print(f"  {volume:>3}/min size {size or '-':>4} {name:<16} recall "
                       f"{'-' if not total else f'{found}/{total}':>7} false/week {false / len(seeds):.2f}",
                       file=sys.stderr)
     return rows
@@ -143,8 +145,10 @@ def table(rows) -> str:
            + " | ".join(f"×{s:g}" for s in SIZES) + " | ×2 / ×3 daytime | median delay ×3+ (min) |",
            "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in SIZES) + " | ---: | ---: |"]
     for volume in sorted({r["volume"] for r in rows}):
-        for name in ("threshold", "statistical"):
+        for name in DETECTORS:
             mine = [r for r in rows if r["volume"] == volume and r["detector"] == name]
+            if not mine:
+                continue
             null = next(r for r in mine if r["size"] is None)
             spiky = [r for r in mine if r["size"] is not None]
             fp_spiky = statistics.mean(r["false_per_week"] for r in spiky)
@@ -167,8 +171,10 @@ def plot(rows, path: Path) -> None:
     volumes = sorted({r["volume"] for r in rows})
     fig, axes = plt.subplots(1, len(volumes), figsize=(4.2 * len(volumes), 3.6), sharey=True)
     for ax, volume in zip(np.atleast_1d(axes), volumes):
-        for name, style in (("threshold", "o--"), ("statistical", "s-")):
+        for name, style in zip(DETECTORS, ("o--", "s-", "^:")):
             mine = [r for r in rows if r["volume"] == volume and r["detector"] == name and r["size"] is not None]
+            if not mine:
+                continue
             null = next(r for r in rows if r["volume"] == volume and r["detector"] == name and r["size"] is None)
             ax.plot([r["size"] for r in mine], [r["recall"] for r in mine], style,
                     label=f"{name} ({null['false_per_week']:.2f} false/wk)")
@@ -181,7 +187,7 @@ def plot(rows, path: Path) -> None:
         ax.axhline(0.9, color="grey", lw=0.6, ls=":")
         ax.legend(fontsize=8, loc="lower right")
     np.atleast_1d(axes)[0].set_ylabel("recall (spikes found)")
-    fig.suptitle("Anger spike recall per brand-week: old threshold rule vs statistical detector (normal)")
+    fig.suptitle("Anger spike recall per brand-week: old threshold rule vs statistical detector (normal, high)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
