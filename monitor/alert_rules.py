@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from monitor.detector import parse_min_effect
 
@@ -220,8 +220,3 @@ class LiveRules:
             log.warning("alert rules check failed; using version %s meanwhile", self.book.version, exc_info=True)
         self._checked_at = now
         return self.book
-
-
-def with_overrides(rule: AlertRule, **changes) -> AlertRule:
-    """A copy of ``rule`` with some fields changed (validated again)."""
-    return replace(rule, **changes)

@@ -40,7 +40,10 @@ Baselines
   posts; used when at least ``alert_seasonal_min_days`` such spans exist. Robust: ``p0`` = their **median**, and the
   spread ``(1.4826 x MAD)^2`` (the normal-consistent MAD, at least the binomial variance of one span) plus ``tau2`` is
   ``var``, so a brand whose share varies a lot day to day needs a bigger jump.
-* **auto** (default): seasonal when enough history, else rolling.
+* **auto** (default): the p-value against the rolling baseline, the minimum effect against the higher of the rolling
+  and (when enough history) the seasonal share. A seasonal median over a week lags a drifting share (3 % to 6 % over
+  a week) and its day-to-day spread made the test too wide to find x3 spikes at 100 posts/min, while the rolling
+  baseline knows today's level; the seasonal share still keeps an hour that is angry every day from alerting.
 
 Decision
 --------
@@ -52,9 +55,9 @@ points"); and the p-value is at most ``alpha``. The alert fires when any window 
 the detector runs one test per minute per window, ``10 080 x windows`` tests a week, so (Bonferroni)
 ``alpha = budget / (10 080 x windows)``: about 5e-5 at "normal" with two windows. Overlapping windows are
 correlated, which makes this conservative for the test as modelled; but the model is only approximately right (the
-overdispersion estimate is itself noisy), and a per-window-length count of "independent" tests (2.5e-4 for the
-5-min window) let through 2-7 false alerts per week on the synthetic weeks of ``bench/alerts.py``, so the budget is
-spent on every minute's test.
+overdispersion estimate is itself noisy), and counting only one "independent" test per window length (2.5e-4 for
+the 5-min window) let through 2-7 false alerts per week on the synthetic weeks of ``bench/alerts.py`` (measured with
+an earlier overdispersion estimate), so the budget is spent on every minute's test.
 
 Windows are whole minutes, read from per-minute counts: in the worker the Redis 1-minute tier (the current minute
 holds the posts counted so far), offline the arrays given to :func:`replay_detector`.
