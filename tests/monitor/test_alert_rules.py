@@ -131,6 +131,40 @@ def test_the_worker_reads_the_same_counts_as_the_replay(redis_server, redis_clie
     assert worker[1][0].baseline_kind == "seasonal"  # seven earlier days at this hour
 
 
+def test_the_worker_reuses_its_overdispersion_estimate_for_a_few_minutes(redis_server, redis_client):
+    """With a cache, the 72 h of history are read once per TAU2_REFRESH_MIN; the window, baseline and seasonal
+    counts are still read fresh every time (they equal the replay's)."""
+    from monitor.detector import TAU2_REFRESH_MIN, read_inputs
+
+    n, k = _history(13, 4)
+    _write_minutes(redis_client, "acme", "anger", n, k, T0_MIN)
+    cfg = MonitorSettings(redis_url=redis_server.url)
+    params = DetectorParams.from_settings(cfg)
+    first, later = 3 * DAY + 100, 3 * DAY + 100 + TAU2_REFRESH_MIN - 1
+    cache: dict = {}
+
+    async def reads():
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        keys = (schema.series_key("acme", "anger", "count", "1m"), schema.series_key("acme", "_all", "posts", "1m"))
+        try:
+            return [await read_inputs(client, *keys, (T0_MIN + m) * 60_000, params, cache)
+                    for m in (first, later, first + TAU2_REFRESH_MIN)]
+        finally:
+            await client.aclose()
+
+    at_first, at_later, refreshed = asyncio.run(reads())
+    for window, a, b, c in zip(params.windows_min, at_first, at_later, refreshed):
+        replay_later = replay_inputs(n, k, params, window, times=np.array([later]))
+        replay_refreshed = replay_inputs(n, k, params, window, times=np.array([first + TAU2_REFRESH_MIN]))
+        assert b.tau2[0] == a.tau2[0]  # reused
+        assert (b.k[0], b.n[0], b.kb[0], b.nb[0]) == (replay_later.k[0], replay_later.n[0], replay_later.kb[0],
+                                                      replay_later.nb[0])
+        assert np.array_equal(b.span_n[:, 0], replay_later.span_n[:, 0])
+        assert c.tau2[0] == pytest.approx(replay_refreshed.tau2[0], rel=1e-9, abs=1e-15)  # re-estimated
+
+
 def test_rules_edited_at_runtime_reach_the_running_engine(redis_server, redis_client):
     """A spike the default settings alert on; a rule set from another client (as the CLI does) silences it within
     the reload interval, deleting it brings the alert back, and a rule for another emotion adds it to the watch."""
