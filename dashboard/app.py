@@ -649,10 +649,16 @@ def main() -> None:
         return
     st.html(_COLLAPSE_SIDEBAR_WHEN_NARROW, unsafe_allow_javascript=True)
     client = _client(settings.redis_url, settings.redis_timeout_seconds)
-    if st.sidebar.radio("Page", ["Brand mood", "Brands"], key="em_page", horizontal=True) == "Brands":
+    page = st.sidebar.radio("Page", ["Brand mood", "Brands", "Alert rules"], key="em_page", horizontal=True)
+    if page == "Brands":
         from dashboard.brands_page import render as brands_page
 
         brands_page(settings, client)
+        return
+    if page == "Alert rules":
+        from dashboard.alert_rules_page import render as alert_rules_page
+
+        alert_rules_page(settings, client)
         return
     st.title("Brand mood")
     try:

@@ -43,6 +43,8 @@ log = logging.getLogger("emotion_monitor.up")
 # defaults (5-minute window against a 1-hour baseline) need an hour of history before a spike can show, but a
 # newcomer should see the injected spike alert within a minute of starting.
 DEMO_ALERT_SETTINGS: dict[str, object] = {
+    # the statistical detector (the default) works on whole minutes with hours of history; the demo lasts a minute
+    "alert_detector": "threshold",
     "alert_window_ms": 20_000,
     "alert_baseline_ms": 600_000,
     "alert_min_volume": 5,

@@ -10,6 +10,12 @@ wrote, so every worker sees the same counts whichever partitions it owns. A spik
 * the emotion's share of the window's posts is at least ``alert_min_share`` and at least ``alert_ratio`` times its
   share in the baseline.
 
+That is the ``threshold`` detector (``EM_MONITOR_ALERT_DETECTOR=threshold``). The default, ``statistical``, is
+:mod:`monitor.detector`: a beta-binomial test of each window's share (5 min and 1 h by default, read from the 1-minute
+tier) against a rolling or seasonal baseline, with a false-alert budget and a minimum effect; per brand x emotion
+rules (:mod:`monitor.alert_rules`, reloaded when their version moves) set its sensitivity, effect, volume, cooldown,
+windows and channels, and can add emotions to watch. The firing window's verdict travels in ``Alert.detection``.
+
 Lifecycle (one episode per brand x emotion at a time, its state in ``em:alert:episode:{brand}:{emotion}``):
 
 * **open**: a spike while no episode is open, and the cooldown is free: a new alert id; the cooldown is claimed.
@@ -45,12 +51,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 
 from monitor import schema
+from monitor.alert_rules import AlertRule, LiveRules, RuleBook
+from monitor.detector import Detection, DetectorParams, detection_at, read_inputs, replay_detector, strongest
 from monitor.explain import over_represented
 from monitor.notify import Notifier
 from monitor.settings import MonitorSettings
 from monitor.taxonomy import group_members
 
-__all__ = ["Alert", "AlertEngine", "WindowCounts", "is_spike"]
+__all__ = ["Alert", "AlertEngine", "WindowCounts", "is_spike", "replay_detector"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +132,11 @@ class Alert:
     confidence: float | None = None
     # the terms over-represented in the window vs the baseline: {"term", "posts", "baseline_posts", "z"}
     terms: tuple = ()
+    # the statistical detector's verdict for the window that fired (monitor.detector.Detection.to_dict(): p_value,
+    # confidence, ratio, points, window/baseline share, baseline_kind, window_min); None for the threshold rule
+    detection: dict | None = None
+    # the delivery channels of the rule that fired (monitor.alert_rules.AlertRule.channels); empty = default delivery
+    channels: tuple = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -161,6 +174,9 @@ class AlertEngine:
         self.model_version = model_version
         self.on_alert = on_alert or (lambda alert: None)
         self.notifier = Notifier(settings)
+        # per brand x emotion rules from Redis (monitor.alert_rules), reloaded when their version moves
+        self.rules = LiveRules(store.redis, settings.alert_rules_reload_seconds)
+        self._tau2: dict = {}  # overdispersion per series x window, re-estimated every few minutes (detector.py)
 
     async def counts(self, brand: str, emotion: str, now_ms: int) -> WindowCounts:
         s = self.settings
@@ -175,27 +191,41 @@ class AlertEngine:
             await self.store.window_sum(posts_key, base_start, window_start - 1),
         )
 
+    async def detect(self, brand: str, emotion: str, now_ms: int, rule: AlertRule | None = None) -> Detection:
+        """The statistical detector (:mod:`monitor.detector`) at ``now_ms`` with ``rule`` (or the settings): every
+        window's counts read from the 1-minute tier in one round trip; the strongest window's verdict."""
+        params = DetectorParams.from_settings(self.settings, rule)
+        inputs = await read_inputs(self.store.redis, schema.series_key(brand, emotion, "count", "1m"),
+                                   schema.series_key(brand, schema.ALL_EMOTIONS, "posts", "1m"), now_ms, params,
+                                   self._tau2)
+        return strongest([detection_at(inp, params) for inp in inputs])
+
     async def evaluate(self, latest_by_brand: dict[str, int]) -> list[Alert]:
-        """Check every watched emotion of the brands just written, at each brand's newest ``created_at``; returns
-        the transitions (open, updated, resolved) this call stored and dispatched."""
+        """Check every watched emotion of the brands just written, at each brand's newest ``created_at``: the
+        settings' ``alert_emotions`` plus the emotions of the brand's rules (``em:alert_rules``), each with its rule.
+        Returns the transitions (open, updated, resolved) this call stored and dispatched."""
         emitted = []
+        statistical = self.settings.alert_detector == "statistical"
+        book = await self.rules.current() if statistical else RuleBook()
         for brand, now_ms in latest_by_brand.items():
-            for emotion in self.settings.alert_emotions:
+            for emotion in book.emotions_for(brand, self.settings.alert_emotions):
+                rule = book.rule_for(brand, emotion)
                 counts = await self.counts(brand, emotion, now_ms)
-                alert = await self.step(brand, emotion, now_ms, counts, is_spike(counts, self.settings))
+                if statistical:
+                    detection = await self.detect(brand, emotion, now_ms, rule)
+                    alert = await self.step(brand, emotion, now_ms, counts, detection.fired, detection=detection,
+                                            rule=rule)
+                else:
+                    alert = await self.step(brand, emotion, now_ms, counts, is_spike(counts, self.settings))
                 if alert is not None:
-                    await self._dispatch(alert, self.channels(brand, emotion))
+                    await self._dispatch(alert, rule.channels if rule is not None and rule.channels else None)
                     emitted.append(alert)
         return emitted
 
-    def channels(self, brand: str, emotion: str) -> Iterable[str] | None:
-        """Where the brand x emotion's alerts go besides Redis and the topic: None = ``EM_MONITOR_ALERT_CHANNELS``
-        (a per-rule routing overrides this with the rule's channels)."""
-        return None
-
     async def step(self, brand: str, emotion: str, now_ms: int, counts: WindowCounts, fired: bool,
                    confidence: float | None = None, effect_ratio: float | None = None,
-                   effect_points: float | None = None, baseline_share: float | None = None) -> Alert | None:
+                   effect_points: float | None = None, baseline_share: float | None = None,
+                   detection: Detection | None = None, rule: AlertRule | None = None) -> Alert | None:
         """Move the brand x emotion's episode by one evaluation at event time ``now_ms`` (``fired``: the detector
         declared a spike); the transition stored, or None when there is nothing to say (or another worker moved
         the episode first). Raises (nothing stored) when Redis refuses: the batch's retry evaluates again.
@@ -203,16 +233,26 @@ class AlertEngine:
         ``confidence`` and the effect come from the detector when it has them (e.g. against a seasonal baseline);
         without them the effect is computed from ``counts`` and the confidence stays None. ``baseline_share``: the
         detector's baseline (e.g. the same hour on earlier days) that "back to baseline" is judged against, instead
-        of the rolling one in ``counts``."""
+        of the rolling one in ``counts``.
+
+        ``detection``: the statistical detector's verdict (:mod:`monitor.detector`); when given, the alert's window,
+        figures, confidence and effect are the firing window's and "back to baseline" is judged on its shares.
+        ``rule``: the brand x emotion's alert rule (its cooldown and channels)."""
         s = self.settings
+        cooldown_ms = rule.cooldown_s * 1000 if rule is not None and rule.cooldown_s is not None else s.alert_cooldown_ms
+        if detection is not None:
+            confidence = detection.confidence if confidence is None else confidence
+            effect_ratio = round(detection.ratio, 3) if effect_ratio is None else effect_ratio
+            effect_points = round(100 * detection.points, 2) if effect_points is None else effect_points
+            baseline_share = detection.baseline_share if baseline_share is None else baseline_share
         episode = await self.store.alert_episode(brand, emotion)
         is_open = episode.get("status") == "open"
         version = episode.get("version", "")
-        share = round(counts.window_share, 4)
+        share = round(counts.window_share if detection is None else detection.window_share, 4)
         peak = max(_float(episode.get("peak")), share) if is_open else share
         next_version = str(int(_float(version)) + 1)
         if fired:
-            if s.alert_cooldown_ms > 0 and await self.store.alert_cooldown_active(brand, emotion):
+            if cooldown_ms > 0 and await self.store.alert_cooldown_active(brand, emotion):
                 # a spike that persists inside its cooldown: nothing to send, but the episode keeps its peak
                 if is_open and (peak > _float(episode.get("peak")) or episode.get("calm", "0") != "0"):
                     await self.store.record_alert_transition(
@@ -222,14 +262,15 @@ class AlertEngine:
             status = "updated" if is_open else "open"
             episode_id = episode["id"] if is_open else secrets.token_hex(8)
             opened_at = int(_float(episode.get("opened_at"))) if is_open else now_ms
-            evidence, terms = await self.explain(brand, emotion, now_ms)
-            alert = replace(self._make(brand, emotion, now_ms, counts, status, peak, opened_at), id=episode_id,
-                            evidence=evidence, terms=terms, **self._detected(confidence, effect_ratio, effect_points))
+            made = self._make(brand, emotion, now_ms, counts, status, peak, opened_at, detection, rule)
+            evidence, terms = await self.explain(brand, emotion, now_ms, made.window_end - made.window_start + 1)
+            alert = replace(made, id=episode_id, evidence=evidence, terms=terms,
+                            **self._detected(confidence, effect_ratio, effect_points))
             state = {"id": episode_id, "status": "open", "opened_at": opened_at, "updated_at": now_ms,
                      "resolved_at": "", "peak": peak, "calm": 0, "calm_at": "", "version": next_version}
             stored = await self.store.record_alert_transition(
                 brand, emotion, expected_version=version, state=state, alert_json=alert.to_json(), alert_ts=alert.ts,
-                cooldown=(now_ms, s.alert_cooldown_ms))
+                cooldown=(now_ms, cooldown_ms))
             return alert if stored else None
         if not is_open:
             return None
@@ -249,8 +290,8 @@ class AlertEngine:
                 state={"calm": calm, "calm_at": now_ms, "version": next_version})
             return None
         opened_at = int(_float(episode.get("opened_at")))
-        alert = replace(self._make(brand, emotion, now_ms, counts, "resolved", peak, opened_at), id=episode["id"],
-                        resolved_at=now_ms, **self._detected(confidence, effect_ratio, effect_points))
+        alert = replace(self._make(brand, emotion, now_ms, counts, "resolved", peak, opened_at, detection, rule),
+                        id=episode["id"], resolved_at=now_ms, **self._detected(confidence, effect_ratio, effect_points))
         state = {"status": "resolved", "updated_at": now_ms, "resolved_at": now_ms, "calm": calm, "calm_at": now_ms,
                  "version": next_version}
         stored = await self.store.record_alert_transition(
@@ -263,20 +304,21 @@ class AlertEngine:
         given = {"confidence": confidence, "effect_ratio": effect_ratio, "effect_points": effect_points}
         return {name: value for name, value in given.items() if value is not None}
 
-    async def explain(self, brand: str, emotion: str, now_ms: int) -> tuple[tuple, tuple]:
+    async def explain(self, brand: str, emotion: str, now_ms: int,
+                      window_ms: int | None = None) -> tuple[tuple, tuple]:
         """The alert's evidence and terms, read from the recent-posts store now, before it ages the posts out.
 
         Evidence: the window's ``alert_evidence_posts`` posts with the highest score for ``emotion`` (a group series
         such as ``sentiment:negative``: the highest member score). Terms: the ``alert_explain_terms`` words/hashtags
         over-represented in the window's posts carrying the emotion (all the window's posts when none is labelled
         with it) against the baseline's posts (:func:`monitor.explain.over_represented`). Each side is read up to
-        its newest ``alert_explain_posts`` posts. The window is widened to the raw buckets its counts were read from,
+        its newest ``alert_explain_posts`` posts. The window (``window_ms``, default ``alert_window_ms``) is widened to the raw buckets its counts were read from,
         so these are posts the alert counted."""
         s = self.settings
         if not s.alert_evidence_posts and not s.alert_explain_terms:
             return (), ()
         bucket = s.raw_bucket_ms
-        start = now_ms - s.alert_window_ms + 1
+        start = now_ms - (window_ms or s.alert_window_ms) + 1
         window_start, window_end = start + (-start) % bucket, now_ms - now_ms % bucket + bucket - 1
         window = await self.store.recent_posts(brand, window_start, window_end, limit=s.alert_explain_posts,
                                                newest_first=True)
@@ -303,15 +345,33 @@ class AlertEngine:
                                            [str(p.get("text", "")) for p in baseline], limit=s.alert_explain_terms))
         return evidence, terms
 
-    async def evidence(self, brand: str, emotion: str, now_ms: int) -> tuple:
+    async def evidence(self, brand: str, emotion: str, now_ms: int, window_ms: int | None = None) -> tuple:
         """The evidence part of :meth:`explain`."""
-        return (await self.explain(brand, emotion, now_ms))[0]
+        return (await self.explain(brand, emotion, now_ms, window_ms))[0]
 
     def _make(self, brand: str, emotion: str, now_ms: int, counts: WindowCounts, status: str = "open",
-              peak: float = 0.0, opened_at: int = 0) -> Alert:
-        window_start = now_ms - self.settings.alert_window_ms + 1
-        figures = (f"{counts.window_share:.0%} of {int(counts.window_posts)} posts in the last "
-                   f"{_duration(self.settings.alert_window_ms)} vs {counts.baseline_share:.0%} before")
+              peak: float = 0.0, opened_at: int = 0, detection: Detection | None = None,
+              rule: AlertRule | None = None) -> Alert:
+        """The alert record for one transition: the threshold rule's window and counts, or, with ``detection``, the
+        statistical detector's firing window (whole minutes of the 1-minute tier, the last one holding the posts
+        counted so far) and its verdict."""
+        if detection is None:
+            window_start, window_end = now_ms - self.settings.alert_window_ms + 1, now_ms
+            value, baseline = counts.window_share, counts.baseline_share
+            count, posts = int(counts.window_count), int(counts.window_posts)
+            figures = (f"{value:.0%} of {posts} posts in the last {_duration(self.settings.alert_window_ms)} vs "
+                       f"{baseline:.0%} before")
+            ratio, points = counts.effect_ratio, counts.effect_points
+        else:
+            minute_end = (now_ms // 60_000 + 1) * 60_000 - 1
+            window_start, window_end = minute_end - detection.window_min * 60_000 + 1, min(now_ms, minute_end)
+            value, baseline = detection.window_share, detection.baseline_share
+            count, posts = detection.count, detection.posts
+            usual = "usual at this hour" if detection.baseline_kind == "seasonal" else "before"
+            figures = (f"{value:.0%} of {posts} posts in the last {_duration(detection.window_min * 60_000)} vs "
+                       f"{baseline:.0%} {usual} (x{detection.ratio:.1f}, {detection.points * 100:+.0f} points, "
+                       f"p = {detection.p_value:.1g})")
+            ratio, points = detection.ratio, 100 * detection.points
         if status == "resolved":
             message = (f"{emotion} for {brand} back to baseline: {figures} (peak {peak:.0%}, open "
                        f"{_duration(max(0, now_ms - opened_at) // 60_000 * 60_000 or 60_000)})")
@@ -319,13 +379,12 @@ class AlertEngine:
             message = f"{emotion} spike for {brand} continues: {figures} (peak {peak:.0%})"
         else:
             message = f"{emotion} spike for {brand}: {figures}"
-        ratio = counts.effect_ratio
-        return Alert(brand, emotion, int(time.time() * 1000), window_start, now_ms, round(counts.window_share, 4),
-                     round(counts.baseline_share, 4), int(counts.window_count), int(counts.window_posts), message,
-                     self.model_version, status=status, opened_at=opened_at or now_ms, updated_at=now_ms,
-                     peak=peak or round(counts.window_share, 4),
-                     effect_ratio=round(ratio, 3) if ratio is not None else None,
-                     effect_points=round(counts.effect_points, 2))
+        return Alert(brand, emotion, int(time.time() * 1000), window_start, window_end, round(value, 4),
+                     round(baseline, 4), count, posts, message, self.model_version, status=status,
+                     opened_at=opened_at or now_ms, updated_at=now_ms, peak=peak or round(value, 4),
+                     effect_ratio=round(ratio, 3) if ratio is not None else None, effect_points=round(points, 2),
+                     detection=detection.to_dict() if detection is not None else None,
+                     channels=tuple(rule.channels) if rule is not None else ())
 
     async def _dispatch(self, alert: Alert, channels: Iterable[str] | None = None) -> None:
         """Log, publish and deliver an alert already stored (its cooldown claimed): nothing here may fail the batch,

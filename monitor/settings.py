@@ -165,6 +165,36 @@ class MonitorSettings(BaseSettings):
         15 * _MINUTE_MS, ge=0, description="No new alert (open) or update for the same brand x emotion within this "
         "after the last one; a resolution is not held back"
     )
+    alert_detector: Literal["statistical", "threshold"] = Field(
+        "statistical", description="Spike detector: statistical = a one-sided beta-binomial test of the window's "
+        "share against its baseline with a false-alert budget (monitor/detector.py); threshold = the older fixed rule "
+        "(alert_ratio, alert_min_share), kept for comparison"
+    )
+    alert_sensitivity: Literal["low", "normal", "high"] = Field(
+        "normal", description="Default false-alert budget of the statistical detector per brand x emotion x week: "
+        "low 0.25, normal 1, high 4 (alpha = budget / tests per week); alert rules may override it"
+    )
+    alert_min_effect: str = Field(
+        "at least 1.5x and +2 points", description="Default minimum effect, in words: the window share must be at "
+        "least this ratio and this many points above the baseline share ('at least 2x', '+5 points')"
+    )
+    alert_windows_ms: list[int] = Field(
+        [5 * _MINUTE_MS, 60 * _MINUTE_MS], description="Windows of the statistical detector (whole minutes): 5 min "
+        "for sudden spikes, 1 h for slow build-ups; the rolling baseline of a window W is max(alert_baseline_ms, 4 W)"
+    )
+    alert_baseline: Literal["auto", "seasonal", "rolling"] = Field(
+        "auto", description="Baseline of the statistical detector: seasonal = median share of the same clock hour on "
+        "previous days (or weeks, with 3+ of them); rolling = the span just before the window; auto = seasonal when "
+        "alert_seasonal_min_days such spans exist, else rolling"
+    )
+    alert_seasonal_days: int = Field(7, ge=1, le=28, description="Previous days (and weeks) the seasonal baseline "
+                                     "looks back")
+    alert_seasonal_min_days: int = Field(3, ge=1, description="Fewest earlier spans with enough posts for a "
+                                         "seasonal baseline")
+    alert_rules_reload_seconds: float = Field(
+        2.0, gt=0, description="How often a worker checks the alert rules' version (em:alert_rules:version) and "
+        "reloads them when changed"
+    )
     webhook_url: str | None = Field(None, description="HTTP endpoint POSTed a JSON alert (the webhook channel); empty "
                                     "= no webhook")
     webhook_timeout: float = Field(3.0, gt=0, description="Seconds per webhook attempt")
@@ -274,6 +304,21 @@ class MonitorSettings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown alert channel(s) {unknown}; use {', '.join(ALERT_CHANNELS)}")
         return channels
+
+    @field_validator("alert_min_effect")
+    @classmethod
+    def _effect_parses(cls, value: str) -> str:
+        from monitor.detector import parse_min_effect
+
+        parse_min_effect(value)
+        return value
+
+    @field_validator("alert_windows_ms")
+    @classmethod
+    def _whole_minutes(cls, value: list[int]) -> list[int]:
+        if not value or any(ms <= 0 or ms % _MINUTE_MS for ms in value):
+            raise ValueError("alert windows must be whole minutes (multiples of 60000 ms), at least one")
+        return sorted(set(value))
 
     @field_validator("alert_emotions")
     @classmethod

@@ -44,6 +44,7 @@ def _fire_alerts(redis_url: str, plan: list[tuple[str, int]]) -> list:
 
     cfg = MonitorSettings(redis_url=redis_url, alert_window_ms=5 * MIN, alert_baseline_ms=60 * MIN,
                           alert_min_volume=10, alert_min_baseline_posts=20, alert_ratio=3.0, alert_min_share=0.2,
+                          alert_detector="threshold",  # pins the threshold rule's windows (default: statistical)
                           alert_cooldown_ms=0, alert_emotions=["anger"])
 
     async def publish(topic, key, value):

@@ -137,6 +137,7 @@ def test_alert_keeps_its_evidence_and_the_store_is_bounded_by_age(redis_server, 
              for i in range(25)]
     cfg = MonitorSettings(redis_url=redis_server.url, alert_window_ms=5 * MINUTE, alert_baseline_ms=60 * MINUTE,
                           alert_min_volume=10, alert_min_baseline_posts=20, alert_ratio=3.0, alert_min_share=0.2,
+                          alert_detector="threshold",  # pins the threshold rule's windows (default: statistical)
                           alert_cooldown_ms=0, alert_emotions=[watched], alert_evidence_posts=5,
                           recent_posts_max_age_ms=30 * MINUTE)
 

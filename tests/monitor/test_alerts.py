@@ -21,6 +21,9 @@ MIN = 60_000
 
 
 def settings(**extra) -> MonitorSettings:
+    # these tests pin the threshold rule's exact windows and counts (and the emission path it shares with the
+    # statistical detector, which tests/monitor/test_detector.py covers); the statistical detector is the default now
+    extra.setdefault("alert_detector", "threshold")
     return MonitorSettings(alert_window_ms=5 * MIN, alert_baseline_ms=60 * MIN, alert_min_volume=10,
                            alert_min_baseline_posts=20, alert_ratio=3.0, alert_min_share=0.2, **extra)
 

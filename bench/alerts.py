@@ -1,0 +1,226 @@
+"""Spike detection on synthetic brand-weeks: the old threshold rule against the statistical detector, same seeds.
+
+    python bench/alerts.py                       # report seeds 100..107, volumes 5/20/100 posts/min
+    python bench/alerts.py --seeds 0 1 2 3       # the tuning seeds (what the defaults were chosen on)
+
+Each run simulates two weeks of one brand, minute by minute (:func:`simulate`): a day pattern in volume (night at
+25 % of the peak) and a weekend dip (x0.7), an anger share drifting between 3 % and 6 % over the week with its own
+day pattern (+-20 %) and overdispersion (the share wanders smoothly: a log-AR(1) with ~1 h memory and stationary sd 0.15
+— a first version with independent hourly jumps of that size made x1.5-x2 steps every few hours, i.e. spikes, and the
+detector found them), binomial noise, three volume bursts per
+week (x4..x10 for 20..60 min) that do not change the share (a viral neutral post), and 12 anger spikes per week of one
+size (share x1.5 .. x8, lasting 10..60 min, at random times; both weeks, so the history has spikes too). Only the
+second week is scored: its first days give the seasonal baseline its history.
+
+Scores per volume x spike size: recall (a spike counts as found when an alert fires between its start and 5 min
+after its end; also for daytime spikes alone, where the volume is at least half the peak), median delay (minutes from the spike's start to the alert), false alerts per brand-week (alerts
+outside every spike's span + 60 min — the 1-h window still holds the spike for an hour — in the scored week; measured on runs with spikes and on spike-free runs).
+The detectors read the same arrays through :func:`monitor.detector.replay_detector` with default settings; only
+``alert_detector`` differs (and ``alert_sensitivity=high`` for the third row: a budget of 4 false alerts a week). Writes bench/results/alerts.json and bench/results/alerts.png and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from monitor.detector import replay_detector  # noqa: E402
+from monitor.settings import MonitorSettings  # noqa: E402
+
+DAY = 1440
+WEEK = 7 * DAY
+SIZES = (1.5, 2.0, 3.0, 5.0, 8.0)
+VOLUMES = (5, 20, 100)
+SPIKES_PER_WEEK = 12
+DETECTORS = ("threshold", "statistical", "statistical high")
+AFTER_MIN = 5  # an alert up to this long after a spike's end still found it
+FALSE_GRACE_MIN = 60  # alerts within this after a spike's end are that spike's (the 1-h window still holds it)
+
+
+def simulate(seed: int, peak: float, size: float | None, weeks: int = 2, wander_sd: float = 0.15):
+    """``(posts, angry, spikes)``: per-minute counts over ``weeks`` and the spikes ``[(start, end), ...]``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(weeks * WEEK)
+    hour = (t % DAY) / 60
+    day_shape = 0.25 + 0.75 * (1 - np.cos(2 * np.pi * (hour - 4) / 24)) / 2  # low at 4:00, peak at 16:00
+    weekend = np.where((t // DAY) % 7 >= 5, 0.7, 1.0)
+    volume = peak * day_shape * weekend
+    bursts = []
+    for week in range(weeks):
+        for _ in range(3):
+            start = int(rng.integers(week * WEEK, (week + 1) * WEEK - 60))
+            length = int(rng.integers(20, 61))
+            volume[start:start + length] *= rng.uniform(4, 10)
+            bursts.append((start, start + length))
+    posts = rng.poisson(volume)
+    busy = peak * day_shape * weekend >= 0.5 * peak  # daytime: at least half the peak volume
+    phase = rng.uniform(0, 2 * np.pi)
+    share = 0.045 + 0.015 * np.sin(2 * np.pi * t / WEEK + phase)  # 3 % .. 6 % over the week
+    share *= 1 + 0.2 * np.sin(2 * np.pi * (hour - 12) / 24)  # evenings angrier than mornings
+    # overdispersion: the share wanders beyond binomial noise, smoothly (log-AR(1), ~1 h memory, stationary sd 0.15)
+    phi = np.exp(-1 / 60)
+    shocks = rng.normal(0, wander_sd * np.sqrt(1 - phi ** 2), size=len(t))
+    wander = np.empty(len(t))
+    wander[0] = rng.normal(0, wander_sd)
+    for i in range(1, len(t)):
+        wander[i] = phi * wander[i - 1] + shocks[i]
+    share *= np.exp(wander)
+    spikes = []
+    if size is not None:
+        slots = rng.choice(np.arange(2, weeks * WEEK // 120 - 2), size=SPIKES_PER_WEEK * weeks, replace=False)
+        for slot in sorted(slots):  # one per 2-hour slot at most: spikes never overlap
+            start = int(slot * 120 + rng.integers(0, 50))
+            length = int(rng.integers(10, 61))
+            share[start:start + length] *= size
+            spikes.append((start, start + length))
+    angry = rng.binomial(posts, np.clip(share, 0, 0.95))
+    return posts, angry, spikes, bursts, busy
+
+
+def score(alerts: list[int], spikes, scored_from: int, busy=None):
+    """``(spikes, found, delays, false alerts, busy spikes, busy found)``; ``busy``: per-minute flag of daytime
+    volume (at least half the peak), to report recall where the volume is what the table's header says."""
+    scored = [(s, e) for s, e in spikes if s >= scored_from]
+    delays = []
+    busy_total = busy_found = 0
+    for start, end in scored:
+        hits = [a for a in alerts if start <= a < end + AFTER_MIN]
+        is_busy = busy is not None and bool(busy[start])
+        busy_total += is_busy
+        if hits:
+            delays.append(hits[0] - start)
+            busy_found += is_busy
+    false = [a for a in alerts if a >= scored_from
+             and not any(s <= a < e + FALSE_GRACE_MIN for s, e in spikes)]
+    return len(scored), len(delays), delays, len(false), busy_total, busy_found
+
+
+def run(seeds, volumes=VOLUMES, sizes=SIZES, wander_sd: float = 0.15):
+    detectors = {"threshold": MonitorSettings(alert_detector="threshold"),
+                 "statistical": MonitorSettings(alert_detector="statistical"),
+                 "statistical high": MonitorSettings(alert_detector="statistical", alert_sensitivity="high")}
+    rows = []
+    for volume in volumes:
+        for size in (None, *sizes):
+            for name, settings in detectors.items():
+                found = total = false = busy_total = busy_found = 0
+                delays = []
+                started = time.perf_counter()
+                for seed in seeds:
+                    posts, angry, spikes, _bursts, busy = simulate(seed * 1000 + int(volume), volume, size,
+                                                                    wander_sd=wander_sd)
+                    alerts = replay_detector(posts, angry, settings)
+                    n, hit, d, f, bt, bf = score(alerts, spikes, WEEK, busy)
+                    total += n
+                    found += hit
+                    delays += d
+                    false += f
+                    busy_total += bt
+                    busy_found += bf
+                rows.append({
+                    "volume": volume, "size": size, "detector": name, "spikes": total, "found": found,
+                    "recall": found / total if total else None,
+                    "daytime_spikes": busy_total, "daytime_recall": busy_found / busy_total if busy_total else None,
+                    "median_delay_min": statistics.median(delays) if delays else None,
+                    "false_per_week": false / len(seeds), "seconds": round(time.perf_counter() - started, 2),
+                })
+                print(f"  {volume:>3}/min size {size or '-':>4} {name:<16} recall "
+                      f"{'-' if not total else f'{found}/{total}':>7} false/week {false / len(seeds):.2f}",
+                      file=sys.stderr)
+    return rows
+
+
+def table(rows) -> str:
+    out = ["| peak volume | detector | false alerts / week (no spikes) | false / week (with spikes) | "
+           + " | ".join(f"×{s:g}" for s in SIZES) + " | ×2 / ×3 daytime | median delay ×3+ (min) |",
+           "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in SIZES) + " | ---: | ---: |"]
+    for volume in sorted({r["volume"] for r in rows}):
+        for name in DETECTORS:
+            mine = [r for r in rows if r["volume"] == volume and r["detector"] == name]
+            if not mine:
+                continue
+            null = next(r for r in mine if r["size"] is None)
+            spiky = [r for r in mine if r["size"] is not None]
+            fp_spiky = statistics.mean(r["false_per_week"] for r in spiky)
+            cells = [f"{r['recall']:.2f}" for r in spiky]
+            big = [r["median_delay_min"] for r in spiky if r["size"] >= 3 and r["median_delay_min"] is not None]
+            delay = f"{statistics.median(big):g}" if big else "-"
+            day = " / ".join(f"{r['daytime_recall']:.2f}" if r["daytime_recall"] is not None else "-"
+                             for r in spiky if r["size"] in (2.0, 3.0))
+            out.append(f"| {volume} posts/min | {name} | {null['false_per_week']:.2f} | {fp_spiky:.2f} | "
+                       + " | ".join(cells) + f" | {day} | {delay} |")
+    return "\n".join(out)
+
+
+def plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    volumes = sorted({r["volume"] for r in rows})
+    fig, axes = plt.subplots(1, len(volumes), figsize=(4.2 * len(volumes), 3.6), sharey=True)
+    for ax, volume in zip(np.atleast_1d(axes), volumes):
+        for name, style in zip(DETECTORS, ("o--", "s-", "^:")):
+            mine = [r for r in rows if r["volume"] == volume and r["detector"] == name and r["size"] is not None]
+            if not mine:
+                continue
+            null = next(r for r in rows if r["volume"] == volume and r["detector"] == name and r["size"] is None)
+            ax.plot([r["size"] for r in mine], [r["recall"] for r in mine], style,
+                    label=f"{name} ({null['false_per_week']:.2f} false/wk)")
+        ax.set_xscale("log")
+        ax.set_xticks(SIZES, [f"×{s:g}" for s in SIZES])
+        ax.set_xticks([], minor=True)  # no log-scale minor labels between the sizes
+        ax.set_title(f"peak {volume} posts/min")
+        ax.set_xlabel("anger spike size")
+        ax.set_ylim(-0.03, 1.03)
+        ax.axhline(0.9, color="grey", lw=0.6, ls=":")
+        ax.legend(fontsize=8, loc="lower right")
+    np.atleast_1d(axes)[0].set_ylabel("recall (spikes found)")
+    fig.suptitle("Anger spike recall per brand-week: old threshold rule vs statistical detector (normal, high)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(100, 108)))
+    parser.add_argument("--volumes", type=int, nargs="+", default=list(VOLUMES))
+    parser.add_argument("--wander-sd", type=float, default=0.15,
+                        help="Overdispersion: stationary sd of the share's log wander (0 = binomial noise only)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "alerts"))
+    args = parser.parse_args()
+    started = time.perf_counter()
+    rows = run(args.seeds, args.volumes, wander_sd=args.wander_sd)
+    text = table(rows)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    defaults = MonitorSettings()
+    result = {
+        "command": "python bench/alerts.py " + " ".join(sys.argv[1:]),
+        "seeds": args.seeds, "wander_sd": args.wander_sd, "weeks_scored_per_seed": 1, "spikes_per_week": SPIKES_PER_WEEK,
+        "settings": {k: getattr(defaults, k) for k in (
+            "alert_sensitivity", "alert_min_effect", "alert_windows_ms", "alert_baseline", "alert_min_volume",
+            "alert_min_baseline_posts", "alert_cooldown_ms", "alert_window_ms", "alert_baseline_ms", "alert_ratio",
+            "alert_min_share")},
+        "rows": rows, "table_markdown": text, "seconds": round(time.perf_counter() - started, 1),
+        "machine": platform.platform(),
+    }
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Alert rules against a real Redis: the CLI, the worker's engine reading the same counts as the offline replay, and
+rules edited while the engine runs reaching it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from emotion_monitor.cli import main
+from monitor import schema
+from monitor.alert_rules import AlertRule, LiveRules, delete_rule, read_rules, set_rule
+from monitor.alerts import AlertEngine
+from monitor.detector import DetectorParams, detection_at, replay_inputs
+from monitor.settings import MonitorSettings
+from monitor.store import RedisStore
+
+T0_MIN = 29_927_580  # 2026-11-25 00:00 UTC in epoch minutes
+DAY = 1440
+
+
+def cli(monkeypatch, redis_server, *args):
+    monkeypatch.setenv("EM_MONITOR_REDIS_URL", redis_server.url)
+    return CliRunner().invoke(main, ["alerts", "rules", *args])
+
+
+def test_rules_cli_set_list_delete(monkeypatch, redis_server, redis_client):
+    out = cli(monkeypatch, redis_server, "set", "Acme", "anger", "--sensitivity", "high", "--min-effect",
+              "at least 2x and +5 points", "--min-volume", "8", "--cooldown", "600", "--windows", "5m,1h",
+              "--channels", "slack-brand,email")
+    assert out.exit_code == 0, out.output
+    assert "rule acme x anger saved (version 1)" in out.output
+    assert cli(monkeypatch, redis_server, "set", "*", "sentiment:negative", "--sensitivity", "low").exit_code == 0
+    rules, version = read_rules(redis_client)
+    assert version == 2
+    assert rules == [AlertRule("*", "sentiment:negative", "low"),
+                     AlertRule("acme", "anger", "high", "at least 2x and +5 points", 8, 600, (300, 3600),
+                               ("slack-brand", "email"))]
+    listed = cli(monkeypatch, redis_server, "list")
+    assert listed.exit_code == 0
+    assert "acme" in listed.output and "at least 2x and +5 points" in listed.output and "5m,1h" in listed.output
+    as_json = [json.loads(line) for line in cli(monkeypatch, redis_server, "list", "--json").output.splitlines()]
+    assert as_json[1]["channels"] == ["slack-brand", "email"] and as_json[1]["windows"] == [300, 3600]
+
+    bad = cli(monkeypatch, redis_server, "set", "acme", "anger", "--min-effect", "loud")
+    assert bad.exit_code != 0 and "expected e.g. 'at least 1.5x and +5 points'" in bad.output
+    unknown = cli(monkeypatch, redis_server, "set", "acme", "rage")
+    assert unknown.exit_code != 0 and "unknown emotion 'rage'" in unknown.output
+    assert read_rules(redis_client)[1] == 2  # refused edits changed nothing
+
+    assert cli(monkeypatch, redis_server, "delete", "acme", "anger").exit_code == 0
+    assert [r.brand for r in read_rules(redis_client)[0]] == ["*"] and read_rules(redis_client)[1] == 3
+    missing = cli(monkeypatch, redis_server, "delete", "acme", "anger")
+    assert missing.exit_code != 0 and "no rule for acme x anger" in missing.output
+
+
+def _history(seed: int, days: int, spike_at: int | None = None):
+    """Per-minute posts and angry posts: 30 posts/min, 5 % angry, x4 for 20 minutes from ``spike_at``."""
+    rng = np.random.default_rng(seed)
+    n = rng.poisson(30, size=days * DAY)
+    share = np.full(n.shape, 0.05)
+    if spike_at is not None:
+        share[spike_at:spike_at + 20] = 0.2
+    return n, rng.binomial(n, share)
+
+
+def _write_minutes(client, brand: str, emotion: str, n, k, first_min: int) -> None:
+    """The 1-minute tier as the worker's store writes it (one sample per minute with posts)."""
+    posts_key = schema.series_key(brand, "_all", "posts", "1m")
+    have_posts = client.exists(posts_key)
+    client.ts().create(schema.series_key(brand, emotion, "count", "1m"), duplicate_policy="sum")
+    if not have_posts:
+        client.ts().create(posts_key, duplicate_policy="sum")
+    ts_posts = [] if have_posts else [(posts_key, (first_min + i) * 60_000, int(v)) for i, v in enumerate(n) if v]
+    ts_count = [(schema.series_key(brand, emotion, "count", "1m"), (first_min + i) * 60_000, int(v))
+                for i, v in enumerate(k) if v]
+    for start in range(0, max(len(ts_posts), len(ts_count)), 5000):
+        if ts_posts[start:start + 5000]:
+            client.ts().madd(ts_posts[start:start + 5000])
+        if ts_count[start:start + 5000]:
+            client.ts().madd(ts_count[start:start + 5000])
+
+
+def _engine(cfg):
+    async def publish(topic, key, value):
+        pass
+
+    store = RedisStore(cfg, ["anger", "joy"])
+    return store, AlertEngine(cfg, store, publish, "test")
+
+
+def test_the_worker_reads_the_same_counts_as_the_replay(redis_server, redis_client):
+    """Eight days in the 1-minute tier: the engine's Detection at several minutes (seasonal spans, rolling baseline,
+    72 hours of history for overdispersion, both windows) equals the replay's from the same arrays."""
+    days = 8
+    spike = 7 * DAY + 600
+    n, k = _history(11, days, spike_at=spike)
+    _write_minutes(redis_client, "acme", "anger", n, k, T0_MIN)
+    cfg = MonitorSettings(redis_url=redis_server.url)
+    params = DetectorParams.from_settings(cfg)
+    minutes = [spike - 30, spike + 3, spike + 12]
+
+    async def worker_view():
+        store, engine = _engine(cfg)
+        try:
+            from monitor.detector import read_inputs
+
+            out = []
+            for m in minutes:
+                inputs = await read_inputs(store.redis, schema.series_key("acme", "anger", "count", "1m"),
+                                           schema.series_key("acme", "_all", "posts", "1m"),
+                                           (T0_MIN + m) * 60_000 + 42_000, params)
+                out.append([detection_at(inp, params) for inp in inputs])
+            return out
+        finally:
+            await store.close()
+
+    worker = asyncio.run(worker_view())
+    for m, seen in zip(minutes, worker):
+        for window, detection in zip(params.windows_min, seen):
+            replayed = detection_at(replay_inputs(n, k, params, window, times=np.array([m])), params, 0)
+            assert detection.fired == replayed.fired and detection.reason == replayed.reason, (m, window)
+            assert (detection.count, detection.posts, detection.baseline_kind) == \
+                (replayed.count, replayed.posts, replayed.baseline_kind)
+            assert detection.baseline_share == pytest.approx(replayed.baseline_share, rel=1e-12)
+            assert detection.p_value == pytest.approx(replayed.p_value, rel=1e-9, abs=1e-300)
+    assert not any(d.fired for d in worker[0]) and any(d.fired for d in worker[1])
+    assert worker[1][0].baseline_kind == "seasonal"  # seven earlier days at this hour
+
+
+def test_the_worker_reuses_its_overdispersion_estimate_for_a_few_minutes(redis_server, redis_client):
+    """With a cache, the 72 h of history are read once per TAU2_REFRESH_MIN; the window, baseline and seasonal
+    counts are still read fresh every time (they equal the replay's)."""
+    from monitor.detector import TAU2_REFRESH_MIN, read_inputs
+
+    n, k = _history(13, 4)
+    _write_minutes(redis_client, "acme", "anger", n, k, T0_MIN)
+    cfg = MonitorSettings(redis_url=redis_server.url)
+    params = DetectorParams.from_settings(cfg)
+    first, later = 3 * DAY + 100, 3 * DAY + 100 + TAU2_REFRESH_MIN - 1
+    cache: dict = {}
+
+    async def reads():
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        keys = (schema.series_key("acme", "anger", "count", "1m"), schema.series_key("acme", "_all", "posts", "1m"))
+        try:
+            return [await read_inputs(client, *keys, (T0_MIN + m) * 60_000, params, cache)
+                    for m in (first, later, first + TAU2_REFRESH_MIN)]
+        finally:
+            await client.aclose()
+
+    at_first, at_later, refreshed = asyncio.run(reads())
+    for window, a, b, c in zip(params.windows_min, at_first, at_later, refreshed):
+        replay_later = replay_inputs(n, k, params, window, times=np.array([later]))
+        replay_refreshed = replay_inputs(n, k, params, window, times=np.array([first + TAU2_REFRESH_MIN]))
+        assert b.tau2[0] == a.tau2[0]  # reused
+        assert (b.k[0], b.n[0], b.kb[0], b.nb[0]) == (replay_later.k[0], replay_later.n[0], replay_later.kb[0],
+                                                      replay_later.nb[0])
+        assert np.array_equal(b.span_n[:, 0], replay_later.span_n[:, 0])
+        assert c.tau2[0] == pytest.approx(replay_refreshed.tau2[0], rel=1e-9, abs=1e-15)  # re-estimated
+
+
+def test_rules_edited_at_runtime_reach_the_running_engine(redis_server, redis_client):
+    """A spike the default settings alert on; a rule set from another client (as the CLI does) silences it within
+    the reload interval, deleting it brings the alert back, and a rule for another emotion adds it to the watch."""
+    days = 2
+    spike = DAY + 700
+    n, k = _history(12, days, spike_at=spike)
+    _write_minutes(redis_client, "acme", "anger", n, k, T0_MIN)
+    _write_minutes(redis_client, "acme", "joy", n, k, T0_MIN)  # joy spikes the same way, but is not watched
+    cfg = MonitorSettings(redis_url=redis_server.url, alert_rules_reload_seconds=0.2, alert_cooldown_ms=0,
+                          alert_emotions=["anger"], alert_evidence_posts=0)
+    now_ms = (T0_MIN + spike + 10) * 60_000 + 30_000
+
+    async def run():
+        store, engine = _engine(cfg)
+        try:
+            results = {"default": await engine.evaluate({"acme": now_ms})}
+            set_rule(redis_client, AlertRule("acme", "anger", sensitivity="off"))
+            await asyncio.sleep(0.3)
+            results["off"] = await engine.evaluate({"acme": now_ms})
+            delete_rule(redis_client, "acme", "anger")
+            set_rule(redis_client, AlertRule("*", "joy", cooldown_s=0, channels=("ops",)))
+            await asyncio.sleep(0.3)
+            results["joy"] = await engine.evaluate({"acme": now_ms})
+            return results
+        finally:
+            await store.close()
+
+    results = asyncio.run(run())
+    assert [a.emotion for a in results["default"]] == ["anger"]
+    assert results["off"] == []
+    assert sorted(a.emotion for a in results["joy"]) == ["anger", "joy"]
+    joy = next(a for a in results["joy"] if a.emotion == "joy")
+    assert joy.channels == ("ops",) and joy.detection["fired"] and joy.detection["confidence"] > 0.999
+    assert joy.detection["window_share"] > 2 * joy.detection["baseline_share"]
+    stored = [json.loads(m) for m in redis_client.zrange("em:alerts", 0, -1)]
+    assert {a["emotion"] for a in stored} == {"anger", "joy"}
+    assert all(a["detection"]["p_value"] < 1e-3 for a in stored)
+
+
+def test_live_rules_keep_serving_when_redis_fails_after_the_first_load(redis_server, redis_client):
+    set_rule(redis_client, AlertRule("acme", "anger", sensitivity="low"))
+
+    async def run():
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        live = LiveRules(client, reload_seconds=0.0)
+        first = await live.current()
+        await client.aclose()
+        dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", decode_responses=True, socket_connect_timeout=0.2)
+        live.redis = dead
+        second = await live.current()
+        await dead.aclose()
+        return first, second
+
+    first, second = asyncio.run(run())
+    assert second is first and first.rule_for("acme", "anger").sensitivity == "low"
+    assert first.rule_for("globex", "anger") is None
+
+
+@pytest.mark.parametrize("brand, emotion, expected", [("acme", "anger", "high"), ("globex", "anger", "low"),
+                                                      ("globex", "joy", None)])
+def test_brand_rule_wins_over_the_wildcard(brand, emotion, expected):
+    from monitor.alert_rules import RuleBook
+
+    book = RuleBook([AlertRule("*", "anger", "low"), AlertRule("acme", "anger", "high"),
+                     AlertRule("acme", "joy", "off")])
+    rule = book.rule_for(brand, emotion)
+    assert (rule.sensitivity if rule else None) == expected
+    assert book.emotions_for("acme", ["anger"]) == ["anger"]  # joy is off for acme
+    assert book.emotions_for("globex", ["neutral"]) == ["neutral", "anger"]

@@ -1,0 +1,209 @@
+"""The statistical spike detector (pure) and its offline replay: p-values against hand computations, the minimum effect
+in words, the seasonal baseline, the cooldown, and the old threshold rule through the same replay."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from monitor.alerts import WindowCounts, is_spike
+from monitor.alerts import replay_detector as exported
+from monitor.detector import (
+    DetectorParams,
+    MinEffect,
+    alpha_for,
+    beta_binomial_sf,
+    history_tau2,
+    parse_min_effect,
+    replay_detector,
+    seasonal_baseline,
+    windows_fired,
+)
+from monitor.settings import MonitorSettings
+
+DAY = 1440
+
+
+def test_replay_detector_is_exposed_from_monitor_alerts():
+    assert exported is replay_detector
+
+
+@pytest.mark.parametrize("k, n, p0", [(10, 50, 0.05), (3, 20, 0.04), (60, 500, 0.05), (1, 1, 0.3)])
+def test_without_overdispersion_the_test_is_the_binomial_tail(k, n, p0):
+    assert beta_binomial_sf(k, n, p0, 0.0) == pytest.approx(stats.binom.sf(k - 1, n, p0), rel=1e-9)
+
+
+def test_binomial_tail_by_hand():
+    # P(K >= 2 | n=3, p=0.5) = (3 + 1) / 8
+    assert beta_binomial_sf(2, 3, 0.5, 0.0) == pytest.approx(0.5)
+    # P(K >= 3 | n=3, p=0.1) = 0.001
+    assert beta_binomial_sf(3, 3, 0.1, 0.0) == pytest.approx(0.001)
+
+
+def test_beta_binomial_tail_by_hand_and_against_scipy():
+    # Beta(1, 1) (mean 1/2, variance 1/12): K is uniform on 0..3, so P(K >= 2) = 2/4
+    assert beta_binomial_sf(2, 3, 0.5, 1 / 12) == pytest.approx(0.5, rel=1e-9)
+    # Beta(2, 38): mean 0.05, variance a b / ((a + b)^2 (a + b + 1))
+    a, b = 2.0, 38.0
+    var = a * b / ((a + b) ** 2 * (a + b + 1))
+    for k, n in [(5, 40), (10, 60), (20, 200)]:
+        assert beta_binomial_sf(k, n, 0.05, var) == pytest.approx(stats.betabinom.sf(k - 1, n, a, b), rel=1e-7)
+    # overdispersion makes the same count less surprising
+    assert beta_binomial_sf(10, 60, 0.05, var) > stats.binom.sf(9, 60, 0.05)
+
+
+@pytest.mark.parametrize("text, effect", [
+    ("at least 1.5x and +5 points", MinEffect(1.5, 0.05)),
+    ("2x", MinEffect(2.0, 0.0)),
+    ("+3 pts", MinEffect(1.0, 0.03)),
+    ("at least 3 times and 10%", MinEffect(3.0, 0.10)),
+    ("1.5× and +2 pp", MinEffect(1.5, 0.02)),
+])
+def test_minimum_effect_in_words(text, effect):
+    parsed = parse_min_effect(text)
+    assert parsed.ratio == pytest.approx(effect.ratio) and parsed.points == pytest.approx(effect.points)
+
+
+@pytest.mark.parametrize("text", ["", "big", "0.5x", "+150 points"])
+def test_minimum_effect_refuses_what_it_cannot_read(text):
+    with pytest.raises(ValueError):
+        parse_min_effect(text)
+
+
+def test_sensitivity_sets_the_false_alert_budget():
+    # normal: one false alert per week over one test per minute per window (two windows: 20 160 tests)
+    assert alpha_for("normal", 2) == pytest.approx(1 / 20160)
+    assert alpha_for("low", 2) == pytest.approx(0.25 / 20160)
+    assert alpha_for("high", 1) == pytest.approx(4 / 10080)
+    with pytest.raises(ValueError):
+        alpha_for("paranoid", 2)
+
+
+def test_overdispersion_estimate_finds_extra_variance_and_none_in_binomial_data():
+    """900 window-long buckets (newest first): each earlier window against the 12 before it. Binomial data: tau2 ~ 0;
+    every window's share off by N(0, 1 point): the difference to a 12-window baseline varies by 1 point x
+    sqrt(1 + 1/12) beyond binomial noise."""
+    rng = np.random.default_rng(1)
+    n = np.full(900, 2000)
+    binomial = rng.binomial(n, 0.05)
+    assert history_tau2(binomial, n, 12, 864, 20) < 3e-6
+    overdispersed = rng.binomial(n, np.clip(0.05 + rng.normal(0, 0.01, size=900), 0, 1))
+    expected_sd = 0.01 * math.sqrt(1 + 1 / 12)
+    assert math.sqrt(history_tau2(overdispersed, n, 12, 864, 20)) == pytest.approx(expected_sd, rel=0.15)
+    # a handful of spikes in the history barely moves the robust estimate
+    spiky = overdispersed.copy()
+    spiky[100:110] = 600
+    assert math.sqrt(history_tau2(spiky, n, 12, 864, 20)) == pytest.approx(expected_sd, rel=0.25)
+    # too little usable history (fewer than 8 windows with enough posts): no overdispersion assumed
+    assert history_tau2(overdispersed[:8], n[:8], 12, 864, 20) == 0.0
+
+
+def test_seasonal_baseline_is_the_median_and_ignores_an_outlier_day():
+    # the same hour on 7 earlier days: shares 4, 5, 5, 6, 5, 4 % and one day with a spike (30 %)
+    n = np.array([[1000]] * 7)
+    k = np.array([[40], [50], [50], [60], [50], [40], [300]])
+    p0, var, usable = seasonal_baseline(k, n, min_posts=20, min_spans=3)
+    assert usable[0] and p0[0] == pytest.approx(0.05)
+    mad = np.median(np.abs(k[:, 0] / 1000 - 0.05))  # 0.0 1 0 1 0 1 25 points -> 1 point
+    assert var[0] == pytest.approx((1.4826 * mad) ** 2)
+    # too few days with enough posts: no seasonal baseline
+    _p0, _var, usable = seasonal_baseline(k[:2], n[:2], min_posts=20, min_spans=3)
+    assert not usable[0]
+
+
+def _series(days: int, posts_per_minute: int, share, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n = np.full(days * DAY, posts_per_minute)
+    p = np.broadcast_to(share, n.shape) if np.ndim(share) else np.full(n.shape, share)
+    return n, rng.binomial(n, p)
+
+
+def test_seasonal_baseline_knows_an_angry_hour_that_the_rolling_one_calls_a_spike():
+    """Anger triples every evening from 20:00 to 20:30: on day 8 the seasonal baseline expects it, the rolling one
+    (the hour before) does not."""
+    t = np.arange(8 * DAY)
+    share = np.where((t % DAY >= 20 * 60) & (t % DAY < 20 * 60 + 30), 0.15, 0.05)
+    n, k = _series(8, 40, share, seed=3)
+    last_evening = 7 * DAY + 20 * 60
+    common = dict(alert_min_volume=5, alert_windows_ms=[300_000])
+    rolling = [m for m in replay_detector(n, k, MonitorSettings(alert_baseline="rolling", **common))
+               if m >= 7 * DAY]
+    seasonal = [m for m in replay_detector(n, k, MonitorSettings(alert_baseline="auto", **common)) if m >= 7 * DAY]
+    assert any(last_evening <= m < last_evening + 30 for m in rolling)
+    assert seasonal == []
+    detection = windows_fired(n, k, MonitorSettings(alert_baseline="auto", **common), [last_evening + 10])[0][0]
+    assert detection.baseline_kind == "seasonal" and detection.baseline_share == pytest.approx(0.15, abs=0.02)
+    assert not detection.fired and detection.reason == "effect"
+
+
+def test_a_real_spike_fires_within_minutes_and_the_cooldown_spaces_the_alerts():
+    n, k = _series(2, 100, 0.05, seed=5)
+    rng = np.random.default_rng(6)
+    start, length = DAY + 600, 40
+    k[start:start + length] = rng.binomial(100, 0.15, size=length)  # x3 for 40 minutes
+    fired = replay_detector(n, k, MonitorSettings(alert_cooldown_ms=15 * 60_000))
+    assert fired, "a x3 spike at 100 posts/min must be found"
+    assert start <= fired[0] <= start + 5
+    during = [m for m in fired if start <= m < start + length]
+    assert during == [fired[0], fired[0] + 15, fired[0] + 30][:len(during)] and len(during) >= 2
+    assert all(b - a >= 15 for a, b in zip(fired, fired[1:]))
+    # the same spike with a 1-hour cooldown alerts once while it lasts
+    once = [m for m in replay_detector(n, k, MonitorSettings(alert_cooldown_ms=60 * 60_000))
+            if start <= m < start + length]
+    assert once == [fired[0]]
+
+
+def test_a_volume_burst_with_the_usual_share_does_not_alert():
+    n, k = _series(2, 20, 0.05, seed=7)
+    rng = np.random.default_rng(8)
+    burst = slice(DAY + 300, DAY + 345)
+    n[burst] = 200  # a viral neutral post: ten times the posts, the same share of anger
+    k[burst] = rng.binomial(200, 0.05, size=45)
+    assert [m for m in replay_detector(n, k, MonitorSettings()) if m >= DAY] == []
+
+
+def test_threshold_detector_replays_the_old_rule():
+    """alert_detector=threshold: replay_detector applies is_spike to whole-minute windows, cooldown included: the
+    same minutes as a plain loop over is_spike with the counts spelled out."""
+    settings = MonitorSettings(alert_detector="threshold", alert_cooldown_ms=10 * 60_000)
+    n = np.full(120, 10)
+    k = np.zeros(120, dtype=int)
+    k[:60] = 1  # 10 % for an hour
+    k[60:90] = 6  # then 60 %
+    expected, next_allowed = [], 0
+    for t in range(120):
+        window, base = slice(max(0, t - 4), t + 1), slice(max(0, t - 64), max(0, t - 4))
+        counts = WindowCounts(k[window].sum(), n[window].sum(), k[base].sum(), n[base].sum())
+        if is_spike(counts, settings) and t >= next_allowed:
+            expected.append(t)
+            next_allowed = t + 10
+    # minute 62: 20 angry of the window's 50 posts (40 %) vs 58 of 580 before (10 %); 61 is exactly 3x (30 % vs
+    # 10 %, not above in floating point); 72 again after the cooldown; by 82 the baseline has caught up (25 %)
+    assert expected == [62, 72]
+    assert replay_detector(n, k, settings) == expected
+
+
+def test_a_rule_overrides_the_settings():
+    from monitor.alert_rules import AlertRule
+
+    n, k = _series(2, 100, 0.05, seed=9)
+    rng = np.random.default_rng(10)
+    start = DAY + 700
+    k[start:start + 20] = rng.binomial(100, 0.12, size=20)  # x2.4 for 20 minutes
+    settings = MonitorSettings()
+    assert any(start <= m < start + 25 for m in replay_detector(n, k, settings))
+    strict = AlertRule("acme", "anger", min_effect="at least 3x")
+    assert not any(start <= m < start + 25 for m in replay_detector(n, k, settings, strict))
+    params = DetectorParams.from_settings(settings, AlertRule("acme", "anger", sensitivity="high", min_volume=3,
+                                                              cooldown_s=120, windows=(600,)))
+    assert (params.sensitivity, params.min_volume, params.cooldown_min, params.windows_min) == ("high", 3, 2, (10,))
+
+
+def test_replay_detector_rejects_mismatched_arrays():
+    with pytest.raises(ValueError):
+        replay_detector(np.ones(10), np.ones(9), MonitorSettings())
+    with pytest.raises(ValueError):
+        replay_detector(np.ones(10), np.full(10, 2), MonitorSettings())
