@@ -43,14 +43,14 @@ posts. :meth:`AlertEngine.drain` waits for deliveries in flight (the worker call
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from monitor import schema
+from monitor.alert_record import Alert
 from monitor.alert_rules import AlertRule, LiveRules, RuleBook
 from monitor.detector import Detection, DetectorParams, detection_at, read_inputs, replay_detector, strongest
 from monitor.explain import over_represented
@@ -100,46 +100,6 @@ def is_spike(counts: WindowCounts, settings: MonitorSettings) -> bool:
     if counts.window_share < settings.alert_min_share:
         return False
     return counts.window_share >= settings.alert_ratio * counts.baseline_share
-
-
-@dataclass(frozen=True)
-class Alert:
-    brand: str
-    emotion: str
-    ts: int
-    window_start: int
-    window_end: int
-    value: float
-    baseline: float
-    count: int
-    posts: int
-    message: str
-    model_version: str
-    # the window's posts with the highest score for the emotion, snapshotted when the alert fires (post JSON objects)
-    evidence: tuple = ()
-    # lifecycle: the episode's id (the same for its open, updates and resolution), this transition's status (open,
-    # updated, resolved), the episode's event times (ms) and its peak window share so far
-    id: str = ""
-    status: str = "open"
-    opened_at: int = 0
-    updated_at: int = 0
-    resolved_at: int | None = None
-    peak: float = 0.0
-    # effect: window share / baseline share (None when the baseline share is 0) and the difference in points; the
-    # detector's confidence (1 - p-value) when it gives one
-    effect_ratio: float | None = None
-    effect_points: float | None = None
-    confidence: float | None = None
-    # the terms over-represented in the window vs the baseline: {"term", "posts", "baseline_posts", "z"}
-    terms: tuple = ()
-    # the statistical detector's verdict for the window that fired (monitor.detector.Detection.to_dict(): p_value,
-    # confidence, ratio, points, window/baseline share, baseline_kind, window_min); None for the threshold rule
-    detection: dict | None = None
-    # the delivery channels of the rule that fired (monitor.alert_rules.AlertRule.channels); empty = default delivery
-    channels: tuple = ()
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
 
 
 def queue_alert_store(pipe, body: str, brand: str, ts: int) -> None:
@@ -236,7 +196,7 @@ class AlertEngine:
         of the rolling one in ``counts``.
 
         ``detection``: the statistical detector's verdict (:mod:`monitor.detector`); when given, the alert's window,
-        figures, confidence and effect are the firing window's and "back to baseline" is judged on its shares.
+        figures, confidence and effect are the firing window's and "back to baseline" is judged against its baseline.
         ``rule``: the brand x emotion's alert rule (its cooldown and channels)."""
         s = self.settings
         cooldown_ms = rule.cooldown_s * 1000 if rule is not None and rule.cooldown_s is not None else s.alert_cooldown_ms
@@ -248,7 +208,10 @@ class AlertEngine:
         episode = await self.store.alert_episode(brand, emotion)
         is_open = episode.get("status") == "open"
         version = episode.get("version", "")
-        share = round(counts.window_share if detection is None else detection.window_share, 4)
+        # the latest rolling window's share (the 5-minute one), also with the detector: its firing window may be the
+        # hour, which stays high long after the posts calmed down; "back to baseline" uses the detector's baseline,
+        # which (unlike the rolling one in counts) has not taken the spike in
+        share = round(counts.window_share, 4)
         peak = max(_float(episode.get("peak")), share) if is_open else share
         next_version = str(int(_float(version)) + 1)
         if fired:
@@ -355,13 +318,17 @@ class AlertEngine:
         """The alert record for one transition: the threshold rule's window and counts, or, with ``detection``, the
         statistical detector's firing window (whole minutes of the 1-minute tier, the last one holding the posts
         counted so far) and its verdict."""
-        if detection is None:
+        if detection is None or status == "resolved":
+            # a resolution reports the latest rolling window (what was judged calm) against the baseline it was
+            # judged against: the detector's when there is one
             window_start, window_end = now_ms - self.settings.alert_window_ms + 1, now_ms
-            value, baseline = counts.window_share, counts.baseline_share
+            value = counts.window_share
+            baseline = counts.baseline_share if detection is None else detection.baseline_share
             count, posts = int(counts.window_count), int(counts.window_posts)
             figures = (f"{value:.0%} of {posts} posts in the last {_duration(self.settings.alert_window_ms)} vs "
-                       f"{baseline:.0%} before")
-            ratio, points = counts.effect_ratio, counts.effect_points
+                       f"{baseline:.0%} {'before' if detection is None else 'baseline'}")
+            ratio = value / baseline if baseline else None
+            points = 100 * (value - baseline)
         else:
             minute_end = (now_ms // 60_000 + 1) * 60_000 - 1
             window_start, window_end = minute_end - detection.window_min * 60_000 + 1, min(now_ms, minute_end)

@@ -25,14 +25,11 @@ import ssl
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from email.message import EmailMessage
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urljoin, urlparse
 
+from monitor.alert_record import Alert
 from monitor.redact import safe_url
 from monitor.settings import ALERT_CHANNELS, MonitorSettings
-
-if TYPE_CHECKING:
-    from monitor.alerts import Alert
 
 __all__ = ["ALERT_CHANNELS", "Notifier", "dashboard_link", "email_message", "slack_payload", "teams_payload"]
 

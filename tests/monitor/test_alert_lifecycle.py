@@ -23,6 +23,9 @@ THRESHOLDS = np.full(3, 0.5, dtype=np.float32)
 
 
 def _settings(**extra) -> MonitorSettings:
+    # the threshold rule by default: these tests pin its exact window figures (the statistical detector reads whole
+    # minutes of the 1-minute tier; test_statistical_episode_... runs the same story through it)
+    extra.setdefault("alert_detector", "threshold")
     return MonitorSettings(alert_window_ms=5 * MIN, alert_baseline_ms=60 * MIN, alert_min_volume=10,
                            alert_min_baseline_posts=20, alert_ratio=3.0, alert_min_share=0.2, **extra)
 
@@ -119,6 +122,52 @@ def test_alert_opens_updates_and_resolves_with_one_id(redis_server, redis_client
     listed, malformed = queries.list_alerts(queries.connect(redis_server.url), ["acme"], 0, 2 ** 62)
     assert malformed == 0 and sorted(a["status"] for a in listed) == ["open", "resolved", "updated"]
     assert {a["id"] for a in listed} == {opened.id}
+
+
+def test_statistical_episode_opens_updates_and_resolves_against_the_detectors_baseline(redis_server):
+    """The same story through the default statistical detector: one episode, open -> updated -> resolved, each
+    record carrying the detector's verdict; the resolution is judged on the latest 5-minute share against the
+    detector's baseline (the 1-hour window that may have fired stays high long after the posts calm down)."""
+    cfg = _settings(redis_url=redis_server.url, alert_detector="statistical", alert_cooldown_ms=900_000,
+                    alert_resolve_evaluations=3, alert_resolve_margin=0.02, alert_evidence_posts=3)
+
+    async def publish(topic, key, value):
+        pass
+
+    async def run():
+        store = RedisStore(cfg, EMOTIONS)
+        engine = AlertEngine(cfg, store, publish, "test")
+        transitions = []
+        try:
+            for batch, start in [(STEADY, s) for s in range(0, 120, 20)]:
+                await store.write(batch[start:start + 20], THRESHOLDS)
+                transitions += await engine.evaluate({"acme": batch[start + 19].post.created_at})
+            for start in range(0, 25, 5):
+                await store.write(SPIKE[start:start + 5], THRESHOLDS)
+                transitions += await engine.evaluate({"acme": SPIKE[start + 4].post.created_at})
+            assert await store.redis.delete("em:alert:last:acme:anger") == 1
+            transitions += await engine.evaluate({"acme": SPIKE[-1].post.created_at})
+            for start in range(0, 60, 5):
+                await store.write(AFTER[start:start + 5], THRESHOLDS)
+                transitions += await engine.evaluate({"acme": AFTER[start + 4].post.created_at})
+            return transitions, await store.alert_episode("acme", "anger")
+        finally:
+            await engine.drain(5)
+            await store.close()
+
+    transitions, episode = asyncio.run(run())
+    assert [a.status for a in transitions] == ["open", "updated", "resolved"]
+    opened, updated, resolved = transitions
+    assert len({a.id for a in transitions}) == 1 and episode["status"] == "resolved"
+    assert opened.detection["fired"] and opened.confidence == opened.detection["confidence"] > 0.999
+    assert opened.effect_ratio == round(opened.detection["ratio"], 3) and opened.effect_ratio >= 1.5
+    # the firing window starts on a minute of the 1-minute tier and ends at the newest post
+    assert opened.window_start % MIN == 0 and opened.window_end in {p.post.created_at for p in SPIKE}
+    assert "refund" in {t["term"] for t in opened.terms}
+    assert AFTER[0].post.created_at < resolved.resolved_at <= AFTER[-1].post.created_at
+    # reported as judged: the latest 5 minutes against the detector's baseline
+    assert resolved.window_end - resolved.window_start + 1 == 5 * MIN and resolved.value <= resolved.baseline + 0.02
+    assert "back to baseline" in resolved.message
 
 
 def test_no_reopen_inside_the_cooldown_and_a_spike_after_it_opens_a_new_episode(redis_server, redis_client):
