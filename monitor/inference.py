@@ -92,11 +92,18 @@ def _loaded(classifier: Any | None) -> Any:
     return _MODEL["classifier"]
 
 
+def adaptation_rates(classifier: Any, labels: list[str]) -> dict | None:
+    from monitor.priors import adaptation_rates as rates  # lazy: the child needs it only here
+
+    return rates(classifier, labels)
+
+
 def _describe(classifier: Any | None = None) -> dict:
     classifier = _loaded(classifier)
     return {"labels": list(classifier.labels), "thresholds": np.asarray(classifier.thresholds, dtype=np.float32),
             "version": str(classifier.version), "precision": getattr(classifier, "precision", "fp32"),
-            "device": getattr(getattr(classifier, "device", None), "type", "cpu")}
+            "device": getattr(getattr(classifier, "device", None), "type", "cpu"),
+            "adaptation": adaptation_rates(classifier, classifier.labels)}
 
 
 def _predict(texts: list[str], batch_size: int, classifier: Any | None = None) -> tuple[np.ndarray, float]:
@@ -137,6 +144,8 @@ class Inference:
                 raise ValueError(f"threshold override for unknown emotion {emotion!r}; known: {self.labels}")
             thresholds[self.labels.index(emotion)] = float(value)
         self.thresholds = thresholds
+        # the model's source priors and dev tpr/fpr (monitor.priors), or None when the artifact has none
+        self.adaptation: dict | None = meta.get("adaptation")
 
     def _start(self) -> Executor:
         if self.isolation == "thread":
