@@ -175,7 +175,8 @@ class PriorTracker:
 
     def estimate(self) -> dict[str, dict[str, np.ndarray | int]]:
         """Per scope with enough posts in the window: ``prior`` (EM), ``adjusted`` (ACC; NaN for overridden
-        labels), ``posts`` and the window's end minute. Drops minutes that left the window."""
+        labels), ``share`` (the raw flagged share ACC corrects), ``posts`` and the window's end minute. Drops
+        minutes that left the window."""
         if self._newest_minute is None:
             return {}
         first = self._newest_minute - self.settings.prior_window_ms // _MINUTE_MS + 1
@@ -192,7 +193,7 @@ class PriorTracker:
             prior, _ = em_priors(centres, self.source_priors, weights=counts, max_iter=500, tol=1e-6)
             adjusted = acc_from_rates(flagged / posts, self.tpr, self.fpr)
             estimates[scope] = {"prior": prior, "adjusted": np.where(self.acc_labels, adjusted, np.nan),
-                                "posts": posts, "minute": self._newest_minute}
+                                "share": flagged / posts, "posts": posts, "minute": self._newest_minute}
         return estimates
 
     async def flush(self, force: bool = False) -> None:
@@ -229,6 +230,7 @@ class PriorTracker:
             ts = int(estimate["minute"]) * _MINUTE_MS
             for j, emotion in enumerate(self.labels):
                 add(scope, emotion, "prior", ts, estimate["prior"][j])
+                add(scope, emotion, "share", ts, estimate["share"][j])
                 if not np.isnan(estimate["adjusted"][j]):
                     add(scope, emotion, "adjusted", ts, estimate["adjusted"][j])
             add(scope, schema.ALL_EMOTIONS, "window_posts", ts, estimate["posts"])

@@ -39,14 +39,15 @@ estimate over the posts it saw, last writer per minute wins):
 ==========================================  ==============================================================================
 ``em:ts:{brand}:{emotion}:prior``           EM estimate of the emotion's prevalence in the brand's stream over the rolling
                                             window ``EM_MONITOR_PRIOR_WINDOW_MS`` ending at the sample's minute
-``em:ts:{brand}:{emotion}:adjusted``        adjusted classify-and-count share over that window: ``(count/posts - fpr) /
+``em:ts:{brand}:{emotion}:adjusted``        adjusted classify-and-count share over that window: ``(share - fpr) /
                                             (tpr - fpr)``, clipped to [0, 1]
+``em:ts:{brand}:{emotion}:share``           the raw share it corrects: posts at or above threshold / posts, same window
 ``em:ts:{brand}:_all:window_posts``         posts in that window (how much the estimate rests on)
 ==========================================  ==============================================================================
 
 ``{brand}`` is ``_all`` for the estimate over every brand's posts together (each post once); a brand gets its own
 estimates only with ``EM_MONITOR_PRIOR_MIN_POSTS`` posts in the window. Labels: ``app``, ``brand``, ``emotion``,
-``metric`` (``prior`` | ``adjusted`` | ``window_posts``) and ``tier=estimate``, so no count query (which filters on
+``metric`` (``prior`` | ``adjusted`` | ``share`` | ``window_posts``) and ``tier=estimate``, so no count query (which filters on
 ``tier=raw|1m|1h``) ever sees them. One sample per minute (``ON_DUPLICATE LAST``: a later re-estimate of the same
 minute replaces it), kept as long as the 1-minute tier.
 
@@ -122,7 +123,7 @@ APP_LABEL = "emotion-monitor"
 ALL_EMOTIONS = "_all"
 METRICS = ("count", "score", "posts")
 TIERS = {"raw": None, "1m": 60_000, "1h": 3_600_000}
-ESTIMATE_METRICS = ("prior", "adjusted", "window_posts")
+ESTIMATE_METRICS = ("prior", "adjusted", "share", "window_posts")
 ESTIMATE_TIER = "estimate"
 ALL_BRANDS = "_all"  # no brand can be named this (monitor.post.BRAND_PATTERN: a brand starts with a letter or digit)
 BRANDS_KEY = f"{PREFIX}:brands"

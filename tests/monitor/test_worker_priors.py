@@ -103,6 +103,7 @@ def test_worker_writes_prior_and_adjusted_share_series(kafka_broker, redis_serve
         count = sum(v for _, v in redis_client.ts().range(key, 0, "+")) if redis_client.exists(key) else 0
         expected = acc_from_rates(np.array([count / 180]), np.array([0.8]), np.array([0.1]))[0]
         assert abs(_latest(redis_client, "acme", emotion, "adjusted") - expected) < 1e-9, emotion
+        assert abs(_latest(redis_client, "acme", emotion, "share") - count / 180) < 1e-9, emotion
         assert _latest(redis_client, "globex", emotion, "prior") is None  # 60 posts < prior_min_posts
 
 
