@@ -18,8 +18,9 @@ trust signal beside the window's volume (docs/monitor.md, "Stream priors").
 Cost, and why aggregates: EM needs the probabilities, not only counts, so each post adds its 28 probabilities to a
 per-minute histogram (32 bins on the logit scale, each bin keeping its count and its probability sum, so the bin's
 mean probability is exact) per brand and for ``_all``; EM then runs on the window's summed histograms (a few
-thousand numbers, milliseconds) at most every ``EM_MONITOR_PRIOR_UPDATE_MS``, not per post. Memory: ~14 KB per brand
-and minute of the window.
+thousand numbers, milliseconds) at most every ``EM_MONITOR_PRIOR_UPDATE_MS``, not per post. A quiet minute (up to 64
+posts of a scope) keeps its posts' probabilities as they are instead (float32), so memory follows the traffic: ~110
+bytes per post of a quiet minute, at most ~14 KB per busy minute, per scope, for the window.
 
 Delivery: these are derived estimates, kept in this worker's memory. A post is observed when this worker's write
 counted it (so a redelivered, already-counted post is not observed twice); a restart loses the open window, and
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 _LOGIT_EDGE = 8.0
 BINS = 32
 _MINUTE_MS = 60_000
+# a minute keeps up to this many posts' probabilities as they are before switching to its histogram (same memory)
+_ROWS_BEFORE_HISTOGRAM = BINS * 2
 
 
 def adaptation_rates(classifier: Any, labels: Sequence[str]) -> dict[str, np.ndarray] | None:
@@ -75,30 +78,69 @@ def adaptation_rates(classifier: Any, labels: Sequence[str]) -> dict[str, np.nda
 
 
 class _Window:
-    """One scope's (a brand's or ``_all``'s) aggregates per minute."""
+    """One scope's (a brand's or ``_all``'s) aggregates per minute.
+
+    Why two forms: a minute of a quiet brand keeps its few posts' probabilities as they are (float32, at most
+    ``_ROWS_BEFORE_HISTOGRAM`` rows), a busy minute a fixed-size histogram; so memory follows the traffic (~110 bytes
+    per post of a quiet minute, at most ~14 KB per busy minute) instead of 14 KB per brand and minute."""
 
     __slots__ = ("minutes",)
 
     def __init__(self) -> None:
-        # minute -> [counts [BINS, L], probability sums [BINS, L], flagged [L], posts]
-        self.minutes: dict[int, list] = {}
+        # minute -> {"hist": None | (counts [BINS, L], probability sums [BINS, L]), "rows": [float32 [k, L]], "n_rows",
+        #            "flagged": [L], "posts"}
+        self.minutes: dict[int, dict] = {}
 
-    def add(self, minute: int, bins: np.ndarray, probs: np.ndarray, flagged: np.ndarray, n_labels: int) -> None:
+    @staticmethod
+    def _histogram(probs: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+        clipped = np.clip(probs.astype(np.float64), 1e-12, 1 - 1e-12)
+        logits = np.log(clipped) - np.log1p(-clipped)
+        bins = np.clip(((logits + _LOGIT_EDGE) / (2 * _LOGIT_EDGE) * BINS).astype(np.int64), 0, BINS - 1)
+        index = (bins * n_labels + np.arange(n_labels)[None, :]).ravel()
+        counts = np.bincount(index, minlength=BINS * n_labels).reshape(BINS, n_labels).astype(np.float64)
+        sums = np.bincount(index, weights=clipped.ravel(), minlength=BINS * n_labels).reshape(BINS, n_labels)
+        return counts, sums
+
+    def add(self, minute: int, probs: np.ndarray, flagged: np.ndarray, n_labels: int) -> None:
         entry = self.minutes.get(minute)
         if entry is None:
-            entry = self.minutes[minute] = [np.zeros((BINS, n_labels)), np.zeros((BINS, n_labels)),
-                                            np.zeros(n_labels), 0]
-        index = (bins * n_labels + np.arange(n_labels)[None, :]).ravel()
-        entry[0] += np.bincount(index, minlength=BINS * n_labels).reshape(BINS, n_labels)
-        entry[1] += np.bincount(index, weights=probs.ravel(), minlength=BINS * n_labels).reshape(BINS, n_labels)
-        entry[2] += flagged.sum(axis=0)
-        entry[3] += probs.shape[0]
+            entry = self.minutes[minute] = {"hist": None, "rows": [], "n_rows": 0, "flagged": np.zeros(n_labels),
+                                            "posts": 0}
+        entry["flagged"] += flagged.sum(axis=0)
+        entry["posts"] += probs.shape[0]
+        if entry["hist"] is None and entry["n_rows"] + probs.shape[0] <= _ROWS_BEFORE_HISTOGRAM:
+            entry["rows"].append(probs.astype(np.float32))
+            entry["n_rows"] += probs.shape[0]
+            return
+        if entry["rows"]:  # the minute got busy: fold its rows into a histogram
+            probs = np.vstack([*entry["rows"], probs])
+            entry["rows"], entry["n_rows"] = [], 0
+        counts, sums = self._histogram(probs, n_labels)
+        if entry["hist"] is None:
+            entry["hist"] = (counts, sums)
+        else:
+            entry["hist"][0][...] += counts
+            entry["hist"][1][...] += sums
 
-    def total(self, first_minute: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+    def total(self, first_minute: int, n_labels: int):
+        """(probabilities [m, L], weights [m, L], flagged [L], posts) over the minutes from ``first_minute``: the
+        histograms' bin means with their counts, then the kept rows with weight 1; None when empty."""
         kept = [entry for minute, entry in self.minutes.items() if minute >= first_minute]
         if not kept:
             return None
-        return (sum(e[0] for e in kept), sum(e[1] for e in kept), sum(e[2] for e in kept), sum(e[3] for e in kept))
+        hists = [e["hist"] for e in kept if e["hist"] is not None]
+        rows = [r for e in kept for r in e["rows"]]
+        probs, weights = [], []
+        if hists:
+            counts, sums = sum(h[0] for h in hists), sum(h[1] for h in hists)
+            probs.append(np.where(counts > 0, sums / np.where(counts > 0, counts, 1), 0.5))
+            weights.append(counts)
+        if rows:
+            stacked = np.vstack(rows).astype(np.float64)
+            probs.append(stacked)
+            weights.append(np.ones_like(stacked))
+        return (np.vstack(probs), np.vstack(weights), sum(e["flagged"] for e in kept),
+                int(sum(e["posts"] for e in kept)))
 
     def prune(self, first_minute: int) -> None:
         for minute in [m for m in self.minutes if m < first_minute]:
@@ -153,9 +195,6 @@ class PriorTracker:
         if probs.size == 0:
             return
         n_labels = len(self.labels)
-        clipped = np.clip(probs, 1e-12, 1 - 1e-12)
-        logits = np.log(clipped) - np.log1p(-clipped)
-        bins = np.clip(((logits + _LOGIT_EDGE) / (2 * _LOGIT_EDGE) * BINS).astype(np.int64), 0, BINS - 1)
         flagged = probs >= self.thresholds[None, :]
         minutes = np.asarray(created_at, dtype=np.int64) // _MINUTE_MS
         rows: dict[tuple[str, int], list[int]] = {}
@@ -167,7 +206,7 @@ class PriorTracker:
             window = self._windows.get(scope)
             if window is None:
                 window = self._windows[scope] = _Window()
-            window.add(minute, bins[index], probs[index], flagged[index], n_labels)
+            window.add(minute, probs[index], flagged[index], n_labels)
         newest = int(minutes.max())
         self._newest_minute = newest if self._newest_minute is None else max(self._newest_minute, newest)
 
@@ -186,11 +225,10 @@ class PriorTracker:
             if not window.minutes:
                 del self._windows[scope]
                 continue
-            counts, sums, flagged, posts = window.total(first)
+            probs, weights, flagged, posts = window.total(first, len(self.labels))
             if posts < self.settings.prior_min_posts:
                 continue
-            centres = np.where(counts > 0, sums / np.where(counts > 0, counts, 1), 0.5)
-            prior, _ = em_priors(centres, self.source_priors, weights=counts, max_iter=500, tol=1e-6)
+            prior, _ = em_priors(probs, self.source_priors, weights=weights, max_iter=500, tol=1e-6)
             adjusted = acc_from_rates(flagged / posts, self.tpr, self.fpr)
             estimates[scope] = {"prior": prior, "adjusted": np.where(self.acc_labels, adjusted, np.nan),
                                 "share": flagged / posts, "posts": posts, "minute": self._newest_minute}

@@ -119,7 +119,31 @@ def test_minutes_leave_the_window_and_a_reestimate_replaces_the_minute(redis_ser
     assert [ts for ts, _ in rows] == [BASE_MS + 5 * 60_000]  # same minute written twice: LAST, one sample
     assert np.isclose(rows[0][1], tracker.latest["acme"]["prior"][0])
     assert abs(rows[0][1] - y_new[:, 0].mean()) < 0.03
-    assert 0 not in tracker._windows["acme"].minutes  # pruned from memory too
+    assert BASE_MS // 60_000 not in tracker._windows["acme"].minutes  # pruned from memory too
+    assert sorted(tracker._windows["acme"].minutes) == [BASE_MS // 60_000 + 5]
+
+
+def test_quiet_and_busy_minutes_mix_in_one_estimate(rates):
+    """Quiet minutes keep their posts' probabilities, busy ones a histogram; EM over the mix matches EM over the
+    posts (exactly for the kept rows, to the histogram's binning for the rest)."""
+    settings = MonitorSettings(prior_min_posts=1, prior_window_ms=30 * 60_000)
+    _, p = _sample([0.2, 0.1, 0.3], 1000, np.random.default_rng(6))
+    quiet = BASE_MS + np.arange(200) * 15_000  # 4 posts a minute for 50 minutes: rows
+    busy = np.full(800, BASE_MS + 50 * 60_000)  # then 800 posts in one minute: a histogram
+    tracker = PriorTracker(settings, LABELS, THRESHOLDS, rates, redis=None)
+    tracker.observe(p[:200], [["quiet"]] * 200, quiet)
+    only_rows = tracker.estimate()["quiet"]
+    kept = quiet // 60_000 >= quiet.max() // 60_000 - 29  # the window: the last 30 minutes
+    assert only_rows["posts"] == kept.sum() == 120
+    assert np.allclose(only_rows["prior"], em_priors(p[:200][kept], SOURCE, tol=1e-6)[0], atol=1e-5)
+    windows = tracker._windows["quiet"].minutes.values()
+    assert all(entry["hist"] is None for entry in windows)
+    tracker.observe(p[200:], [["busy"]] * 800, busy)
+    both = tracker.estimate()[schema.ALL_BRANDS]
+    first = busy[0] // 60_000 - 29
+    mask = np.concatenate([quiet // 60_000 >= first, np.ones(800, bool)])
+    assert both["posts"] == mask.sum()
+    assert np.allclose(both["prior"], em_priors(p[mask], SOURCE, tol=1e-6)[0], atol=0.003)
 
 
 class _Inference:
@@ -157,3 +181,28 @@ def test_rates_read_from_a_classifier_in_label_order_or_not_at_all():
     assert adaptation_rates(Classifier(), LABELS) is None
     Classifier.tpr = None
     assert adaptation_rates(Classifier(), LABELS) is None
+
+
+def test_a_failed_write_never_fails_the_caller_and_is_retried(redis_server, redis_client, rates, caplog):
+    from emotion_monitor.servers import free_port
+
+    settings = MonitorSettings(prior_min_posts=10)
+    _, p = _sample(SOURCE, 50, np.random.default_rng(4))
+
+    async def run():
+        import redis.asyncio as aioredis
+
+        nowhere = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+        tracker = PriorTracker(settings, LABELS, THRESHOLDS, rates, nowhere)
+        tracker.observe(p, [["acme"]] * 50, np.full(50, BASE_MS))
+        with caplog.at_level(logging.WARNING, logger="monitor.priors"):
+            await tracker.flush(force=True)  # Redis unreachable: logged, not raised
+            await tracker.flush(force=True)
+        await nowhere.aclose()
+        tracker.redis = aioredis.Redis.from_url(redis_server.url)
+        await tracker.flush(force=True)  # the aggregates were kept: written now
+        await tracker.redis.aclose()
+
+    asyncio.run(run())
+    assert caplog.text.count("could not estimate or write the prior series") == 1
+    assert _series(redis_client, "acme", "anger", "prior")
