@@ -285,8 +285,8 @@ class BatchProcessor:
             parsed, classified, written = ([rows[i] for i in kept] for rows in (parsed, classified, written))
             result.rejected = len(reasons)
             self._observe_delay([record for (record, _), new in zip(parsed, written) if new])
-            if self.priors is not None:  # posts counted now only: a retry's already-counted posts are not re-observed
-                self.priors.observe(*_newly_counted(classified, written, self.inference.labels))
+            if self.priors is not None:  # posts counted now only; never raises (estimates must not fail the batch)
+                await self.priors.observe_counted(classified, written)
             fresh = _counted(classified, written, counted_earlier)
             result.counted = sum(fresh)
             result.duplicates = len(fresh) - result.counted
@@ -299,8 +299,6 @@ class BatchProcessor:
         # (a retry would find the cooldown taken); its own publish waits out a broker outage instead of failing
         if parsed and self.evaluate_alerts:
             result.alerts = await self.alerts.evaluate(_latest_by_brand(classified))
-        if self.priors is not None:
-            await self.priors.flush()  # never raises: a failed estimate write must not fail the batch
         METRICS.posts.labels("counted").inc(result.counted)
         METRICS.posts.labels("duplicate").inc(result.duplicates)
         METRICS.posts.labels("rejected").inc(result.rejected)
@@ -338,13 +336,6 @@ def _counted(classified: list[ClassifiedPost], written: list[bool], counted_earl
             is_new = True
         fresh.append(is_new)
     return fresh
-
-
-def _newly_counted(classified: list[ClassifiedPost], written: list, labels: Sequence[str]):
-    """(probabilities [n, labels], brands, created_at) of the posts this write counted, for the prior tracker."""
-    new = [item for item, is_new in zip(classified, written) if is_new is True]
-    return ([[item.scores[label] for label in labels] for item in new], [item.post.brands for item in new],
-            [item.post.created_at for item in new])
 
 
 def _retrieve(task: asyncio.Future) -> None:

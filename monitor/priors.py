@@ -188,6 +188,15 @@ class PriorTracker:
 
     # ------------------------------------------------------------------ accumulate
 
+    async def observe_counted(self, classified: Sequence[Any], written: Sequence[Any]) -> None:
+        """The pipeline's hook: observe the posts this write counted now (outcome ``True``: a post an earlier attempt
+        or delivery already counted is not observed again), then :meth:`flush` if it is time. Never raises."""
+        new = [item for item, outcome in zip(classified, written) if outcome is True]
+        if new:
+            self.observe([[item.scores[label] for label in self.labels] for item in new],
+                         [item.post.brands for item in new], [item.post.created_at for item in new])
+        await self.flush()
+
     def observe(self, probabilities: np.ndarray, brands: Sequence[Sequence[str]], created_at: Sequence[int]) -> None:
         """Add posts (one row of probabilities each, in label order, with its brands and created_at ms) to the
         window. Call it once per post, for the posts the store counted now."""
