@@ -191,10 +191,14 @@ class PriorTracker:
     async def observe_counted(self, classified: Sequence[Any], written: Sequence[Any]) -> None:
         """The pipeline's hook: observe the posts this write counted now (outcome ``True``: a post an earlier attempt
         or delivery already counted is not observed again), then :meth:`flush` if it is time. Never raises."""
-        new = [item for item, outcome in zip(classified, written) if outcome is True]
-        if new:
-            self.observe([[item.scores[label] for label in self.labels] for item in new],
-                         [item.post.brands for item in new], [item.post.created_at for item in new])
+        new: list = []
+        try:
+            new = [item for item, outcome in zip(classified, written) if outcome is True]
+            if new:
+                self.observe([[item.scores[label] for label in self.labels] for item in new],
+                             [item.post.brands for item in new], [item.post.created_at for item in new])
+        except Exception:  # noqa: BLE001 - a bug here must cost an estimate, never a count
+            log.exception("prior tracking could not observe a batch of %d posts; the estimate skips them", len(new))
         await self.flush()
 
     def observe(self, probabilities: np.ndarray, brands: Sequence[Sequence[str]], created_at: Sequence[int]) -> None:
