@@ -47,11 +47,23 @@ def read_split(name: str, n_labels: int) -> tuple[list[str], np.ndarray]:
 
 
 def probabilities(clf, texts: list[str], cache: Path) -> np.ndarray:
+    """The served probabilities: the head's raw outputs (cached per model weights and precision, the slow part) with
+    the artifact's calibration applied when it has one -- what the worker's predict_proba returns."""
+    calibration = getattr(clf, "calibration", None)
     if cache.exists():
-        return np.load(cache)
-    proba = np.asarray(clf.predict_proba(texts, 32), dtype=np.float64)  # the worker's int8 call size
-    np.save(cache, proba)
-    return proba
+        raw = np.load(cache)
+    else:
+        kwargs = {"calibrated": False} if calibration is not None else {}
+        raw = np.asarray(clf.predict_proba(texts, 32, **kwargs), dtype=np.float64)  # the worker's int8 call size
+        np.save(cache, raw)
+    return np.asarray(calibration.apply(raw), dtype=np.float64) if calibration is not None else raw
+
+
+def weights_tag(clf, path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(Path(path, "head.safetensors").read_bytes()).hexdigest()[:10]
+    return f"{Path(path).name}-{digest}-{clf.precision}"
 
 
 def stream(y: np.ndarray, labels: list[str], spec, n: int, rng) -> np.ndarray:
@@ -70,7 +82,7 @@ def main() -> None:
     parser.add_argument("--fp32", action="store_true", help="fp32 instead of the worker's int8")
     parser.add_argument("--n", type=int, default=2000, help="posts per stream")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "priors.json"))
+    parser.add_argument("--out", default=None, help="JSON path (default bench/results/priors[-calibrated].json)")
     parser.add_argument("--cache", default="/tmp/em-bench-priors", help="folder caching the model's probabilities")
     args = parser.parse_args()
 
@@ -85,15 +97,21 @@ def main() -> None:
     thresholds = np.asarray(clf.thresholds, dtype=np.float64)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    tag = f"{clf.version}-{clf.precision}".replace("/", "_")
+    tag = weights_tag(clf, path)
     dev_texts, y_dev = read_split("dev", len(labels))
     test_texts, y_test = read_split("test", len(labels))
     started = time.perf_counter()
     p_dev = probabilities(clf, dev_texts, cache / f"dev-{tag}.npy")
     p_test = probabilities(clf, test_texts, cache / f"test-{tag}.npy")
     predict_s = time.perf_counter() - started
-    source = np.clip(y_dev.mean(axis=0), 1e-4, 1 - 1e-4)
-    tpr, fpr = rates_at_thresholds(p_dev, y_dev, thresholds, smoothing=0.5)
+    if getattr(clf, "label_priors", None) is not None:  # a calibrated artifact: what the worker would use
+        source, tpr, fpr = (np.asarray(getattr(clf, k), dtype=np.float64) for k in ("label_priors", "tpr", "fpr"))
+        rates_from = "the artifact (label_priors, tpr, fpr)"
+    else:
+        source = np.clip(y_dev.mean(axis=0), 1e-4, 1 - 1e-4)
+        tpr, fpr = rates_at_thresholds(p_dev, y_dev, thresholds, smoothing=0.5)
+        rates_from = "GoEmotions dev at the stored thresholds (smoothing 0.5)"
+    source = np.clip(source, 1e-4, 1 - 1e-4)
     rates = {"label_priors": source, "tpr": tpr, "fpr": fpr}
     settings = MonitorSettings(prior_min_posts=1, prior_window_ms=60 * 60_000)
 
@@ -139,11 +157,12 @@ def main() -> None:
         "share_error_pp": summary,
         "tracker_cost": {"observe_us_per_post": 1e6 * observe_s / posts_observed,
                          "estimate_ms_per_scope": 1e3 * estimate_s / (args.seeds * len(STREAMS))},
-        "rates_from": "GoEmotions dev at the stored thresholds (smoothing 0.5)",
+        "rates_from": rates_from,
         "calibrated_probabilities": bool(getattr(clf, "calibration", None)),
         "machine": platform.platform(),
     }
-    out = Path(args.out)
+    default_name = "priors-calibrated.json" if result["calibrated_probabilities"] else "priors.json"
+    out = Path(args.out or ROOT / "bench" / "results" / default_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"model {clf.version} ({clf.precision}); calibrated: {result['calibrated_probabilities']}; "
