@@ -82,7 +82,8 @@ class _Window:
 
     Why two forms: a minute of a quiet brand keeps its few posts' probabilities as they are (float32, at most
     ``_ROWS_BEFORE_HISTOGRAM`` rows), a busy minute a fixed-size histogram; so memory follows the traffic (~110 bytes
-    per post of a quiet minute, at most ~14 KB per busy minute) instead of 14 KB per brand and minute."""
+    per post of a quiet minute, at most ~14 KB per busy minute) instead of 14 KB per brand and minute. The estimate
+    bins everything, so EM always runs on BINS x labels numbers."""
 
     __slots__ = ("minutes",)
 
@@ -123,24 +124,24 @@ class _Window:
             entry["hist"][1][...] += sums
 
     def total(self, first_minute: int, n_labels: int):
-        """(probabilities [m, L], weights [m, L], flagged [L], posts) over the minutes from ``first_minute``: the
-        histograms' bin means with their counts, then the kept rows with weight 1; None when empty."""
+        """(bin mean probabilities [BINS, L], bin counts [BINS, L], flagged [L], posts) over the minutes from
+        ``first_minute`` (the kept rows binned too, so EM's cost does not grow with the window's posts); None when
+        empty."""
         kept = [entry for minute, entry in self.minutes.items() if minute >= first_minute]
         if not kept:
             return None
-        hists = [e["hist"] for e in kept if e["hist"] is not None]
+        counts, sums = np.zeros((BINS, n_labels)), np.zeros((BINS, n_labels))
+        for entry in kept:
+            if entry["hist"] is not None:
+                counts += entry["hist"][0]
+                sums += entry["hist"][1]
         rows = [r for e in kept for r in e["rows"]]
-        probs, weights = [], []
-        if hists:
-            counts, sums = sum(h[0] for h in hists), sum(h[1] for h in hists)
-            probs.append(np.where(counts > 0, sums / np.where(counts > 0, counts, 1), 0.5))
-            weights.append(counts)
         if rows:
-            stacked = np.vstack(rows).astype(np.float64)
-            probs.append(stacked)
-            weights.append(np.ones_like(stacked))
-        return (np.vstack(probs), np.vstack(weights), sum(e["flagged"] for e in kept),
-                int(sum(e["posts"] for e in kept)))
+            row_counts, row_sums = self._histogram(np.vstack(rows), n_labels)
+            counts += row_counts
+            sums += row_sums
+        means = np.where(counts > 0, sums / np.where(counts > 0, counts, 1), 0.5)
+        return means, counts, sum(e["flagged"] for e in kept), int(sum(e["posts"] for e in kept))
 
     def prune(self, first_minute: int) -> None:
         for minute in [m for m in self.minutes if m < first_minute]:
@@ -241,7 +242,8 @@ class PriorTracker:
             probs, weights, flagged, posts = window.total(first, len(self.labels))
             if posts < self.settings.prior_min_posts:
                 continue
-            prior, _ = em_priors(probs, self.source_priors, weights=weights, max_iter=500, tol=1e-6)
+            # tol 1e-5: a thousandth of a percentage point, far below the estimate's sampling error
+            prior, _ = em_priors(probs, self.source_priors, weights=weights, max_iter=1000, tol=1e-5)
             adjusted = acc_from_rates(flagged / posts, self.tpr, self.fpr)
             estimates[scope] = {"prior": prior, "adjusted": np.where(self.acc_labels, adjusted, np.nan),
                                 "share": flagged / posts, "posts": posts, "minute": self._newest_minute}

@@ -92,17 +92,23 @@ def adapt_posteriors(probs, source_priors, target_priors) -> np.ndarray:
     p = _as_2d(probs)
     source = _source_priors(source_priors, p.shape[1])
     target = _priors(target_priors, p.shape[1], "target_priors")
+    adapted = _adapt(p, 1.0 - p, source, target)
+    return adapted[0] if one_row else adapted
+
+
+def _adapt(p: np.ndarray, q: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """:func:`adapt_posteriors` on validated arrays (``q = 1 - p``): EM's inner loop, without re-checking."""
     w1 = target / source
     w0 = (1.0 - target) / (1.0 - source)
     positive = w1[None, :] * p
-    negative = w0[None, :] * (1.0 - p)
-    total = positive + negative
+    total = positive + w0[None, :] * q
     with np.errstate(invalid="ignore", divide="ignore"):
         adapted = np.where(total > 0.0, positive / np.where(total > 0.0, total, 1.0), 0.0)
     # total == 0 only where the target prior is 0 and p == 1, or the target prior is 1 and p == 0: the prior wins.
-    adapted = np.where(target[None, :] <= 0.0, 0.0, adapted)
-    adapted = np.where(target[None, :] >= 1.0, 1.0, adapted)
-    return adapted[0] if one_row else adapted
+    if (target <= 0.0).any() or (target >= 1.0).any():
+        adapted = np.where(target[None, :] <= 0.0, 0.0, adapted)
+        adapted = np.where(target[None, :] >= 1.0, 1.0, adapted)
+    return adapted
 
 
 def em_priors(probs, source_priors, max_iter: int = 1000, tol: float = 1e-6, weights=None,
@@ -144,15 +150,16 @@ def em_priors(probs, source_priors, max_iter: int = 1000, tol: float = 1e-6, wei
     adapted = p.copy()
     converged = False
     iterations = 0
+    q = 1.0 - p
     for iterations in range(1, max_iter + 1):
-        adapted = adapt_posteriors(p, source, priors)
+        adapted = _adapt(p, q, source, priors)
         updated = np.where(has_data, (adapted * w).sum(axis=0) / safe_mass, source)
         shift = np.abs(updated - priors).max() if updated.size else 0.0
         priors = updated
         if shift < tol:
             converged = True
             break
-    adapted = adapt_posteriors(p, source, priors)
+    adapted = _adapt(p, q, source, priors)
     if return_info:
         return priors, adapted, {"iterations": iterations, "converged": converged}
     return priors, adapted
