@@ -120,3 +120,48 @@ def test_a_model_without_rates_writes_no_estimates(kafka_broker, redis_server, r
     assert [r.counted for r in results] == [20, 20] and processor.priors is None
     assert caplog.text.count("no label_priors/tpr/fpr") == 1
     assert not list(redis_client.scan_iter("em:ts:*:prior")) and not list(redis_client.scan_iter("em:ts:_all:*"))
+
+
+def test_worker_process_with_a_calibrated_artifact_writes_the_estimates(kafka_broker, redis_server, redis_client,
+                                                                         small_model_dir, start_worker, tmp_path):
+    """A real ``emotion-monitor worker`` (model in its inference child process) on an artifact carrying
+    ``calibration.json`` (trainer.calibration, issue 13's calibrate): the rates cross the process boundary and the
+    estimate series match the same model's probabilities in-process."""
+    calibration = pytest.importorskip("trainer.calibration", reason="needs the artifact calibration (issue 13)")
+    import shutil
+
+    from tests.conftest import goemotions_data_dir
+    from tests.monitor.conftest import monitor_env, wait_until
+    from trainer import load_classifier
+
+    model_dir = tmp_path / "calibrated"
+    shutil.copytree(small_model_dir, model_dir)
+    base = load_classifier(model_dir, device="cpu")
+    labels = list(base.labels)
+    rows = [line.split("\t") for line in
+            (goemotions_data_dir() / "dev.tsv").read_text(encoding="utf-8").splitlines()[:300]]
+    y = np.zeros((len(rows), len(labels)), dtype=int)
+    for i, row in enumerate(rows):
+        y[i, [int(j) for j in row[1].split(",")]] = 1
+    raw = base.predict_proba([row[0] for row in rows])
+    calibration.fit_calibration(labels, raw, y, np.asarray(base.thresholds)).save(model_dir)
+    served = load_classifier(model_dir, device="cpu")
+    assert served.tpr is not None and served.label_priors is not None
+
+    create_topic(kafka_broker, "posts", 3)
+    posts = make_posts(N, BRANDS)
+    produce(kafka_broker, "posts", encode(posts))
+    worker = start_worker(monitor_env(kafka_broker, redis_server.url, model_dir, cpu_precision="fp32",
+                                      prior_min_posts="100", prior_update_ms="0"))
+    wait_until(lambda: _latest(redis_client, schema.ALL_BRANDS, "_all", "window_posts") == N, 180,
+               what="the all-brands estimate over every post", worker=worker)
+    proba = served.predict_proba([p["text"] for p in posts]).astype(np.float64)
+    expected, _ = em_priors(proba, np.asarray(served.label_priors, dtype=np.float64))
+    wait_until(lambda: _latest(redis_client, "acme", "_all", "window_posts") == 180, 30, what="acme's estimate",
+               worker=worker)
+    for j, emotion in enumerate(labels):
+        assert abs(_latest(redis_client, schema.ALL_BRANDS, emotion, "prior") - expected[j]) < 0.005, emotion
+        key = schema.series_key("acme", emotion, "count")
+        count = sum(v for _, v in redis_client.ts().range(key, 0, "+")) if redis_client.exists(key) else 0
+        adjusted = acc_from_rates(np.array([count / 180]), served.tpr[j:j + 1], served.fpr[j:j + 1])[0]
+        assert abs(_latest(redis_client, "acme", emotion, "adjusted") - adjusted) < 1e-9, emotion
