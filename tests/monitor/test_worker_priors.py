@@ -24,6 +24,17 @@ BRANDS = ("acme", "acme", "acme", "globex")  # acme 3/4 of the posts, globex 1/4
 N = 240
 
 
+class WithRates:
+    """Test-only: the real classifier plus the ``label_priors``/``tpr``/``fpr`` a calibrated artifact carries (here
+    chosen, so the expected figures do not depend on a calibration fit)."""
+
+    def __init__(self, real, label_priors, tpr, fpr):
+        self.real, self.label_priors, self.tpr, self.fpr = real, label_priors, tpr, fpr
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
 @pytest.fixture(scope="module")
 def classifier(small_model_dir):
     from trainer import load_classifier
@@ -66,8 +77,7 @@ def _latest(client, brand, emotion, metric):
     return client.ts().get(key)[1] if client.exists(key) else None
 
 
-def test_worker_writes_prior_and_adjusted_share_series(kafka_broker, redis_server, redis_client, classifier,
-                                                        monkeypatch):
+def test_worker_writes_prior_and_adjusted_share_series(kafka_broker, redis_server, redis_client, classifier):
     create_topic(kafka_broker, "posts", 1)
     posts = make_posts(N, BRANDS)
     produce(kafka_broker, "posts", encode(posts))
@@ -75,9 +85,7 @@ def test_worker_writes_prior_and_adjusted_share_series(kafka_broker, redis_serve
     labels = list(classifier.labels)
     # what emotion-monitor calibrate stores in an artifact (set on the loaded classifier here)
     source = np.linspace(0.01, 0.3, len(labels))
-    monkeypatch.setattr(classifier, "label_priors", source, raising=False)
-    monkeypatch.setattr(classifier, "tpr", np.full(len(labels), 0.8), raising=False)
-    monkeypatch.setattr(classifier, "fpr", np.full(len(labels), 0.1), raising=False)
+    classifier = WithRates(classifier, source, np.full(len(labels), 0.8), np.full(len(labels), 0.1))
     settings = MonitorSettings(broker_url=kafka_broker.url, redis_url=redis_server.url, metrics_port=0,
                                prior_min_posts=100, prior_update_ms=0)
 
@@ -109,7 +117,7 @@ def test_worker_writes_prior_and_adjusted_share_series(kafka_broker, redis_serve
 
 def test_a_model_without_rates_writes_no_estimates(kafka_broker, redis_server, redis_client, classifier, caplog):
     for name in ("label_priors", "tpr", "fpr"):
-        assert not hasattr(classifier, name)
+        assert getattr(classifier, name, None) is None  # an artifact without calibration.json
     create_topic(kafka_broker, "posts", 1)
     produce(kafka_broker, "posts", encode(make_posts(40, BRANDS)))
     records = _records(kafka_broker, 40)
