@@ -143,6 +143,9 @@ class _Window:
         means = np.where(counts > 0, sums / np.where(counts > 0, counts, 1), 0.5)
         return means, counts, sum(e["flagged"] for e in kept), int(sum(e["posts"] for e in kept))
 
+    def posts(self, first_minute: int) -> int:
+        return sum(entry["posts"] for minute, entry in self.minutes.items() if minute >= first_minute)
+
     def prune(self, first_minute: int) -> None:
         for minute in [m for m in self.minutes if m < first_minute]:
             del self.minutes[minute]
@@ -239,9 +242,9 @@ class PriorTracker:
             if not window.minutes:
                 del self._windows[scope]
                 continue
-            probs, weights, flagged, posts = window.total(first, len(self.labels))
-            if posts < self.settings.prior_min_posts:
+            if window.posts(first) < self.settings.prior_min_posts:  # cheap check first: most brands are small
                 continue
+            probs, weights, flagged, posts = window.total(first, len(self.labels))
             # tol 1e-5: a thousandth of a percentage point, far below the estimate's sampling error
             prior, _ = em_priors(probs, self.source_priors, weights=weights, max_iter=1000, tol=1e-5)
             adjusted = acc_from_rates(flagged / posts, self.tpr, self.fpr)
