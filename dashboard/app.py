@@ -29,6 +29,7 @@ from dashboard.settings import DashboardSettings
 from dashboard.taxonomy import EMOTIONS, colour_of, group_members, group_names, group_of
 from dashboard.transforms import (MEASURES, NO_HISTORY, VIEWS, apply_grouping, chart_frame, kpis, shift_table,
                                   top_emotions)
+from dashboard.transforms import estimate_trust
 from monitor.schema import ALL_EMOTIONS
 
 RANGE_LABELS = {"1h": "Last hour", "24h": "Last 24 h", "7d": "Last 7 days", "custom": "Custom"}
@@ -473,6 +474,42 @@ def _shifts_panel(totals: pd.DataFrame, grouping: str, title: str) -> None:
     st.dataframe(table, hide_index=True, width="stretch")
 
 
+def _adjusted_panel(client, brands: list[str], end_ms: int, now_ms: int, requested: list[str], zone: ZoneInfo,
+                    top: int = 8) -> None:
+    """The raw share beside the share adjusted for this stream (monitor.priors), with when to trust it."""
+    estimates = queries.stream_estimates(client, brands, end_ms)
+    st.subheader("Share, adjusted for this stream")
+    st.caption("The model's thresholds were fitted on Reddit comments; where a stream carries an emotion more (or "
+               "less) often, the raw share under- (or over-) counts it. The adjusted share corrects the raw share of "
+               "the monitor's last window with the model's measured true/false-positive rates; the EM prior "
+               "estimates the same from the probabilities. Trust it when the note says ok: the brand's own estimate "
+               "(enough posts), recent, and both estimators agree. Estimates, not counts.")
+    if estimates.empty:
+        st.info("No stream estimate yet: the monitor writes one once a window holds enough posts, and only for a "
+                "model calibrated with label priors and rates (emotion-monitor calibrate).")
+        return
+    estimates = estimates.assign(note=estimate_trust(estimates, now_ms))
+    for brand in brands:
+        mine = estimates[estimates["brand"] == brand]
+        if mine.empty:
+            continue
+        picked = mine[mine["emotion"].isin(requested)]
+        if picked.empty:
+            picked = mine.assign(_rank=mine[["share", "adjusted"]].max(axis=1)).sort_values(
+                "_rank", ascending=False).head(top)
+        first = picked.iloc[0]
+        whose = brand if first["scope"] == "brand" else f"all brands ({brand} has too few posts)"
+        st.caption(f"{whose}: window of {_whole(first['window_posts'])} posts ending "
+                   f"{fmt_time(first['ts'] + 60_000, zone)}")
+        st.dataframe(pd.DataFrame({
+            "brand": brand, "emotion": picked["emotion"],
+            "raw share %": _texts(100 * picked["share"], "{:.1f}"),
+            "share, adjusted for this stream %": _texts(100 * picked["adjusted"], "{:.1f}"),
+            "EM prior %": _texts(100 * picked["prior"], "{:.1f}"),
+            "trust": picked["note"],
+        }), hide_index=True, width="stretch")
+
+
 def _texts(values: pd.Series, pattern: str) -> pd.Series:
     """Numbers as display text, a dash where there is none (a table cell must never read None or NaN)."""
     return values.map(lambda v: "—" if v is None or pd.isna(v) else pattern.format(v))
@@ -627,6 +664,7 @@ def _panels(settings: DashboardSettings, brands: list[str], range_key: str, cust
     _shifts_panel(totals, grouping, f"Shifts vs the previous {period}" if range_key != "custom"
                   else "Shifts vs the previous period of the same length")
     try:
+        _adjusted_panel(client, brands, end_ms, now_ms, requested, zone)
         _alerts_panel(client, settings, alerts, malformed, zone)
         _explorer_panel(client, settings, brands, start_ms, end_ms, grouping, zone)
     except queries.RedisUnavailable as exc:

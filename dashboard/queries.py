@@ -7,6 +7,8 @@ Each refresh costs a fixed number of round trips, independent of how much data i
   tier=.. GROUPBY emotion REDUCE sum`` per brand, all brands in one pipeline (one round trip);
 * shifts: the same query with one bucket per period (two buckets: previous and current), again one pipeline;
 * when each brand's monitoring started: ``TS.INFO`` of its raw and hourly post-count series, one pipeline;
+* the stream-adjusted shares: one ``TS.MREVRANGE ... COUNT 1 FILTER app=.. brand=.. tier=estimate`` per brand and
+  one for all brands (``_all``), in one pipeline (the latest estimate of :mod:`monitor.priors` at the range's end);
 * alerts: one ``ZREVRANGEBYSCORE em:alerts:brand:{brand}`` per brand, in one pipeline (plus one scan of the shared
   ``em:alerts`` only for alerts stored before the brand indexes existed); the posts behind an alert: one
   ``ZRANGEBYSCORE em:posts:{brand}`` (for alerts stored before alerts carried their evidence); the post explorer: one
@@ -46,6 +48,7 @@ __all__ = [
     "period_totals",
     "plan_window",
     "post_rows",
+    "stream_estimates",
 ]
 
 MINUTE = 60_000
@@ -388,3 +391,50 @@ def alert_posts(client: redis.Redis, alert: dict, limit: int = 200) -> tuple[pd.
     if not frame.empty:
         frame = frame.sort_values(["labelled", "score"], ascending=False).head(limit).reset_index(drop=True)
     return frame, malformed
+
+
+ESTIMATE_COLUMNS = ["brand", "emotion", "scope", "ts", "share", "adjusted", "prior", "window_posts"]
+
+
+def stream_estimates(client: redis.Redis, brands: list[str], end_ms: int, lookback_ms: int = DAY) -> pd.DataFrame:
+    """Per brand and emotion, the monitor's latest stream-prior estimate at or before ``end_ms`` (no older than
+    ``lookback_ms``; :mod:`monitor.priors`): ``share`` (raw: posts at or above threshold / posts over the estimate's
+    window), ``adjusted`` (that share corrected for this stream: adjusted classify-and-count; NaN where the monitor
+    wrote none), ``prior`` (the EM estimate), ``window_posts`` and ``ts`` (the window's last minute).
+
+    ``scope`` is ``brand`` where the brand had enough posts for its own estimate, else ``all brands``: the rows then
+    hold the estimate over every brand's posts together (not this brand's share), or nothing when there is none.
+    Derived estimates, not exactly-once counts (see :mod:`monitor.schema`).
+    """
+    if not brands:
+        return pd.DataFrame(columns=ESTIMATE_COLUMNS)
+    scopes = [*brands, schema.ALL_BRANDS]
+    pipe = client.ts().pipeline(transaction=False)
+    for scope in scopes:
+        pipe.mrevrange(max(0, end_ms - lookback_ms), end_ms,
+                       [f"app={schema.APP_LABEL}", f"brand={scope}", f"tier={schema.ESTIMATE_TIER}"],
+                       count=1, with_labels=True)
+    replies = _guard(pipe.execute)
+    latest: dict[str, dict[str, dict[str, tuple[int, float]]]] = {}
+    for scope, reply in zip(scopes, replies):
+        if not isinstance(reply, list):
+            raise QueryError(f"unexpected TS.MREVRANGE reply of type {type(reply).__name__}")
+        per_emotion: dict[str, dict[str, tuple[int, float]]] = {}
+        for series in reply:
+            for _key, (labels, samples) in series.items():
+                if samples and labels.get("metric") in schema.ESTIMATE_METRICS:
+                    ts, value = samples[0]
+                    per_emotion.setdefault(labels.get("emotion", ""), {})[labels["metric"]] = (int(ts), float(value))
+        latest[scope] = per_emotion
+    rows = []
+    for brand in brands:
+        own = latest.get(brand, {})
+        scope, source = ("brand", own) if own else ("all brands", latest.get(schema.ALL_BRANDS, {}))
+        window = source.get(schema.ALL_EMOTIONS, {}).get("window_posts")
+        for emotion, metrics in sorted(source.items()):
+            if emotion == schema.ALL_EMOTIONS or "prior" not in metrics:
+                continue
+            rows.append((brand, emotion, scope, metrics["prior"][0],
+                         *(metrics[m][1] if m in metrics else math.nan for m in ("share", "adjusted", "prior")),
+                         window[1] if window else math.nan))
+    return pd.DataFrame(rows, columns=ESTIMATE_COLUMNS)

@@ -16,8 +16,8 @@ from monitor.schema import ALL_EMOTIONS
 
 from .taxonomy import GROUPINGS, group_members, group_names
 
-__all__ = ["MEASURES", "VIEWS", "apply_grouping", "chart_frame", "kpis", "net_sentiment", "shift_table",
-           "top_emotions"]
+__all__ = ["MEASURES", "VIEWS", "apply_grouping", "chart_frame", "estimate_trust", "kpis", "net_sentiment",
+           "shift_table", "top_emotions"]
 
 # measure key -> axis title
 MEASURES = {"count": "posts with the emotion", "share": "share of posts (%)"}
@@ -182,3 +182,31 @@ def kpis(totals: pd.DataFrame, brand: str, top: int = 3) -> dict:
             change = (100 * count / volume - 100 * counts.get((emotion, "previous"), 0.0) / before) if before else None
             out["top"].append((emotion, 100 * count / volume, change))
     return out
+
+
+# Where EM (needs calibrated probabilities) and adjusted classify-and-count (needs only the dev tpr/fpr) differ by
+# more than this, the label-shift assumption both rest on is in doubt for the emotion (docs/dashboard.md).
+ESTIMATE_MAX_GAP = 0.05
+
+
+def estimate_trust(estimates: pd.DataFrame, now_ms: int, stale_ms: int = 30 * 60_000,
+                   max_gap: float = ESTIMATE_MAX_GAP) -> pd.Series:
+    """Per row of :func:`dashboard.queries.stream_estimates`, why its adjusted share should (not) be trusted, in
+    words; ``"ok"`` when the brand had its own estimate, it is recent, and EM and adjusted classify-and-count agree
+    within ``max_gap``. Volume is already guaranteed for a brand's own estimate (the monitor writes one only with
+    ``EM_MONITOR_PRIOR_MIN_POSTS`` posts in the window)."""
+    notes = []
+    for scope, ts, adjusted, prior in zip(estimates["scope"], estimates["ts"], estimates["adjusted"],
+                                          estimates["prior"]):
+        problems = []
+        if scope != "brand":
+            problems.append("too few posts for this brand: all brands together")
+        if now_ms - ts > stale_ms:
+            problems.append(f"estimate {int((now_ms - ts) // 60_000)} min old")
+        if pd.isna(adjusted):
+            problems.append("no adjusted share (threshold overridden)")
+        elif abs(adjusted - prior) > max_gap:
+            problems.append(f"estimators disagree by {100 * abs(adjusted - prior):.0f} pp: wording may differ "
+                            "from training")
+        notes.append("; ".join(problems) or "ok")
+    return pd.Series(notes, index=estimates.index, dtype=object)

@@ -24,6 +24,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 
+from monitor.priors import adaptation_rates
 from monitor.settings import MonitorSettings
 from trainer.protocol import Classifier
 
@@ -51,7 +52,9 @@ class ServedModel:
         classifier = self.classifier
         return {"labels": list(classifier.labels), "thresholds": np.asarray(classifier.thresholds, dtype=np.float32),
                 "version": str(classifier.version), "precision": str(classifier.precision),
-                "device": classifier.device.type}
+                "device": classifier.device.type,
+                # what the prior tracker needs (label_priors, tpr, fpr of a calibrated artifact), or None
+                "adaptation": adaptation_rates(classifier, classifier.labels)}
 
     def predict(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
@@ -156,6 +159,8 @@ class Inference:
                 raise ValueError(f"threshold override for unknown emotion {emotion!r}; known: {self.labels}")
             thresholds[self.labels.index(emotion)] = float(value)
         self.thresholds = thresholds
+        # the model's source priors and dev tpr/fpr (monitor.priors), or None when the artifact has none
+        self.adaptation: dict | None = meta.get("adaptation")
 
     def _start(self) -> Executor:
         if self.isolation == "thread":

@@ -43,6 +43,7 @@ from monitor.brands import IngestMatching
 from monitor.inference import Inference
 from monitor.metrics import METRICS
 from monitor.post import Post, PostRejected, parse_post, rejection_envelope
+from monitor.priors import PriorTracker
 from monitor.retry import Backoff, retry_transient
 from monitor.settings import MonitorSettings
 from monitor.store import ClassifiedPost, RedisStore
@@ -118,6 +119,8 @@ class BatchProcessor:
         self.evaluate_alerts = evaluate_alerts
         self.brand_matching = IngestMatching(settings, store) if settings.brand_matching != "off" else None
         check_alert_emotions(settings, inference.labels)
+        # stream label priors (derived estimates, not counts): only the live worker, not replay's recount
+        self.priors = PriorTracker.for_processor(settings, inference, store) if evaluate_alerts else None
         self.alerts = AlertEngine(settings, store, self._publish_alert, inference.version,
                                   on_alert=_count_opened)
 
@@ -288,6 +291,8 @@ class BatchProcessor:
             parsed, classified, written = ([rows[i] for i in kept] for rows in (parsed, classified, written))
             result.rejected = len(reasons)
             self._observe_delay([record for (record, _), new in zip(parsed, written) if new])
+            if self.priors is not None:  # posts counted now only; never raises (estimates must not fail the batch)
+                await self.priors.observe_counted(classified, written)
             fresh = _counted(classified, written, counted_earlier)
             result.counted = sum(fresh)
             result.duplicates = len(fresh) - result.counted

@@ -32,6 +32,25 @@ however busy the brand), and an out-of-order (replayed) post is accepted, which 
 
 Other keys:
 
+Estimate series (:mod:`monitor.priors`; derived from the classifier's probabilities by one worker's in-memory
+aggregates, NOT exactly-once counts: a worker restart loses its open window, and with several workers each writes the
+estimate over the posts it saw, last writer per minute wins):
+
+==========================================  ==============================================================================
+``em:ts:{brand}:{emotion}:prior``           EM estimate of the emotion's prevalence in the brand's stream over the rolling
+                                            window ``EM_MONITOR_PRIOR_WINDOW_MS`` ending at the sample's minute
+``em:ts:{brand}:{emotion}:adjusted``        adjusted classify-and-count share over that window: ``(share - fpr) /
+                                            (tpr - fpr)``, clipped to [0, 1]
+``em:ts:{brand}:{emotion}:share``           the raw share it corrects: posts at or above threshold / posts, same window
+``em:ts:{brand}:_all:window_posts``         posts in that window (how much the estimate rests on)
+==========================================  ==============================================================================
+
+``{brand}`` is ``_all`` for the estimate over every brand's posts together (each post once); a brand gets its own
+estimates only with ``EM_MONITOR_PRIOR_MIN_POSTS`` posts in the window. Labels: ``app``, ``brand``, ``emotion``,
+``metric`` (``prior`` | ``adjusted`` | ``share`` | ``window_posts``) and ``tier=estimate``, so no count query (which filters on
+``tier=raw|1m|1h``) ever sees them. One sample per minute (``ON_DUPLICATE LAST``: a later re-estimate of the same
+minute replaces it), kept as long as the 1-minute tier.
+
 * ``em:seen:{post_id}`` (string, TTL = ``EM_MONITOR_SEEN_TTL_MS``, at least raw retention): the idempotency marker. A post is counted only by the atomic
   Lua script (one call per batch) that sets this marker *and* adds its samples, so a redelivered post is never
   counted twice.
@@ -96,6 +115,11 @@ __all__ = [
     "BRAND_QUERIES_KEY",
     "BRAND_QUERIES_VERSION_KEY",
     "UNMATCHED_KEY",
+    "ESTIMATE_METRICS",
+    "ESTIMATE_TIER",
+    "ALL_BRANDS",
+    "estimate_key",
+    "estimate_labels",
     "METRICS",
     "RECOMPUTE_FENCE_KEY",
     "TIERS",
@@ -113,6 +137,9 @@ APP_LABEL = "emotion-monitor"
 ALL_EMOTIONS = "_all"
 METRICS = ("count", "score", "posts")
 TIERS = {"raw": None, "1m": 60_000, "1h": 3_600_000}
+ESTIMATE_METRICS = ("prior", "adjusted", "share", "window_posts")
+ESTIMATE_TIER = "estimate"
+ALL_BRANDS = "_all"  # no brand can be named this (monitor.post.BRAND_PATTERN: a brand starts with a letter or digit)
 BRANDS_KEY = f"{PREFIX}:brands"
 BRAND_QUERIES_KEY = f"{PREFIX}:brand_queries"
 BRAND_QUERIES_VERSION_KEY = f"{PREFIX}:brand_queries:version"
@@ -133,6 +160,17 @@ def series_key(brand: str, emotion: str, metric: str, tier: str = "raw") -> str:
 
 def series_labels(brand: str, emotion: str, metric: str, tier: str = "raw") -> dict[str, str]:
     return {"app": APP_LABEL, "brand": brand, "emotion": emotion, "metric": metric, "tier": tier}
+
+
+def estimate_key(brand: str, emotion: str, metric: str) -> str:
+    """An estimate series (:mod:`monitor.priors`): ``brand`` may be :data:`ALL_BRANDS`."""
+    if metric not in ESTIMATE_METRICS:
+        raise ValueError(f"unknown estimate metric {metric!r}; expected one of {ESTIMATE_METRICS}")
+    return f"{PREFIX}:ts:{brand}:{emotion}:{metric}"
+
+
+def estimate_labels(brand: str, emotion: str, metric: str) -> dict[str, str]:
+    return {"app": APP_LABEL, "brand": brand, "emotion": emotion, "metric": metric, "tier": ESTIMATE_TIER}
 
 
 def seen_key(post_id: str) -> str:

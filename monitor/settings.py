@@ -251,6 +251,26 @@ class MonitorSettings(BaseSettings):
     smtp_to: list[str] = Field(default_factory=list, description="Recipients of alert emails (JSON list)")
     smtp_timeout: float = Field(10.0, gt=0, description="Seconds per SMTP attempt (retried like the webhook)")
 
+    # --- stream label priors (monitor.priors; derived estimates, never part of the exactly-once counts)
+    prior_tracking: bool = Field(
+        True, description="Estimate the stream's label priors (EM, Saerens et al. 2002) and a prevalence-corrected "
+        "share per emotion (adjusted classify-and-count) over a rolling window, per brand with enough volume and for "
+        "all brands together, written as em:ts:{brand|_all}:{emotion}:prior / :adjusted series. Needs a model "
+        "artifact with label_priors, tpr and fpr (emotion-monitor calibrate); without them nothing is computed"
+    )
+    prior_window_ms: int = Field(
+        60 * _MINUTE_MS, ge=_MINUTE_MS, description="Rolling window (ms, whole minutes of created_at) the prior and "
+        "adjusted-share estimates cover"
+    )
+    prior_min_posts: int = Field(
+        500, ge=1, description="Fewest posts of a brand in the window for its own estimate (fewer: the brand is only "
+        "in the all-brands estimate); also the minimum for the all-brands estimate"
+    )
+    prior_update_ms: int = Field(
+        10_000, ge=0, description="How often (ms of wall time) a worker re-estimates and writes the prior series; "
+        "0 = after every batch"
+    )
+
     # --- operations
     metrics_port: int = Field(9108, ge=0, description="Port of /metrics (Prometheus) and /health; 0 = off")
     metrics_host: str = Field(
