@@ -16,7 +16,7 @@ from monitor.inference import load_inference
 from monitor.pipeline import BatchProcessor, Record
 from monitor.settings import MonitorSettings
 from monitor.store import RedisStore
-from tests.monitor.conftest import consume_all, create_topic, posts_total, produce
+from tests.monitor.conftest import consume_all, create_topic, posts_total, predicted, produce
 from tests.monitor.posts_data import encode, make_posts
 from trainer.adaptation import acc_from_rates, em_priors
 
@@ -95,7 +95,7 @@ def test_worker_writes_prior_and_adjusted_share_series(kafka_broker, redis_serve
     assert posts_total(redis_client, "acme") == 180 and posts_total(redis_client, "globex") == 60
 
     reference = load_inference(settings, classifier=classifier)
-    proba = reference.predict_blocking([p["text"] for p in posts])
+    proba = predicted(reference, [p["text"] for p in posts])
     reference.close()
     expected_all, _ = em_priors(proba.astype(np.float64), source)
     acme = np.array([p["brand"] == "acme" for p in posts])
