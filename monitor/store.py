@@ -554,6 +554,27 @@ class RedisStore:
 
     # ------------------------------------------------------------------ reads and recompute
 
+    async def range_sums(self, queries: Sequence[tuple[str, int, int, int, int]]) -> list:
+        """``TS.RANGE key start end ALIGN align AGGREGATION sum bucket_ms`` for each ``(key, start, end, bucket_ms,
+        align)``, in one pipelined round trip (the spike detector's reads); a series that does not exist yet gives
+        its error in place of the rows (read as nothing counted)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, start, end, bucket_ms, align in queries:
+                pipe.execute_command("TS.RANGE", key, start, end, "AGGREGATION", "sum", bucket_ms, "ALIGN", align)
+            return await pipe.execute(raise_on_error=False)
+
+    async def alert_rules_version(self) -> int:
+        """The alert rules' version counter (``em:alert_rules:version``; 0 before any rule)."""
+        return int(await self.redis.get(schema.ALERT_RULES_VERSION_KEY) or 0)
+
+    async def alert_rules(self) -> tuple[dict, int]:
+        """The stored alert rules (``{brand}|{emotion}`` -> JSON) and their version, read together."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(schema.ALERT_RULES_KEY)
+            pipe.get(schema.ALERT_RULES_VERSION_KEY)
+            stored, version = await pipe.execute()
+        return stored, int(version or 0)
+
     async def window_sum(self, key: str, start_ms: int, end_ms: int) -> float:
         """Sum of a series' samples in ``[start_ms, end_ms]`` (0 when missing)."""
         try:

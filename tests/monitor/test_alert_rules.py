@@ -113,7 +113,7 @@ def test_the_worker_reads_the_same_counts_as_the_replay(redis_server, redis_clie
 
             out = []
             for m in minutes:
-                inputs = await read_inputs(store.redis, schema.series_key("acme", "anger", "count", "1m"),
+                inputs = await read_inputs(store, schema.series_key("acme", "anger", "count", "1m"),
                                            schema.series_key("acme", "_all", "posts", "1m"),
                                            (T0_MIN + m) * 60_000 + 42_000, params)
                 out.append([detection_at(inp, params) for inp in inputs])
@@ -147,15 +147,13 @@ def test_the_worker_reuses_its_overdispersion_estimate_for_a_few_minutes(redis_s
     cache: dict = {}
 
     async def reads():
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        store = RedisStore(cfg, ["anger"])
         keys = (schema.series_key("acme", "anger", "count", "1m"), schema.series_key("acme", "_all", "posts", "1m"))
         try:
-            return [await read_inputs(client, *keys, (T0_MIN + m) * 60_000, params, cache)
+            return [await read_inputs(store, *keys, (T0_MIN + m) * 60_000, params, cache)
                     for m in (first, later, first + TAU2_REFRESH_MIN)]
         finally:
-            await client.aclose()
+            await store.close()
 
     at_first, at_later, refreshed = asyncio.run(reads())
     for window, a, b, c in zip(params.windows_min, at_first, at_later, refreshed):
@@ -211,16 +209,14 @@ def test_live_rules_keep_serving_when_redis_fails_after_the_first_load(redis_ser
     set_rule(redis_client, AlertRule("acme", "anger", sensitivity="low"))
 
     async def run():
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-        live = LiveRules(client, reload_seconds=0.0)
+        store = RedisStore(MonitorSettings(redis_url=redis_server.url), ["anger"])
+        live = LiveRules(store, reload_seconds=0.0)
         first = await live.current()
-        await client.aclose()
-        dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", decode_responses=True, socket_connect_timeout=0.2)
-        live.redis = dead
+        await store.close()
+        dead = RedisStore(MonitorSettings(redis_url="redis://127.0.0.1:1/0"), ["anger"])
+        live.store = dead
         second = await live.current()
-        await dead.aclose()
+        await dead.close()
         return first, second
 
     first, second = asyncio.run(run())
