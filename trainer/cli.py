@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from .settings import TrainerSettings
 
-__all__ = ["train", "evaluate", "classify", "ablation"]
+__all__ = ["train", "evaluate", "classify", "ablation", "calibrate"]
 
 
 def _settings_options(func):
@@ -146,3 +146,52 @@ def ablation(out_dir, train_limit, steps, eval_limit, rows, threads) -> None:
     result = run_ablation(Path(out_dir), train_limit=train_limit, steps=steps, eval_limit=eval_limit,
                           rows=rows.split(",") if rows else None, threads=threads)
     click.echo(result["markdown"])
+
+
+@click.command("calibrate")
+@click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Base artifact folder (default: the shipped model).")
+@click.option("--unlabelled", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Texts of the target stream (JSONL with 'text', or plain lines): estimate its label priors and "
+                   "adapt probabilities and thresholds to them.")
+@click.option("--labelled", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="In-domain posts, JSONL with 'text' and 'labels': re-tune thresholds and priors of the annotated "
+                   "labels, with the base as the prior.")
+@click.option("--annotated-labels", default=None,
+              help="Comma-separated model labels the --labelled file was annotated for (a post listing none of them "
+                   "is a negative for each); default: the label map's targets, else every label the file uses.")
+@click.option("--label-map", default=None,
+              help="Taxonomy map for --labelled (a TOML file, or a bundled one: plutchik8, ekman6).")
+@click.option("--prior-method", type=click.Choice(["em", "acc"]), default="acc", show_default=True,
+              help="Prior estimate the artifact uses for --unlabelled (both are recorded): acc = adjusted "
+                   "classify-and-count (binary BBSE), em = EM/SLD on calibrated posteriors.")
+@click.option("--kappa", type=float, default=None,
+              help="Weight of the base, in pseudo-posts, when re-tuning thresholds on --labelled (default 200).")
+@click.option("--dev-data", default=None,
+              help="Re-fit the probability calibration on this dataset's dev split first (GoEmotions layout); "
+                   "needed when the base has no calibration.json.")
+@click.option("--fp32", is_flag=True, help="Score posts in fp32 instead of int8 (the CPU worker's default).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for the derived artifact (new or empty; --out equal to --model only adds calibration).")
+def calibrate(model_path, unlabelled, labelled, annotated_labels, label_map, prior_method, kappa, dev_data, fp32,
+              out_dir) -> None:
+    """Write an artifact adapted to a target stream (loads like any other in classify, evaluate and the worker)."""
+    _setup_logging(verbose=False)
+    from .calibrate import DEFAULT_KAPPA, calibrate_artifact
+    from .data import DataError
+
+    if label_map and not labelled:
+        raise click.UsageError("--label-map applies to --labelled")
+    if annotated_labels and not labelled:
+        raise click.UsageError("--annotated-labels applies to --labelled")
+    try:
+        record = calibrate_artifact(model_path, out_dir, unlabelled=unlabelled, labelled=labelled,
+                                    annotated_labels=[a.strip() for a in annotated_labels.split(",") if a.strip()]
+                                    if annotated_labels else None,
+                                    label_map=label_map, prior_method=prior_method,
+                                    kappa=DEFAULT_KAPPA if kappa is None else kappa, dev_data=dev_data,
+                                    int8=not fp32)
+    except (DataError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"artifact": out_dir, **{k: v for k, v in record.items() if k != "label_priors"}},
+                          default=str))
