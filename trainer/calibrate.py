@@ -32,15 +32,19 @@ from .adaptation import acc_priors, em_priors
 from .calibration import CALIBRATION_FILE, Calibration, fit_calibration, load_calibration
 from .data import DataError
 
-__all__ = ["DEFAULT_KAPPA", "PRIOR_METHODS", "PRIOR_PSEUDO", "calibrate_artifact", "expected_f1_thresholds",
+__all__ = ["DEFAULT_KAPPA", "KAPPA_GRID", "PRIOR_METHODS", "RISE_Z", "choose_kappa", "PRIOR_PSEUDO", "calibrate_artifact", "expected_f1_thresholds",
            "fit_dev_calibration", "read_labelled", "read_unlabelled", "estimate_priors"]
 
 #: em: EM/SLD on calibrated posteriors (uses every post's full probability, no threshold); acc: adjusted
 #: classify-and-count with the dev tpr/fpr at the stored thresholds. The default is chosen in bench/calibration.py
 #: on GoEmotions test subsamples with known shifted priors (not on the XED held-out part).
 PRIOR_METHODS = ("em", "acc")
-#: pseudo-posts from the base's dev ROC added to the labelled counts when re-tuning a threshold (the prior's weight)
-DEFAULT_KAPPA = 200.0
+#: candidate weights (pseudo-posts from the base's dev ROC added to the labelled counts when re-tuning a threshold);
+#: cross-validation on the labelled posts picks one (``choose_kappa``) unless ``--kappa`` fixes it
+KAPPA_GRID = (5.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+DEFAULT_KAPPA = None
+#: a prior estimate must exceed the dev prior by this many standard errors before it lowers a threshold
+RISE_Z = 2.0
 #: pseudo-posts at the unlabelled/dev prior added to the labelled prevalence
 PRIOR_PSEUDO = 20.0
 
@@ -125,7 +129,7 @@ def estimate_priors(calibration: Calibration, raw: np.ndarray, raw_thresholds: n
 
 def expected_f1_thresholds(calibration: Calibration, priors: np.ndarray, fallback: np.ndarray,
                            counts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                           kappa: float = DEFAULT_KAPPA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                           kappa: float = 100.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per label, the ROC-grid raw threshold maximising F1 of ``kappa`` pseudo-posts from the dev ROC at ``priors``
     (expected counts) plus the labelled ``counts`` (tp, fp, positives per label and grid point; None: expected
     counts alone). Ties go to the threshold nearest ``fallback``; returns (thresholds, tpr, fpr) with the rates
@@ -140,13 +144,14 @@ def expected_f1_thresholds(calibration: Calibration, priors: np.ndarray, fallbac
         c_tp, c_fp, c_pos, c_neg = counts
         tp, fp, pos, neg = tp + c_tp, fp + c_fp, pos + c_pos[:, None], neg + c_neg[:, None]
     f1 = 2 * tp / np.maximum(tp + fp + pos, 1e-12)
+    pos_safe, neg_safe = np.maximum(pos, 1e-12), np.maximum(neg, 1e-12)
     thresholds = np.empty(len(pi))
     tpr = np.empty(len(pi))
     fpr = np.empty(len(pi))
     for j in range(len(pi)):
         best = np.flatnonzero(f1[j] >= f1[j].max() - 1e-12)
         k = best[np.argmin(np.abs(grid[best] - fallback[j]))]
-        thresholds[j], tpr[j], fpr[j] = grid[k], tp[j, k] / pos[j, k], fp[j, k] / max(neg[j, k], 1e-12)
+        thresholds[j], tpr[j], fpr[j] = grid[k], tp[j, k] / pos_safe[j, k], fp[j, k] / neg_safe[j, k]
     return thresholds, tpr, fpr
 
 
@@ -159,10 +164,41 @@ def _labelled_counts(calibration: Calibration, raw: np.ndarray, y: np.ndarray):
     return tp, fp, y.sum(axis=0).astype(np.float64), (~y).sum(axis=0).astype(np.float64)
 
 
+def _f1_of_folds(calibration: Calibration, raw: np.ndarray, y: np.ndarray, priors: np.ndarray,
+                 fallback: np.ndarray, kappa: float, folds: int, seed: int) -> float:
+    """Mean over labels of the F1 on held-out folds (counts pooled over folds) of thresholds tuned on the other
+    folds plus ``kappa`` base pseudo-posts."""
+    fold = np.random.default_rng(seed).permutation(len(y)) % folds
+    tp = fp = fn = 0.0
+    for k in range(folds):
+        train, held = fold != k, fold == k
+        counts = _labelled_counts(calibration, raw[train], y[train])
+        thresholds, _, _ = expected_f1_thresholds(calibration, priors, fallback, counts, kappa)
+        flagged = raw[held] >= thresholds[None, :]
+        truth = y[held].astype(bool)
+        tp = tp + (flagged & truth).sum(axis=0)
+        fp = fp + (flagged & ~truth).sum(axis=0)
+        fn = fn + (~flagged & truth).sum(axis=0)
+    return float(np.mean(2 * tp / np.maximum(2 * tp + fp + fn, 1)))
+
+
+def choose_kappa(calibration: Calibration, raw: np.ndarray, y: np.ndarray, priors: np.ndarray,
+                 fallback: np.ndarray, grid=KAPPA_GRID, folds: int = 5, seed: int = 0) -> tuple[float, dict]:
+    """The base's weight for re-tuning on labelled posts, by k-fold cross-validation on those posts alone: how far
+    the target domain's score distributions differ from dev decides how much the base can help. Ties go to the
+    larger weight (the safer, smoother choice)."""
+    scores = {float(k): _f1_of_folds(calibration, raw, y, priors, fallback, k, folds, seed) for k in grid}
+    best = max(scores.values())
+    kappa = max(k for k, v in scores.items() if v >= best - 1e-9)
+    return kappa, {str(k): round(v, 4) for k, v in scores.items()}
+
+
 def adapt(calibration: Calibration, base_raw_thresholds: np.ndarray, raw_unlabelled: np.ndarray | None = None,
           labelled: tuple[np.ndarray, np.ndarray, list[str]] | None = None, labels: list[str] | None = None,
-          prior_method: str = "acc", kappa: float = DEFAULT_KAPPA) -> tuple[Calibration, np.ndarray, dict]:
-    """The numeric core of ``calibrate`` on raw model outputs: (adapted calibration, new raw thresholds, record)."""
+          prior_method: str = "acc", kappa: float | None = None) -> tuple[Calibration, np.ndarray, dict]:
+    """The numeric core of ``calibrate`` on raw model outputs: (adapted calibration, new raw thresholds, record).
+
+    ``kappa`` None: chosen by cross-validation on the labelled posts (:func:`choose_kappa`)."""
     if prior_method not in PRIOR_METHODS:
         raise ValueError(f"prior_method must be one of {PRIOR_METHODS}, got {prior_method!r}")
     labels = labels or calibration.labels
@@ -170,24 +206,48 @@ def adapt(calibration: Calibration, base_raw_thresholds: np.ndarray, raw_unlabel
     priors = calibration.source_priors.copy()
     thresholds = base.copy()
     tpr, fpr = calibration.tpr.copy(), calibration.fpr.copy()
-    record: dict = {"date": _now(), "prior_method": prior_method, "kappa": kappa}
+    record: dict = {"date": _now(), "prior_method": prior_method}
     if raw_unlabelled is not None:
+        n = len(raw_unlabelled)
         estimates = estimate_priors(calibration, raw_unlabelled, base)
         priors = np.clip(estimates[prior_method], 1e-4, 1 - 1e-4)
-        thresholds, tpr, fpr = expected_f1_thresholds(calibration, priors, base, kappa=1.0)
-        record["unlabelled"] = {"rows": int(len(raw_unlabelled)),
-                                "estimated_priors": {m: {n: round(float(v), 4) for n, v in zip(labels, est)}
-                                                     for m, est in estimates.items()}}
+        # Only a significant *rise* moves a threshold (down): more high-scoring posts than dev's rates explain
+        # can only mean more of the emotion, while a fall is as consistent with a domain whose posts of that emotion
+        # score lower (concept shift; the estimate is then biased low), where raising the threshold would lose the
+        # few it still finds. Standard error of ACC: binomial error of the flagged rate over (tpr - fpr).
+        flagged = (raw_unlabelled >= base[None, :]).mean(axis=0)
+        se = np.sqrt(np.maximum(flagged * (1 - flagged), 1e-4) / n) / np.maximum(calibration.tpr - calibration.fpr,
+                                                                                 0.05)
+        # a prior moves only where the estimate differs from dev's by more than RISE_Z standard errors: with 28
+        # labels and a few hundred posts, moving every label to its noisy estimate adds more share error than the
+        # real shifts remove (bench/calibration.py, shifted GoEmotions subsamples)
+        shift = priors - calibration.source_priors
+        priors = np.where(np.abs(shift) > RISE_Z * se, priors, calibration.source_priors)
+        rose = shift > RISE_Z * se
+        t_f1, tpr_f1, fpr_f1 = expected_f1_thresholds(calibration, priors, base, kappa=1.0)
+        lower = rose & (t_f1 < base)
+        thresholds = np.where(lower, t_f1, base)
+        tpr, fpr = np.where(lower, tpr_f1, tpr), np.where(lower, fpr_f1, fpr)
+        record["unlabelled"] = {"rows": int(n),
+                                "estimated_priors": {m: {name: round(float(v), 4) for name, v in zip(labels, est)}
+                                                     for m, est in estimates.items()},
+                                "priors_moved": [labels[j] for j in np.flatnonzero(np.abs(shift) > RISE_Z * se)],
+                                "thresholds_lowered": [labels[j] for j in np.flatnonzero(lower)]}
     if labelled is not None:
         raw_l, y_l, annotated = labelled
         idx = np.array([labels.index(name) for name in annotated], dtype=int)
         n = len(y_l)
         prior_l = (y_l.sum(axis=0) + PRIOR_PSEUDO * priors) / (n + PRIOR_PSEUDO)
-        tp, fp, pos, neg = _labelled_counts(calibration, raw_l, y_l)
-        t_l, tpr_l, fpr_l = expected_f1_thresholds(calibration, prior_l, thresholds, (tp, fp, pos, neg), kappa)
+        cv = None
+        if kappa is None:
+            kappa, cv = choose_kappa(_subset(calibration, idx), raw_l[:, idx], y_l[:, idx], prior_l[idx],
+                                     thresholds[idx])
+        counts = _labelled_counts(calibration, raw_l, y_l)
+        t_l, tpr_l, fpr_l = expected_f1_thresholds(calibration, prior_l, thresholds, counts, kappa)
         priors[idx] = np.clip(prior_l[idx], 1e-4, 1 - 1e-4)
         thresholds[idx], tpr[idx], fpr[idx] = t_l[idx], tpr_l[idx], fpr_l[idx]
-        record["labelled"] = {"rows": int(n), "annotated_labels": list(annotated),
+        record["labelled"] = {"rows": int(n), "annotated_labels": list(annotated), "kappa": kappa,
+                              "kappa_cv_f1": cv,
                               "positives": {labels[j]: int(y_l[:, j].sum()) for j in idx},
                               "priors": {labels[j]: round(float(priors[j]), 4) for j in idx}}
     record["label_priors"] = {n: round(float(v), 4) for n, v in zip(labels, priors)}
@@ -195,6 +255,15 @@ def adapt(calibration: Calibration, base_raw_thresholds: np.ndarray, raw_unlabel
 
     adapted = replace(calibration, label_priors=priors, tpr=tpr, fpr=fpr, adaptation=record)
     return adapted, thresholds, record
+
+
+def _subset(calibration: Calibration, idx: np.ndarray) -> Calibration:
+    from dataclasses import replace
+
+    return replace(calibration, labels=[calibration.labels[j] for j in idx], a=calibration.a[idx],
+                   b=calibration.b[idx], source_priors=calibration.source_priors[idx],
+                   label_priors=calibration.label_priors[idx], tpr=calibration.tpr[idx], fpr=calibration.fpr[idx],
+                   roc_tpr=calibration.roc_tpr[idx], roc_fpr=calibration.roc_fpr[idx])
 
 
 def fit_dev_calibration(classifier, data: str | Path | None = None, progress: bool = False) -> Calibration:
@@ -216,7 +285,7 @@ def fit_dev_calibration(classifier, data: str | Path | None = None, progress: bo
 
 def calibrate_artifact(model: str | Path | None, out: str | Path, unlabelled: str | Path | None = None,
                        labelled: str | Path | None = None, annotated_labels: list[str] | None = None,
-                       label_map: str | Path | None = None, prior_method: str = "acc", kappa: float = DEFAULT_KAPPA,
+                       label_map: str | Path | None = None, prior_method: str = "acc", kappa: float | None = DEFAULT_KAPPA,
                        dev_data: str | Path | None = None, int8: bool = True, progress: bool = False) -> dict:
     """Write the derived artifact to ``out`` (see the module docstring); returns the adaptation record.
 

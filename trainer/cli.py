@@ -166,7 +166,8 @@ def ablation(out_dir, train_limit, steps, eval_limit, rows, threads) -> None:
               help="Prior estimate the artifact uses for --unlabelled (both are recorded): acc = adjusted "
                    "classify-and-count (binary BBSE), em = EM/SLD on calibrated posteriors.")
 @click.option("--kappa", type=float, default=None,
-              help="Weight of the base, in pseudo-posts, when re-tuning thresholds on --labelled (default 200).")
+              help="Weight of the base, in pseudo-posts, when re-tuning thresholds on --labelled (default: chosen by "
+                   "5-fold cross-validation on the labelled posts).")
 @click.option("--dev-data", default=None,
               help="Re-fit the probability calibration on this dataset's dev split first (GoEmotions layout); "
                    "needed when the base has no calibration.json.")
@@ -177,7 +178,7 @@ def calibrate(model_path, unlabelled, labelled, annotated_labels, label_map, pri
               out_dir) -> None:
     """Write an artifact adapted to a target stream (loads like any other in classify, evaluate and the worker)."""
     _setup_logging(verbose=False)
-    from .calibrate import DEFAULT_KAPPA, calibrate_artifact
+    from .calibrate import calibrate_artifact
     from .data import DataError
 
     if label_map and not labelled:
@@ -189,7 +190,7 @@ def calibrate(model_path, unlabelled, labelled, annotated_labels, label_map, pri
                                     annotated_labels=[a.strip() for a in annotated_labels.split(",") if a.strip()]
                                     if annotated_labels else None,
                                     label_map=label_map, prior_method=prior_method,
-                                    kappa=DEFAULT_KAPPA if kappa is None else kappa, dev_data=dev_data,
+                                    kappa=kappa, dev_data=dev_data,
                                     int8=not fp32)
     except (DataError, FileExistsError) as exc:
         raise click.ClickException(str(exc)) from None
