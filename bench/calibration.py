@@ -121,12 +121,14 @@ def _share_errors(served: np.ndarray, flagged: np.ndarray, truth: np.ndarray) ->
 
 
 def _score(y, raw, calibration, raw_thresholds, columns, names) -> dict:
+    from sklearn.metrics import f1_score
+
     from trainer.metrics import macro_f1
 
     served = calibration.apply(raw) if calibration is not None else raw
     flagged = raw >= raw_thresholds[None, :]  # == served >= mapped thresholds (monotone map)
     errors = _share_errors(served[:, columns], flagged[:, columns], y[:, columns])
-    f1 = [macro_f1(y[:, [j]], flagged[:, [j]]) for j in columns]
+    f1 = [float(f1_score(y[:, j], flagged[:, j], zero_division=0)) for j in columns]  # binary F1 of the label
     return {"macro_f1": round(macro_f1(y[:, columns], flagged[:, columns]), 4),
             "per_label_f1": {n: round(v, 4) for n, v in zip(names, f1)},
             "count_share_error_pp": {n: round(100 * v, 2) for n, v in zip(names, errors["count"])},
