@@ -90,15 +90,33 @@ def train(stage2_from: str | None, stage2_method: str, quiet: bool, **overrides)
               help="Folder for report.md, report.json and per_label_f1.png.")
 @click.option("--eval-limit", type=int, default=None, help="Only the first N dev and test rows.")
 @click.option("--batch-size", type=int, default=None, help="Prediction batch size.")
+@click.option("--labelled", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Instead of a dataset: a labelled JSONL file (text + labels), scored at the stored thresholds on "
+                   "the labels it covers; writes report.json to --out.")
+@click.option("--label-map", default=None,
+              help="With --labelled: its taxonomy's map (a TOML file, or plutchik8 / ekman6).")
 @click.option("--retune-thresholds", is_flag=True,
               help="Re-tune the per-label thresholds on the (limited) dev rows instead of using the artifact's stored "
                    "ones (what classify and the worker apply).")
-def evaluate(model_path, data, taxonomy, out_dir, eval_limit, batch_size, retune_thresholds) -> None:
+def evaluate(model_path, data, taxonomy, out_dir, eval_limit, batch_size, labelled, label_map,
+             retune_thresholds) -> None:
     """Evaluate a model artifact: per-label P/R/F1 on test at its stored thresholds (or re-tuned on dev), groupings,
     PNG."""
     _setup_logging()
     from .data import DataError
-    from .evaluate import evaluate_artifact
+    from .evaluate import evaluate_artifact, evaluate_labelled_file
+
+    if label_map and not labelled:
+        raise click.UsageError("--label-map applies to --labelled")
+    if labelled:
+        try:
+            report = evaluate_labelled_file(model_path, labelled, label_map, batch_size)
+        except DataError as exc:
+            raise click.ClickException(str(exc)) from None
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+        click.echo(json.dumps(report["summary"]))
+        return
 
     try:
         report = evaluate_artifact(model_path, data=data, taxonomy=taxonomy, out_dir=out_dir, eval_limit=eval_limit,

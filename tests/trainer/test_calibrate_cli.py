@@ -140,3 +140,25 @@ def test_calibrate_refuses_a_non_empty_out_and_a_map_without_labelled(adapted, s
     result = CliRunner().invoke(main, ["calibrate", "--unlabelled", str(stream_files / "stream.txt"),
                                        "--label-map", "plutchik8", "--out", str(adapted / "x")])
     assert result.exit_code != 0 and "--label-map applies to --labelled" in result.output
+
+
+def test_evaluate_scores_a_labelled_file_through_a_label_map(stream_files, tmp_path):
+    from trainer import load_classifier
+    from trainer.metrics import macro_f1
+
+    result = CliRunner().invoke(main, ["evaluate", "--labelled", str(stream_files / "labelled.jsonl"),
+                                       "--label-map", "plutchik8", "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["labels"] == SHARED and summary["rows"] == 150 and summary["label_map"] == "plutchik8"
+    clf = load_classifier(device="cpu")
+    rows = [json.loads(line) for line in (stream_files / "labelled.jsonl").read_text().splitlines()]
+    columns = [clf.labels.index(n) for n in SHARED]
+    flagged = clf.predict_proba([r["text"] for r in rows])[:, columns] >= clf.thresholds[columns]
+    truth = np.array([[n in r["labels"] for n in SHARED] for r in rows])
+    assert summary["macro_f1"] == pytest.approx(macro_f1(truth, flagged), abs=1e-4)
+    # a line in a label the map does not know fails naming the data file's line
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "hm", "labels": ["joy"]}) + "\n" + json.dumps({"text": "x", "labels": ["awe"]}))
+    result = CliRunner().invoke(main, ["evaluate", "--labelled", str(bad), "--label-map", "plutchik8"])
+    assert result.exit_code != 0 and f"{bad}:2: label 'awe' has no mapping in" in result.output
