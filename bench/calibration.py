@@ -132,7 +132,8 @@ def _score(y, raw, calibration, raw_thresholds, columns, names) -> dict:
     return {"macro_f1": round(macro_f1(y[:, columns], flagged[:, columns]), 4),
             "per_label_f1": {n: round(v, 4) for n, v in zip(names, f1)},
             "count_share_error_pp": {n: round(100 * v, 2) for n, v in zip(names, errors["count"])},
-            "mean_probability_share_error_pp": {n: round(100 * v, 2) for n, v in zip(names, errors["mean_probability"])},
+            "mean_probability_share_error_pp": {n: round(100 * v, 2)
+                                                for n, v in zip(names, errors["mean_probability"])},
             "mean_count_share_error_pp": round(100 * float(errors["count"].mean()), 2),
             "mean_probability_share_error_pp_mean": round(100 * float(errors["mean_probability"].mean()), 2)}
 
@@ -300,7 +301,8 @@ def print_table(result: dict) -> str:
             own = [e["shifted_label_mean_probability_error_pp"] for e in row["extra"]]
             own_text = f"{np.mean(own):.2f}" if own else "-"
             lines.append(f"| {method} | {row['macro_f1']:.3f} | {row['shifted_label_f1']:.3f} | "
-                         f"{row['mean_count_share_error_pp']:.2f} | {row['mean_probability_share_error_pp_mean']:.2f} | "
+                         f"{row['mean_count_share_error_pp']:.2f} | "
+                         f"{row['mean_probability_share_error_pp_mean']:.2f} | "
                          f"{own_text} |")
     go = result["goemotions_test"]
     w = go["share_error_pp_200_post_windows"]

@@ -38,7 +38,7 @@ import numpy as np
 
 from .adaptation import adapt_posteriors
 
-__all__ = ["CALIBRATION_FILE", "Calibration", "fit_calibration", "fit_platt", "load_calibration",
+__all__ = ["CALIBRATION_FILE", "write_calibration", "Calibration", "fit_calibration", "fit_platt", "load_calibration",
            "reliability_ece"]
 
 CALIBRATION_FILE = "calibration.json"
@@ -92,7 +92,6 @@ def reliability_ece(proba: np.ndarray, y: np.ndarray, bins: int = 15) -> np.ndar
     out = np.zeros(proba.shape[1])
     for j in range(proba.shape[1]):
         index = np.clip(np.digitize(proba[:, j], edges[1:-1]), 0, bins - 1)
-        count = np.bincount(index, minlength=bins)
         mean_p = np.bincount(index, proba[:, j], minlength=bins)
         mean_y = np.bincount(index, y[:, j], minlength=bins)
         out[j] = np.abs(mean_p - mean_y).sum() / max(len(proba), 1)
@@ -231,3 +230,16 @@ def fit_calibration(labels: list[str], raw: np.ndarray, y: np.ndarray, raw_thres
     record = {"rows": int(n), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} | (fitted_on or {})
     return Calibration(list(labels), a, b, priors, priors.copy(), tpr, fpr, roc_tpr, roc_fpr, ROC_GRID.copy(),
                        "platt", record)
+
+
+def write_calibration(folder: str | Path, labels: list[str], dev_raw: np.ndarray, dev_y: np.ndarray,
+                      raw_thresholds, data: str, precision: str) -> Calibration:
+    """Fit on dev, write ``calibration.json`` into an artifact folder and refresh its model card (training and
+    stage-2 head re-training call this, so every new artifact serves calibrated probabilities)."""
+    from .model_card import write_model_card
+
+    calibration = fit_calibration(labels, dev_raw, dev_y, np.asarray(raw_thresholds, dtype=np.float64),
+                                  {"data": data, "precision": precision})
+    calibration.save(folder)
+    write_model_card(folder)
+    return calibration

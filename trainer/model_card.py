@@ -45,7 +45,8 @@ def _calibration_lines(calibration: dict, config: dict) -> list[str]:
             lines.append(f"- labelled: {l_.get('rows')} posts from `{l_.get('file')}`"
                          + (f" (label map `{l_['label_map']}`)" if l_.get("label_map") else "")
                          + f", thresholds re-tuned for {', '.join(l_.get('annotated_labels', []))} with the base as "
-                         f"a prior of {l_.get('kappa')} pseudo-posts (cross-validated); positives: {l_.get('positives')}")
+                         f"a prior of {l_.get('kappa')} pseudo-posts (cross-validated); "
+                         f"positives: {l_.get('positives')}")
         priors = adaptation.get("label_priors", {})
         source = calibration.get("source_priors", {})
         lines += ["", "| label | dev prior | stream prior |", "| --- | ---: | ---: |"]

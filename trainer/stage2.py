@@ -191,4 +191,9 @@ def stage2_from_artifact(source: str | Path, settings, progress: bool = True, co
     config["command"] = (config.get("command", "") + " && " + (command or "")).strip(" &")
     thresholds = [metrics["thresholds"][name] for name in classifier.labels]
     write_head_and_records(output, classifier.model.head, classifier.labels, thresholds, config, metrics)
+    from .calibration import write_calibration
+
+    # the copied calibration.json belonged to the old head: refit it on the new head's dev outputs
+    write_calibration(output, classifier.labels, proba["dev"], data.dev.labels, thresholds,
+                      f"{Path(data.source).name} dev", classifier.precision)
     return {"path": output, "metrics": metrics, "config": config}

@@ -229,11 +229,16 @@ def train(settings: TrainerSettings, progress: bool = True, command: str | None 
         from .stage2 import retrain_head
 
         config["stage2"] = retrain_head(classifier, data, settings, progress=progress)
-    metrics = evaluate_classifier(classifier, data, progress=progress)
+    dev_proba = classifier.predict_proba(data.dev.texts, progress=progress)  # raw: this classifier is uncalibrated
+    metrics = evaluate_classifier(classifier, data, progress=progress, dev_proba=dev_proba)
     thresholds = np.array([metrics["thresholds"][n] for n in data.labels])
     metrics["loss_history"] = loss_history
     config["train_seconds"] = round(time.time() - started, 1)
     path = save_classifier(model, tokenizer, data.labels, thresholds, config, output, metrics)
+    from .calibration import write_calibration
+
+    write_calibration(path, data.labels, dev_proba, data.dev.labels, thresholds, f"{Path(data.source).name} dev",
+                      classifier.precision)
     if checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)  # the run finished; the artifact supersedes the checkpoint
     log.info("test macro-F1 %.4f (tuned) %.4f (0.5); artifact %s", metrics["test"]["macro_f1_tuned"],
