@@ -162,3 +162,26 @@ def test_evaluate_scores_a_labelled_file_through_a_label_map(stream_files, tmp_p
     bad.write_text(json.dumps({"text": "hm", "labels": ["joy"]}) + "\n" + json.dumps({"text": "x", "labels": ["awe"]}))
     result = CliRunner().invoke(main, ["evaluate", "--labelled", str(bad), "--label-map", "plutchik8"])
     assert result.exit_code != 0 and f"{bad}:2: label 'awe' has no mapping in" in result.output
+
+
+def test_calibrate_fits_a_missing_calibration_in_place_from_dev_data(tmp_path):
+    """An artifact without calibration.json (e.g. trained before it existed) gets one from a dataset's dev split;
+    --out equal to --model writes only that file (and the card), leaving thresholds and weights alone."""
+    import shutil
+
+    from trainer import load_classifier
+    from trainer.artifact import DEFAULT_MODEL_DIR
+
+    folder = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    (folder / "calibration.json").unlink()
+    thresholds_before = (folder / "thresholds.json").read_text()
+    assert load_classifier(folder, device="cpu").calibration is None
+    result = CliRunner().invoke(main, ["calibrate", "--model", str(folder), "--dev-data", SAMPLE, "--out",
+                                       str(folder)])
+    assert result.exit_code == 0, result.output
+    clf = load_classifier(folder, device="cpu")
+    assert clf.calibration is not None and clf.calibration.fitted_on["data"] == "goemotions_sample dev"
+    assert clf.calibration.fitted_on["rows"] == len(load_goemotions_tsv(SAMPLE).dev)
+    assert (folder / "thresholds.json").read_text() == thresholds_before
+    assert "## Calibration" in (folder / "README.md").read_text()
