@@ -215,14 +215,15 @@ def adapt(calibration: Calibration, base_raw_thresholds: np.ndarray, raw_unlabel
     if raw_unlabelled is not None:
         n = len(raw_unlabelled)
         estimates = estimate_priors(calibration, raw_unlabelled, base)
-        priors = np.clip(estimates[prior_method], 1e-4, 1 - 1e-4)
+        # below half a post in the sample a prior is not resolved (and 0 would silence the label for good)
+        priors = np.clip(estimates[prior_method], 0.5 / n, 1 - 0.5 / n)
         # Only a significant *rise* moves a threshold (down): more high-scoring posts than dev's rates explain
         # can only mean more of the emotion, while a fall is as consistent with a domain whose posts of that emotion
         # score lower (concept shift; the estimate is then biased low), where raising the threshold would lose the
-        # few it still finds. Standard error of ACC: binomial error of the flagged rate over (tpr - fpr).
-        flagged = (raw_unlabelled >= base[None, :]).mean(axis=0)
-        se = np.sqrt(np.maximum(flagged * (1 - flagged), 1e-4) / n) / np.maximum(calibration.tpr - calibration.fpr,
-                                                                                 0.05)
+        # few it still finds. Standard error of ACC under "no shift": the binomial error of the flagged rate expected
+        # at the dev prior, over (tpr - fpr).
+        expected_rate = calibration.tpr * calibration.source_priors + calibration.fpr * (1 - calibration.source_priors)
+        se = np.sqrt(expected_rate * (1 - expected_rate) / n) / np.maximum(calibration.tpr - calibration.fpr, 0.05)
         # a prior moves only where the estimate differs from dev's by more than RISE_Z standard errors: with 28
         # labels and a few hundred posts, moving every label to its noisy estimate adds more share error than the
         # real shifts remove (bench/calibration.py, shifted GoEmotions subsamples)
