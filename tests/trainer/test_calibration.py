@@ -89,3 +89,33 @@ def test_a_calibration_file_missing_a_label_fails_naming_it(tmp_path):
     assert load_calibration(tmp_path, ["a", "b"]).a.shape == (2,)
     with pytest.raises(ValueError, match=r"calibration\.json: field '\w+' has no value for \['c'\]"):
         load_calibration(tmp_path, ["a", "b", "c"])
+
+
+def _shifted_stream(priors, n, seed):
+    return _miscalibrated(n, np.asarray(priors), seed)
+
+
+def test_unlabelled_adaptation_moves_only_a_significant_shift_and_lowers_only_for_a_rise():
+    """Synthetic label shift with a known answer: label a rises 0.05 -> 0.30, label b stays at 0.10, label c falls
+    0.30 -> 0.10. The estimated priors land within 0.03 of the truth for the shifted labels, b keeps its dev prior
+    and threshold, a's threshold goes down, c's threshold is kept (a fall never raises one)."""
+    from trainer.calibrate import adapt
+    from trainer.metrics import tune_thresholds
+
+    dev_raw, dev_y = _miscalibrated(6000, np.array([0.05, 0.10, 0.30]), 0)
+    thresholds = tune_thresholds(dev_y, dev_raw).astype(np.float64)  # stored thresholds are dev-tuned
+    cal = fit_calibration(["a", "b", "c"], dev_raw, dev_y, thresholds)
+    raw, y = _shifted_stream([0.30, 0.10, 0.10], 3000, 1)
+    adapted, new_thresholds, record = adapt(cal, thresholds, raw)
+    truth = y.mean(axis=0)
+    assert abs(adapted.label_priors[0] - truth[0]) < 0.03 and abs(adapted.label_priors[2] - truth[2]) < 0.03
+    assert adapted.label_priors[1] == cal.source_priors[1] and new_thresholds[1] == thresholds[1]
+    assert new_thresholds[0] < thresholds[0] and new_thresholds[2] == thresholds[2]
+    assert record["unlabelled"]["thresholds_lowered"] == ["a"]
+    assert set(record["unlabelled"]["priors_moved"]) == {"a", "c"}
+    # the served probabilities' mean now estimates the stream's shares
+    assert np.abs(adapted.apply(raw).mean(axis=0) - truth).max() < 0.03
+    # and the lowered threshold finds more of the risen label: higher F1 on it than the dev threshold
+    from sklearn.metrics import f1_score
+
+    assert f1_score(y[:, 0], raw[:, 0] >= new_thresholds[0]) > f1_score(y[:, 0], raw[:, 0] >= thresholds[0])
