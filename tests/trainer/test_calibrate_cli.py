@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from emotion_monitor.cli import main
+from tests.monitor.conftest import predicted
 from trainer.data import load_goemotions_tsv
 
 pytestmark = pytest.mark.timeout(600)
@@ -100,7 +101,7 @@ def test_the_worker_inference_process_serves_the_adapted_artifact(adapted):
         assert inference.isolation == "process" and inference.version.startswith(clf.version)
         assert np.allclose(inference.thresholds, clf.thresholds, atol=1e-6)
         texts = ["I am furious", "what a lovely day"]
-        assert np.allclose(inference.predict_blocking(texts), clf.predict_proba(texts), atol=1e-5)
+        assert np.allclose(predicted(inference, texts), clf.predict_proba(texts), atol=1e-5)
     finally:
         inference.close()
 
