@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from monitor.detector import parse_min_effect
+from monitor.settings import ALERT_CHANNELS
 
 __all__ = [
     "ANY_BRAND",
@@ -101,7 +102,10 @@ class AlertRule:
         windows = tuple(sorted({int(w) for w in self.windows}))
         if any(w <= 0 or w % 60 for w in windows):
             raise ValueError("windows are whole minutes (seconds divisible by 60)")
-        channels = tuple(c.strip() for c in self.channels if c and c.strip())
+        channels = tuple(c.strip().lower() for c in self.channels if c and c.strip())
+        unknown = [c for c in channels if c not in ALERT_CHANNELS]
+        if unknown:  # refused when the rule is set, not discovered when an alert cannot be delivered
+            raise ValueError(f"unknown channel(s) {', '.join(unknown)}: expected any of {', '.join(ALERT_CHANNELS)}")
         object.__setattr__(self, "brand", brand)
         object.__setattr__(self, "emotion", emotion)
         object.__setattr__(self, "windows", windows)
