@@ -11,6 +11,7 @@ and the offsets committed.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import faust
 
@@ -40,9 +41,11 @@ class _InOrderAcker:
         self.queue.put_nowait((events, work))
 
     async def _ack(self, events) -> None:
+        started = time.perf_counter()
         for event in events:
             await self.stream.ack(event)  # synchronous inside: never suspends, so never half done by a cancel
         self.slots.release()
+        METRICS.stage("ack").observe(time.perf_counter() - started)
 
     async def _run(self) -> None:
         while True:
@@ -96,13 +99,18 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
         # the model (whose one executor runs them one at a time, in order). Acks stay in batch order.
         slots = asyncio.Semaphore(settings.pipeline_depth)
         acker = _InOrderAcker(stream, slots)
+        consume = METRICS.stage("consume")
         try:
+            waiting_since = time.perf_counter()
             async for events in stream.noack_take(settings.max_batch, within=settings.max_wait):
                 records = [Record(e.message.value, e.message.timestamp and int(e.message.timestamp * 1000),
                                   e.message.topic, e.message.partition, e.message.offset, e.message.key)
                            for e in events]
+                # from asking for a batch to holding its records (includes waiting for posts when the topic is idle)
+                consume.observe(time.perf_counter() - waiting_since)
                 await slots.acquire()
                 acker.add(events, asyncio.ensure_future(processor().process_until_done(records)))
+                waiting_since = time.perf_counter()
         finally:  # stream stopped or shutting down (cancelled): finish the batches in hand so they can be committed
             await acker.finish()
 

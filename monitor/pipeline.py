@@ -257,6 +257,7 @@ class BatchProcessor:
         pending: list[Awaitable[object] | None] = []
         parsed: list[tuple[Record, Post]] = []
         reasons: list[str] = []
+        clock = time.perf_counter()
         for record in records:
             try:
                 parsed.append((record, check_created_at(
@@ -267,12 +268,16 @@ class BatchProcessor:
                 reasons.append(exc.reason)
                 pending.append(await self.send_dead_letter(record, exc, dead_lettered))
         result.rejected = len(reasons)
+        clock = _lap("parse", clock)
         if parsed and self.brand_matching is not None:  # brand queries tag untagged posts; the unmatched are counted
             parsed, result.unmatched = await self.brand_matching.apply(parsed)
+            clock = _lap("brands", clock)
         if parsed:
             classified = await self._classify([post for _, post in parsed])
+            clock = time.perf_counter()
             written = await self.store.write_with_retry(classified, self.inference.thresholds)
             METRICS.redis_ok()
+            clock = _lap("redis", clock)
             # posts the store refused (too_old, brand_limit: never marked, never counted) go to the DLQ like rejects
             for (record, _), outcome in zip(parsed, written):
                 if isinstance(outcome, PostRejected):
@@ -290,10 +295,12 @@ class BatchProcessor:
                     pending.append(await self.send(self.settings.classified_topic, item.post.id.encode(),
                                                    item.to_json().encode()))
         _raise_first(await asyncio.gather(*(f for f in pending if f is not None), return_exceptions=True))
+        clock = _lap("produce", clock)
         # alerts last: an alert claims its cooldown when it fires, so nothing that can fail the attempt may follow it
         # (a retry would find the cooldown taken); its own publish waits out a broker outage instead of failing
         if parsed and self.evaluate_alerts:
             result.alerts = await self.alerts.evaluate(_latest_by_brand(classified))
+            _lap("alerts", clock)
         METRICS.posts.labels("counted").inc(result.counted)
         METRICS.posts.labels("duplicate").inc(result.duplicates)
         METRICS.posts.labels("rejected").inc(result.rejected)
@@ -301,11 +308,15 @@ class BatchProcessor:
         return result
 
     async def _classify(self, posts: list[Post]) -> list[ClassifiedPost]:
+        clock = time.perf_counter()
         proba, inference_s = await self.inference.predict([p.text for p in posts])
         METRICS.inference_seconds.observe(inference_s)
+        clock = _lap("model", clock)  # the round trip: queue, pickling both ways, the model itself
         labels, thresholds, version = self.inference.labels, self.inference.thresholds, self.inference.version
-        return [ClassifiedPost.from_probabilities(post, row, labels, thresholds, version)
-                for post, row in zip(posts, proba)]
+        classified = [ClassifiedPost.from_probabilities(post, row, labels, thresholds, version)
+                      for post, row in zip(posts, proba)]
+        _lap("build", clock)
+        return classified
 
     @staticmethod
     def _observe_delay(written: list[Record]) -> None:
@@ -331,6 +342,13 @@ def _counted(classified: list[ClassifiedPost], written: list[bool], counted_earl
             is_new = True
         fresh.append(is_new)
     return fresh
+
+
+def _lap(stage: str, since: float) -> float:
+    """Observe the seconds since ``since`` as ``stage`` (``em_stage_seconds``); returns now, the next stage's start."""
+    now = time.perf_counter()
+    METRICS.stage(stage).observe(now - since)
+    return now
 
 
 def _retrieve(task: asyncio.Future) -> None:
