@@ -48,12 +48,14 @@ from monitor.settings import MonitorSettings
 from monitor.store import ClassifiedPost, RedisStore
 from monitor.timepolicy import check_created_at
 
-__all__ = ["PROCESSING_FAILED", "BatchProcessor", "BatchResult", "Record", "check_alert_emotions"]
+__all__ = ["PROCESSING_FAILED", "BatchProcessor", "BatchResult", "PublishMany", "Record", "check_alert_emotions"]
 
 log = logging.getLogger(__name__)
 
 # (topic, key, value) -> awaitable that resolves once the broker acknowledged the record
 Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object] | None]]
+# (topic, [(key, value), ...]) -> awaitables that resolve once the broker acknowledged every one of the records
+PublishMany = Callable[[str, list[tuple[bytes | None, bytes]]], Awaitable[list[Awaitable[object]]]]
 # (topic, partition, offset) of a record: what "already dead-lettered during this delivery" is keyed by
 Coordinates = tuple[str, int, int]
 
@@ -103,11 +105,15 @@ def check_alert_emotions(settings: MonitorSettings, labels: Sequence[str]) -> No
 
 class BatchProcessor:
     def __init__(self, settings: MonitorSettings, inference: Inference, store: RedisStore, send: Send,
-                 *, publish_classified: bool = True, evaluate_alerts: bool = True):
+                 *, publish_classified: bool = True, evaluate_alerts: bool = True,
+                 publish_many: PublishMany | None = None):
+        """``publish_many``, when given, publishes a batch's ``posts.classified`` records in one call (a few
+        producer batches instead of one send per post); without it each record goes through ``send``."""
         self.settings = settings
         self.inference = inference
         self.store = store
         self.send = send
+        self.publish_many = publish_many
         self.publish_classified = publish_classified
         self.evaluate_alerts = evaluate_alerts
         self.brand_matching = IngestMatching(settings, store) if settings.brand_matching != "off" else None
@@ -291,9 +297,13 @@ class BatchProcessor:
             result.counted = sum(fresh)
             result.duplicates = len(fresh) - result.counted
             if self.publish_classified:
-                for item in classified:
-                    pending.append(await self.send(self.settings.classified_topic, item.post.id.encode(),
-                                                   item.to_json().encode()))
+                topic = self.settings.classified_topic
+                rows = [(item.post.id.encode(), item.to_json().encode()) for item in classified]
+                if self.publish_many is not None:
+                    pending.extend(await self.publish_many(topic, rows))
+                else:
+                    for key, value in rows:
+                        pending.append(await self.send(topic, key, value))
         _raise_first(await asyncio.gather(*(f for f in pending if f is not None), return_exceptions=True))
         clock = _lap("produce", clock)
         # alerts last: an alert claims its cooldown when it fires, so nothing that can fail the attempt may follow it
