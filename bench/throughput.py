@@ -121,12 +121,12 @@ def bare_rate(clf, texts: list[str], batch: int, call: int, arrival_order: bool 
 NULL_LOADER = "bench.null_model:load_classifier"
 
 
-def start_worker(kafka, redis_url: str, args, batch: int, log_path: Path) -> subprocess.Popen:
+def start_worker(kafka, redis_url: str, args, batch: int, log_path: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EM_MONITOR_")}
     env.update({
         "EM_MONITOR_BROKER_URL": kafka.url, "EM_MONITOR_REDIS_URL": redis_url, "EM_MONITOR_MAX_BATCH": str(batch),
         "EM_MONITOR_MAX_WAIT": str(args.max_wait), "EM_MONITOR_DEVICE": args.device,
-        "EM_MONITOR_METRICS_PORT": str(args.metrics_port), "EM_MONITOR_INFERENCE_BATCH": str(args.inference_batch),
+        "EM_MONITOR_METRICS_PORT": str(port), "EM_MONITOR_INFERENCE_BATCH": str(args.inference_batch),
         "EM_MONITOR_CPU_PRECISION": args.cpu_precision,
         "EM_MONITOR_TOPIC_PARTITIONS": str(args.partitions), "TOKENIZERS_PARALLELISM": "false",
     })
@@ -156,30 +156,35 @@ def time_split(port: int) -> dict:
             "inference_seconds": model_s, "inference_share": model_s / batch_s if batch_s else None}
 
 
-def scrape(port: int) -> dict:
-    """The worker's ``em_stage_seconds`` sums per stage, batches, and posts by outcome, from its /metrics."""
+def scrape(ports: list[int]) -> dict:
+    """The workers' ``em_stage_seconds`` sums per stage, batches, and posts by outcome, from their /metrics."""
     import re
     import urllib.request
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    stages = {m: float(v) for m, v in re.findall(r'^em_stage_seconds_sum\{stage="(\w+)"\} (\S+)$', text, re.M)}
-    posts = sum(float(v) for v in re.findall(r'^em_posts_total\{outcome="\w+"\} (\S+)$', text, re.M))
-    batches = re.search(r"^em_batch_size_count (\S+)$", text, re.M)
-    return {"stages": stages, "posts": posts, "batches": float(batches.group(1)) if batches else 0.0}
+    total: dict = {"stages": {}, "posts": 0.0, "batches": 0.0}
+    for port in ports:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        for name, value in re.findall(r'^em_stage_seconds_sum\{stage="(\w+)"\} (\S+)$', text, re.M):
+            total["stages"][name] = total["stages"].get(name, 0.0) + float(value)
+        total["posts"] += sum(float(v) for v in re.findall(r'^em_posts_total\{outcome="\w+"\} (\S+)$', text, re.M))
+        batches = re.search(r"^em_batch_size_count (\S+)$", text, re.M)
+        total["batches"] += float(batches.group(1)) if batches else 0.0
+    return total
 
 
-def cpu_seconds(pid: int) -> dict:
-    """User + system CPU seconds of the worker process and of its children (the inference process)."""
+def cpu_seconds(workers: list[subprocess.Popen]) -> dict:
+    """User + system CPU seconds of the worker processes and of their children (the inference processes)."""
     import psutil
 
-    proc = psutil.Process(pid)
-    own = sum(proc.cpu_times()[:2])
-    children = 0.0
-    for child in proc.children(recursive=True):
-        try:
-            children += sum(child.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            pass
+    own = children = 0.0
+    for worker in workers:
+        proc = psutil.Process(worker.pid)
+        own += sum(proc.cpu_times()[:2])
+        for child in proc.children(recursive=True):
+            try:
+                children += sum(child.cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                pass
     return {"worker": own, "inference_child": children}
 
 
@@ -194,18 +199,20 @@ def stage_split(before: dict, after: dict, cpu_before: dict, cpu_after: dict) ->
             "cpu_us_per_post": {k: round((cpu_after[k] - cpu_before[k]) / posts * 1e6, 1) for k in cpu_after}}
 
 
-def signal_group(worker: subprocess.Popen, sig: int) -> None:
-    """Stop/continue the worker and its inference child (the worker runs in its own session = process group)."""
-    os.killpg(worker.pid, sig)
+def signal_group(workers: list[subprocess.Popen], sig: int) -> None:
+    """Stop/continue the workers and their inference children (each worker runs in its own session = process group)."""
+    for worker in workers:
+        os.killpg(worker.pid, sig)
 
 
-def wait_total(client, n: int, timeout: float, worker: subprocess.Popen) -> float:
+def wait_total(client, n: int, timeout: float, workers: list[subprocess.Popen]) -> float:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if posts_total(client) >= n:
             return time.time()
-        if worker.poll() is not None:
-            raise RuntimeError(f"worker exited with {worker.returncode}")
+        for worker in workers:
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited with {worker.returncode}")
         time.sleep(0.05)
     raise TimeoutError(f"only {posts_total(client)} of {n} posts counted within {timeout:.0f} s")
 
@@ -278,7 +285,11 @@ def main() -> None:
     parser.add_argument("--cpu-precision", default="int8", choices=["int8", "fp32"],
                         help="EM_MONITOR_CPU_PRECISION of the worker and of the bare/naive runs")
     parser.add_argument("--inference-batch", type=int, default=0, help="EM_MONITOR_INFERENCE_BATCH (0 = auto)")
-    parser.add_argument("--metrics-port", type=int, default=9118, help="The worker's /metrics port (time split)")
+    parser.add_argument("--metrics-port", type=int, default=9118,
+                        help="The first worker's /metrics port (time split); worker i uses this + i")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Worker processes sharing the posts topic (each with its own model process); rates are "
+                        "for all of them together, and per worker")
     parser.add_argument("--model", default=None,
                         help="Model artifact folder (default: the shipped default model); 'null' = bench/null_model.py, "
                         "fixed probabilities at once: the pipeline's own ceiling")
@@ -286,6 +297,7 @@ def main() -> None:
                         help="JSON output (default bench/results/throughput-<device>.json, throughput-null.json)")
     args = parser.parse_args()
     null = args.model == "null"
+    args.partitions = max(args.partitions, args.workers)  # a worker without a partition idles
     args.posts = args.posts or (20000 if null else 2000)
     batches = [int(b) for b in args.batch.split(",")]
 
@@ -328,27 +340,31 @@ def main() -> None:
             call = inference_batch(settings.model_copy(update={"max_batch": batch,
                                                                "inference_batch": args.inference_batch}),
                                    clf.device.type, clf.precision)
-            run: dict = {"batch": batch, "model_call": call, "load_avg_before": os.getloadavg()[0]}
+            run: dict = {"batch": batch, "model_call": call, "workers": args.workers,
+                         "load_avg_before": os.getloadavg()[0]}
             if not null:
                 run["bare_posts_per_s"] = bare_rate(clf, texts[: args.posts], batch, call)
                 run["bare_sorted_posts_per_s"] = bare_rate(clf, texts[: args.posts], batch, call,
                                                            arrival_order=False)
             client.flushdb()
-            worker = start_worker(kafka, redis_server.url, args, batch, workdir / f"worker-{batch}.log")
+            ports = [args.metrics_port + i for i in range(args.workers)]
+            workers = [start_worker(kafka, redis_server.url, args, batch, workdir / f"worker-{batch}-{i}.log", port)
+                      for i, port in enumerate(ports)]
             try:
                 warm = [{"id": f"w{batch}-{i}", "brand": BRAND, "text": t}
                         for i, t in enumerate(texts[: min(len(texts), max(4 * batch, args.posts // 2))])]
                 asyncio.run(produce(bootstrap, warm))
-                wait_total(client, len(warm), 180, worker)
+                wait_total(client, len(warm), 180, workers)
                 counted = len(warm)
-                before, cpu_before = scrape(args.metrics_port), cpu_seconds(worker.pid)
+                before, cpu_before = scrape(ports), cpu_seconds(workers)
                 posts = [{"id": f"e{batch}-{i}", "brand": BRAND, "text": t} for i, t in enumerate(texts[: args.posts])]
                 first = asyncio.run(produce(bootstrap, posts))
                 counted += len(posts)
-                done = wait_total(client, counted, 60 + args.posts / 5, worker)
+                done = wait_total(client, counted, 60 + args.posts / 5, workers)
                 run["e2e_posts_per_s"] = len(posts) / (done - first)
+                run["e2e_posts_per_s_per_worker"] = run["e2e_posts_per_s"] / args.workers
                 time.sleep(0.5)  # the last batch's acks and stage timers
-                after, cpu_after = scrape(args.metrics_port), cpu_seconds(worker.pid)
+                after, cpu_after = scrape(ports), cpu_seconds(workers)
                 run["e2e_stages"] = stage_split(before, after, cpu_before, cpu_after)
                 run["worker_time_split"] = time_split(args.metrics_port)
                 if null:  # the worker alone on the cores: produce while it is stopped, time it after resuming
@@ -357,17 +373,18 @@ def main() -> None:
                     before, cpu_before = after, cpu_after
                     drain = [{"id": f"d{batch}-{i}", "brand": BRAND, "text": t}
                              for i, t in enumerate(texts[: args.posts])]
-                    signal_group(worker, signal.SIGSTOP)
+                    signal_group(workers, signal.SIGSTOP)
                     try:
                         asyncio.run(produce(bootstrap, drain))
                     finally:
                         resumed = time.time()
-                        signal_group(worker, signal.SIGCONT)
+                        signal_group(workers, signal.SIGCONT)
                     counted += len(drain)
-                    done = wait_total(client, counted, 60 + args.posts / 5, worker)
+                    done = wait_total(client, counted, 60 + args.posts / 5, workers)
                     run["drain_posts_per_s"] = len(drain) / (done - resumed)
+                    run["drain_posts_per_s_per_worker"] = run["drain_posts_per_s"] / args.workers
                     time.sleep(0.5)
-                    after, cpu_after = scrape(args.metrics_port), cpu_seconds(worker.pid)
+                    after, cpu_after = scrape(ports), cpu_seconds(workers)
                     run["drain_stages"] = stage_split(before, after, cpu_before, cpu_after)
                 rate = max(run["e2e_posts_per_s"], run.get("drain_posts_per_s", 0)) / 2
                 n_lat = int(rate * args.latency_seconds)
@@ -385,8 +402,10 @@ def main() -> None:
                             "p50_delay_s": float(np.percentile(delays, 50)), "p95_delay_s": float(np.percentile(delays, 95)),
                             "max_delay_s": float(np.max(delays))})
             finally:
-                worker.terminate()
-                worker.wait(60)
+                for process in workers:
+                    process.terminate()
+                for process in workers:
+                    process.wait(60)
             run["load_avg_after"] = os.getloadavg()[0]  # other jobs on a shared machine skew every figure
             if not null:
                 run["e2e_vs_bare"] = run["e2e_posts_per_s"] / run["bare_posts_per_s"]
@@ -396,7 +415,8 @@ def main() -> None:
         best = max(results["runs"], key=lambda r: r.get("drain_posts_per_s", r["e2e_posts_per_s"]))
         if null:
             results["targets"] = {
-                "ge_10000_posts_per_s": best.get("drain_posts_per_s", best["e2e_posts_per_s"]) >= 10_000,
+                "ge_10000_posts_per_s_per_worker":
+                    best.get("drain_posts_per_s_per_worker", best["e2e_posts_per_s_per_worker"]) >= 10_000,
                 "p95_lt_0.5s_at_half_rate": best["p95_delay_s"] < 0.5,
             }
         else:
