@@ -2,7 +2,9 @@
 
 Delivery: at-least-once. ``noack_take`` (Faust's ``take`` that leaves acking to the caller) hands over a batch;
 its events are acked — and so become committable — only after the batch's Redis writes and produced records
-succeeded. No idempotent producer, no transactions (the tansu broker supports neither; see docs/platform.md).
+succeeded. A batch's ``posts.classified`` records go out as a few producer batches (``publish_many``), every one
+acknowledged by the broker before the batch's events are acked. No idempotent producer, no transactions (the tansu
+broker supports neither; see docs/platform.md).
 Up to ``pipeline_depth`` batches are in flight (one classified while the previous one is written); they are acked in
 the order they were taken. On SIGTERM Faust cancels the agent: the batches in hand are finished (shielded), acked,
 and the offsets committed.
