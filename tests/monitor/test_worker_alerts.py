@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import re
 import time
@@ -83,6 +85,7 @@ def test_anger_spike_fires_exactly_one_alert_and_steady_traffic_none(
     assert dict(re.findall(r'^em_alerts_total\{emotion="(\w+)"\} (\S+)$', metrics, re.M)) == {"anger": "1.0"}
 
 
+@pytest.mark.slow  # long (a real worker or `up` run); CI runs it with -m slow
 def test_worker_shutdown_delivers_the_webhook_still_in_flight(kafka_broker, redis_server, redis_client, start_worker,
                                                               webhook):
     """The worker never called AlertEngine.drain: a webhook delivery waiting for its retry when SIGTERM came was

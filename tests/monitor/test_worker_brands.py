@@ -80,7 +80,7 @@ def test_untagged_posts_are_counted_per_brand_and_registry_changes_reach_the_wor
     result = CliRunner().invoke(main, ["brands", "add", "Zeta", "--any", "zeta"])
     assert result.exit_code == 0, result.output
     produce(kafka_broker, "posts", [json.dumps(post(40 + i, f"zeta number {i}")).encode() for i in range(3)])
-    wait_until(lambda: posts_total(redis_client, "zeta") == 3, 60, what="zeta counted after hot reload",
+    wait_until(lambda: posts_total(redis_client, "zeta") == 3, 120, what="zeta counted after hot reload",
                worker=worker)
     assert redis_client.hget(schema.UNMATCHED_KEY, "posts") == "5"  # the earlier "zeta zeta" stays unmatched
     assert worker.process.poll() is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import base64
 import json
 import re
@@ -113,6 +115,7 @@ def test_kill_9_mid_stream_then_restart_counts_exactly(kafka_broker, redis_serve
     assert other.wait(30) == 0 and restarted.wait(30) == 0
 
 
+@pytest.mark.slow  # long (a real worker or `up` run); CI runs it with -m slow
 def test_kill_9_inside_the_redelivery_window_restart_sees_duplicates_and_counts_once(
         kafka_broker, redis_server, redis_client, small_model_dir, start_worker):
     """A worker killed -9 after writing posts whose offsets its group has not committed yet (the redelivery window):

@@ -141,6 +141,7 @@ def test_dlq_copies_through_a_kill_9_are_bounded(kafka_broker, redis_server, red
     assert total(redis_client) == n
 
 
+@pytest.mark.slow  # long (a real worker or `up` run); CI runs it with -m slow
 def test_no_secret_in_any_log_line(kafka_broker, redis_server, small_model_dir, start_worker, webhook):
     """A password-bearing Redis URL and a token-bearing webhook URL (which fails twice, so its URL is logged, and
     fires for a real alert): neither secret appears in any line the worker logged, at info level."""

@@ -130,6 +130,7 @@ def test_a_model_without_rates_writes_no_estimates(kafka_broker, redis_server, r
     assert not list(redis_client.scan_iter("em:ts:*:prior")) and not list(redis_client.scan_iter("em:ts:_all:*"))
 
 
+@pytest.mark.slow  # long (a real worker or `up` run); CI runs it with -m slow
 def test_worker_process_with_a_calibrated_artifact_writes_the_estimates(kafka_broker, redis_server, redis_client,
                                                                          small_model_dir, start_worker, tmp_path):
     """A real ``emotion-monitor worker`` (model in its inference child process) on an artifact carrying

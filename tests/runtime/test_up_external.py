@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import signal
@@ -15,6 +17,7 @@ from monitor import schema
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # long (a real worker or `up` run); CI runs it with -m slow
 def test_up_uses_existing_kafka_and_redis(kafka_broker, redis_server, tmp_path):
     """... a password-protected Redis, whose password appears in no line `up` prints and no log of its children."""
     import redis
