@@ -27,12 +27,16 @@ many windows; a mean, not a median, because at a few emotion posts per window th
 of ``d^2 / v`` is far from its normal-theory value (it made up 0.5 points of overdispersion from binomial data).
 Measuring the very difference the test looks at captures however the share wanders between a window and its baseline
 (a slow drift, a daily rhythm, news) without assuming a model of it; spikes in that history make ``tau2`` a little
-larger, i.e. the detector more cautious, never less.
+larger, i.e. the detector more cautious, never less. To keep that caution small, history windows that are spikes
+themselves (share above their baseline by more than ``SPIKE_Z = 4`` binomial sds) are left out, with the windows whose
+baseline holds them: on the synthetic weeks with x3 spikes twelve times a week they had doubled ``tau`` and hidden
+night spikes.
 
 Baselines
 ---------
-* **rolling**: the share in the ``B`` minutes just before the window, ``B = max(alert_baseline_ms, 4 x window)``
-  (60 min for the 5-min window, 4 h for the 1-h window); ``p0 = (Kb + 0.5) / (Nb + 1)`` (Jeffreys: a baseline with no
+* **rolling**: the share in the ``B`` minutes just before the window, ``B = max(alert_baseline_ms, 2 x window)``
+  (60 min for the 5-, 15- and 30-min windows, 2 h for the 1-h window; 4 windows before made the 1-h window's baseline
+  lag the daily rise of the share by 2.5 h, a bias the synthetic weeks turned into false alerts late in the morning); ``p0 = (Kb + 0.5) / (Nb + 1)`` (Jeffreys: a baseline with no
   angry post is not "zero anger") and ``var = p0 (1 - p0) / (Nb + 1) + tau2``.
 * **seasonal**: the share in the same clock span (the window's own minutes of the day, widened evenly to at least
   15 min) on each of the previous ``alert_seasonal_days`` days (or the same hour of the week on previous weeks, when at
@@ -51,13 +55,17 @@ A window fires when all hold: ``K >= min_volume`` emotion posts; the baseline ha
 at least ``min_ratio x p0`` **and** ``p0 + min_points`` (the minimum effect, written in words: "at least 1.5x and +2
 points"); and the p-value is at most ``alpha``. The alert fires when any window fires, at most once per cooldown.
 
-``alpha`` comes from a **false-alert budget** per brand x emotion x week (sensitivity low 0.25, normal 1, high 4):
-the detector runs one test per minute per window, ``10 080 x windows`` tests a week, so (Bonferroni)
-``alpha = budget / (10 080 x windows)``: about 5e-5 at "normal" with two windows. Overlapping windows are
-correlated, which makes this conservative for the test as modelled; but the model is only approximately right (the
-overdispersion estimate is itself noisy), and counting only one "independent" test per window length (2.5e-4 for
-the 5-min window) let through 2-7 false alerts per week on the synthetic weeks of ``bench/alerts.py`` (measured with
-an earlier overdispersion estimate), so the budget is spent on every minute's test.
+``alpha`` comes from a **false-alert budget** per brand x emotion x week (sensitivity low 0.25, normal 1, high 4),
+shared evenly by the windows (5, 15, 30 and 60 min by default). Each window is tested every minute, but consecutive
+tests share all minutes but one: under the null the test's z-score is (close to) a standardised moving sum of
+per-minute noise, and a false alert starts where that sum crosses the critical level upwards (later minutes of the
+same excursion are held back by the cooldown). So each window's ``alpha`` is the tail of the level whose expected
+up-crossings per week equal the window's share of the budget (:func:`upcrossings_per_week`, exact for a Gaussian
+moving sum sampled every minute): 3.0e-5 for the 5-min window (Bonferroni over 10 080 minutes would give 2.5e-5: at
+5 minutes nearly every minute is a fresh chance), 8.7e-5 for the 1-h one (3.5x Bonferroni; the rough "one
+independent test per window length", 1.5e-3, undercounts badly: a moving sum near a high level z crosses it about
+z^2 times per window length). The budget is spent on the model's null; where the share wanders more than the
+overdispersion estimate captures, ``bench/alerts.py`` measures what is left (README "Spike alerts").
 
 Windows are whole minutes, read from per-minute counts: in the worker the Redis 1-minute tier (the current minute
 holds the posts counted so far), offline the arrays given to :func:`replay_detector`.
@@ -65,13 +73,14 @@ holds the posts counted so far), offline the arrays given to :func:`replay_detec
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import optimize, special, stats
 
 __all__ = [
     "BUDGET_PER_WEEK",
@@ -80,6 +89,7 @@ __all__ = [
     "MinEffect",
     "WindowInputs",
     "alpha_for",
+    "upcrossings_per_week",
     "beta_binomial_sf",
     "decide",
     "history_tau2",
@@ -100,6 +110,7 @@ _MAD_TO_SD = 1.4826  # MAD x this estimates the standard deviation of normal dat
 # squared standardised differences are capped at 2 so a spike in the history (and the hour after it, whose baseline
 # holds it) counts little more than an ordinary window; E[min(chi2_1, 2)] = P(chi2_3 < 2) + 2 P(chi2_1 > 2)
 _Z2_CAP = 2.0
+SPIKE_Z = 4.0  # history windows this many binomial sds above their baseline are spikes, left out of tau2
 # E[min(phi X, cap)] for X ~ chi2_1 and a dispersion phi: phi P(chi2_3 < cap/phi) + cap P(chi2_1 > cap/phi); inverted
 # by interpolation (it rises monotonically from 0 to cap)
 _PHI_GRID = np.concatenate([np.linspace(0.05, 5, 400), np.linspace(5.05, 100, 400)])
@@ -148,12 +159,42 @@ def parse_min_effect(text: str) -> MinEffect:
     return MinEffect(ratio, points)
 
 
-def alpha_for(sensitivity: str, windows: int) -> float:
-    """The significance level of one test: the sensitivity's false-alert budget per week over the tests a week holds
-    (one per minute per window; Bonferroni)."""
+def upcrossings_per_week(z: float, window: int) -> float:
+    """Expected upcrossings of level ``z`` per week by a window-``window`` moving sum of independent per-minute noise,
+    standardised and evaluated every minute: ``10 080 x P(X[t-1] <= z < X[t])``, neighbours being bivariate normal
+    with correlation ``1 - 1/window`` (they share ``window - 1`` of their minutes). Exact for Gaussian noise; each
+    false alert starts with one upcrossing (later exceedances of the same excursion are held back by the cooldown),
+    so this bounds the false alerts a week at that level."""
+    tail = float(stats.norm.sf(z))
+    if window <= 1:
+        return MINUTES_PER_WEEK * tail * (1 - tail)
+    rho = 1 - 1 / window
+    both_above = float(stats.multivariate_normal(mean=[0, 0], cov=[[1, rho], [rho, 1]]).cdf([-z, -z]))
+    return MINUTES_PER_WEEK * max(tail - both_above, 0.0)
+
+
+@functools.lru_cache(maxsize=256)
+def _alpha_for_window(budget: float, window: int) -> float:
+    z = optimize.brentq(lambda x: upcrossings_per_week(x, window) - budget, 0.5, 9.0, xtol=1e-6)
+    return float(stats.norm.sf(z))
+
+
+def alpha_for(sensitivity: str, windows: int, window: int = 1) -> float:
+    """The significance level of one test of a ``window``-minute window when ``windows`` windows share the
+    sensitivity's false-alert budget per week (evenly).
+
+    The detector tests every window every minute, but consecutive tests of one window share all minutes but one,
+    so they are strongly correlated: counting each minute as an independent test (Bonferroni, ``budget / 10 080``)
+    is about right for a 5-min window and 3.5x too strict for a 1-h one. Under the null the test's z-score is a
+    standardised moving sum of per-minute noise; its expected number of upcrossings of the critical level per week
+    (:func:`upcrossings_per_week`, exact for Gaussian noise) is set equal to the window's share of the budget, and
+    ``alpha`` is that level's one-sided tail. (The rough "one independent test per window length", ``10 080 /
+    window``, undercounts: a moving sum wanders across the level about ``z^2`` times per window length, which the
+    upcrossing count captures.) With the default sensitivity and four windows: 5 min 3.0e-5, 15 min 4.4e-5,
+    30 min 6.1e-5, 1 h 8.7e-5; ``window=1`` is Bonferroni."""
     if sensitivity not in BUDGET_PER_WEEK:
         raise ValueError(f"unknown sensitivity {sensitivity!r}; expected one of {sorted(BUDGET_PER_WEEK)}")
-    return BUDGET_PER_WEEK[sensitivity] / (MINUTES_PER_WEEK * max(1, windows))
+    return _alpha_for_window(BUDGET_PER_WEEK[sensitivity] / max(1, windows), max(1, int(window)))
 
 
 # ---------------------------------------------------------------------------------------------- parameters
@@ -164,7 +205,7 @@ class DetectorParams:
     """Everything the decision needs, in minutes (built from settings + a rule by :meth:`from_settings`)."""
 
     windows_min: tuple[int, ...] = (5, 60)
-    baseline_min: int = 60  # rolling baseline of the shortest window; a window of W uses max(this, 4 W)
+    baseline_min: int = 60  # rolling baseline of the shortest window; a window of W uses max(this, 2 W)
     sensitivity: str = "normal"
     min_effect: MinEffect = MinEffect(1.5, 0.02)
     min_volume: int = 5
@@ -175,7 +216,7 @@ class DetectorParams:
     cooldown_min: int = 15
 
     def alpha(self, window: int) -> float:
-        return alpha_for(self.sensitivity, len(self.windows_min))
+        return alpha_for(self.sensitivity, len(self.windows_min), window)
 
     def seasonal_span(self, window: int) -> tuple[int, int]:
         """``(length, minutes after the window's end)`` of the seasonal span of a window: the window's own clock
@@ -184,8 +225,8 @@ class DetectorParams:
         return length, (length - window) // 2
 
     def rolling_min(self, window: int) -> int:
-        """The rolling baseline of a window: at least ``baseline_min`` and 4 windows, in whole windows."""
-        return math.ceil(max(self.baseline_min, 4 * window) / window) * window
+        """The rolling baseline of a window: at least ``baseline_min`` and 2 windows, in whole windows."""
+        return math.ceil(max(self.baseline_min, 2 * window) / window) * window
 
     def history_windows(self, window: int) -> int:
         return max(MIN_HISTORY_WINDOWS, HISTORY_MIN // window)
@@ -253,14 +294,23 @@ def _difference(k, n, kb, nb, min_posts: int):
     return d, var, usable
 
 
+def _spike_flags(d: np.ndarray, var: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Windows of the history that look like spikes themselves: a share above its baseline by more than
+    ``SPIKE_Z`` binomial standard deviations (pure noise does that about once in 30 000 windows, the synthetic x3
+    spikes at 6-10)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return usable & (np.nan_to_num(d / np.sqrt(var)) > SPIKE_Z)
+
+
 def history_tau2(bucket_k, bucket_n, baseline_windows: int, history_windows: int, min_posts: int) -> float:
     """``tau2`` from one evaluation's history (the worker's reads): ``bucket_k``/``bucket_n`` are window-long sums,
     newest first, ``[0]`` being the window under test; earlier window ``i`` is compared with the
-    ``baseline_windows`` buckets before it, for ``i = 1 .. history_windows``."""
+    ``baseline_windows`` buckets before it, for ``i = 1 .. history_windows``. A window is left out when it or a
+    window of its baseline is a spike (:func:`_spike_flags`), which needs ``baseline_windows`` more buckets."""
     bucket_k = np.asarray(bucket_k, dtype=np.float64)
     bucket_n = np.asarray(bucket_n, dtype=np.float64)
     rows = []
-    for i in range(1, history_windows + 1):
+    for i in range(1, history_windows + baseline_windows + 1):
         base = slice(i + 1, i + 1 + baseline_windows)
         if i < len(bucket_k):
             rows.append((bucket_k[i], bucket_n[i], bucket_k[base].sum(), bucket_n[base].sum()))
@@ -268,7 +318,10 @@ def history_tau2(bucket_k, bucket_n, baseline_windows: int, history_windows: int
         return 0.0
     k, n, kb, nb = np.array(rows).T
     d, var, usable = _difference(k, n, kb, nb, min_posts)
-    return _tau2(d[usable], var[usable])
+    flags = _spike_flags(d, var, usable)
+    keep = np.array([usable[i] and not flags[i:i + baseline_windows + 1].any()
+                     for i in range(min(history_windows, len(d)))], dtype=bool)
+    return _tau2(d[:len(keep)][keep], var[:len(keep)][keep])
 
 
 def _tau2(d: np.ndarray, var: np.ndarray) -> float:
@@ -278,18 +331,23 @@ def _tau2(d: np.ndarray, var: np.ndarray) -> float:
     return float(max(0.0, dispersion - 1) * np.median(var))
 
 
-def _replay_tau2(k, n, kb, nb, window: int, history_windows: int, min_posts: int) -> np.ndarray:
+def _replay_tau2(k, n, kb, nb, window: int, history_windows: int, min_posts: int,
+                 baseline_windows: int) -> np.ndarray:
     """:func:`history_tau2` at every minute at once: the window/baseline sums at every minute (``k``, ``n``, ``kb``,
     ``nb``), and for minute ``t`` the earlier windows ending at ``t - window``, ``t - 2 window``, ... — one residue
     class of minutes modulo ``window``, so a rolling median over each class's subsequence."""
     import pandas as pd
 
     d, var, usable = _difference(k, n, kb, nb, min_posts)
+    flags = _spike_flags(d, var, usable)
     tau2 = np.zeros(len(d))
     for residue in range(window):
-        z = pd.Series(np.minimum(d[residue::window] ** 2 / var[residue::window], _Z2_CAP))
-        bv = pd.Series(var[residue::window])
-        count = pd.Series(usable[residue::window].astype(float)).rolling(history_windows, min_periods=1).sum()
+        near_spike = pd.Series(flags[residue::window].astype(float)).rolling(
+            baseline_windows + 1, min_periods=1).max().to_numpy() > 0  # it or a window of its baseline
+        keep = usable[residue::window] & ~near_spike
+        z = pd.Series(np.where(keep, np.minimum(d[residue::window] ** 2 / var[residue::window], _Z2_CAP), np.nan))
+        bv = pd.Series(np.where(keep, var[residue::window], np.nan))
+        count = pd.Series(keep.astype(float)).rolling(history_windows, min_periods=1).sum()
         dispersion = pd.Series(_dispersion(z.rolling(history_windows, min_periods=1).mean().to_numpy()))
         med_var = bv.rolling(history_windows, min_periods=1).median()
         est = ((dispersion - 1).clip(lower=0) * med_var).where(count >= MIN_HISTORY_WINDOWS, 0.0)
@@ -461,7 +519,7 @@ def replay_inputs(posts_per_minute, emotion_per_minute, params: DetectorParams, 
     every = np.arange(len(n))
     tau2 = _replay_tau2(_span_sums(cum_k, every, window), _span_sums(cum_n, every, window),
                         _span_sums(cum_k, every - window, rolling), _span_sums(cum_n, every - window, rolling),
-                        window, params.history_windows(window), params.min_baseline_posts)
+                        window, params.history_windows(window), params.min_baseline_posts, rolling // window)
     return WindowInputs(
         window_min=window,
         k=_span_sums(cum_k, t, window), n=_span_sums(cum_n, t, window),
@@ -548,7 +606,7 @@ def spans_for(t_min: int, window: int, params: DetectorParams) -> dict:
     arrays."""
     days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
     span, after = params.seasonal_span(window)
-    count = 1 + params.history_windows(window) + params.rolling_min(window) // window
+    count = 1 + params.history_windows(window) + 2 * (params.rolling_min(window) // window)
     return {
         "buckets": ((t_min + 1 - window * count) * 60_000, (t_min + 1) * 60_000 - 1, count),
         "seasonal": [_minute_span(t_min - lag + after, span) for lag in days + weeks],

@@ -15,6 +15,7 @@ from monitor.detector import (
     DetectorParams,
     MinEffect,
     alpha_for,
+    upcrossings_per_week,
     beta_binomial_sf,
     history_tau2,
     parse_min_effect,
@@ -74,12 +75,36 @@ def test_minimum_effect_refuses_what_it_cannot_read(text):
 
 
 def test_sensitivity_sets_the_false_alert_budget():
-    # normal: one false alert per week over one test per minute per window (two windows: 20 160 tests)
-    assert alpha_for("normal", 2) == pytest.approx(1 / 20160)
-    assert alpha_for("low", 2) == pytest.approx(0.25 / 20160)
-    assert alpha_for("high", 1) == pytest.approx(4 / 10080)
+    # window=1: every minute's test is independent, so the budget is spent Bonferroni-style (P(up-crossing) is
+    # alpha (1 - alpha)): normal with two windows ~ 1 / 20 160
+    assert alpha_for("normal", 2, 1) == pytest.approx(1 / 20160, rel=1e-3)
+    assert alpha_for("low", 2, 1) == pytest.approx(0.25 / 20160, rel=1e-3)
+    assert alpha_for("high", 1, 1) == pytest.approx(4 / 10080, rel=1e-2)
+    # longer windows: neighbouring tests overlap, fewer effective tests, a larger alpha; more windows share the budget
+    assert alpha_for("normal", 4, 5) < alpha_for("normal", 4, 15) < alpha_for("normal", 4, 60) < 1 / 1680
+    assert alpha_for("normal", 4, 60) > 3 * 1 / (4 * 10080)
+    assert alpha_for("normal", 4, 60) < alpha_for("normal", 2, 60)
     with pytest.raises(ValueError):
         alpha_for("paranoid", 2)
+
+
+def test_upcrossings_by_hand_and_by_simulation():
+    """The expected up-crossings a week of a standardised moving sum: by hand for window 2 (neighbours correlate
+    0.5, and P(X > z, Y > z) for correlation 1/2 at z = 0 is 1/3, so P(up-crossing) = 1/2 - 1/3 = 1/6), and against
+    a simulated moving sum of Gaussian per-minute noise for a 30-minute window at a level it crosses a few times a
+    week."""
+    assert upcrossings_per_week(0.0, 2) == pytest.approx(10080 / 6, rel=1e-3)
+    assert upcrossings_per_week(0.0, 1) == pytest.approx(10080 / 4, rel=1e-6)
+    rng = np.random.default_rng(3)
+    weeks, window, z = 40, 30, 3.0
+    noise = rng.normal(size=weeks * 10080 + window)
+    cum = np.concatenate([[0.0], np.cumsum(noise)])
+    moving = (cum[window:] - cum[:-window]) / math.sqrt(window)
+    simulated = np.sum((moving[1:] > z) & (moving[:-1] <= z)) / weeks
+    assert simulated == pytest.approx(upcrossings_per_week(z, window), rel=0.15)
+    # and the alpha it implies: the level whose expected up-crossings are the window's share of the budget
+    alpha = alpha_for("normal", 4, window)
+    assert upcrossings_per_week(float(stats.norm.isf(alpha)), window) == pytest.approx(0.25, rel=1e-3)
 
 
 def test_overdispersion_estimate_finds_extra_variance_and_none_in_binomial_data():
@@ -207,3 +232,33 @@ def test_replay_detector_rejects_mismatched_arrays():
         replay_detector(np.ones(10), np.ones(9), MonitorSettings())
     with pytest.raises(ValueError):
         replay_detector(np.ones(10), np.full(10, 2), MonitorSettings())
+
+
+def test_spikes_in_the_history_do_not_inflate_the_overdispersion_estimate():
+    """Twelve 3-window x3 spikes in 300 windows of overdispersed data: each spike window and the windows whose
+    baseline holds it are left out (a spike z-score > SPIKE_Z), so tau2 stays near the spike-free estimate (with
+    them in, the capped mean saw ~15 % of windows at the cap and tau2 came out several times larger). The replay's
+    every-minute estimate equals the worker's from the same buckets."""
+    from monitor.detector import _replay_tau2
+
+    rng = np.random.default_rng(5)
+    windows, base = 300, 4
+    n = np.full(windows, 1500.0)
+    share = np.clip(0.05 + rng.normal(0, 0.005, size=windows), 0, 1)
+    clean = rng.binomial(n.astype(int), share).astype(float)
+    spiky_share = share.copy()
+    for start in range(20, windows - 10, 24):
+        spiky_share[start:start + 3] *= 3
+    spiky = rng.binomial(n.astype(int), spiky_share).astype(float)
+    newest_first = slice(None, None, -1)
+    tau_clean = history_tau2(clean[newest_first], n[newest_first], base, windows - 2 * base - 1, 20)
+    tau_spiky = history_tau2(spiky[newest_first], n[newest_first], base, windows - 2 * base - 1, 20)
+    assert math.sqrt(tau_clean) == pytest.approx(0.005 * math.sqrt(1 + 1 / base), rel=0.2)
+    assert math.sqrt(tau_spiky) == pytest.approx(math.sqrt(tau_clean), rel=0.2)
+    # the replay (window of 1 minute: one residue class) at the last minute, from the same sums
+    cum_k, cum_n = np.concatenate([[0.0], np.cumsum(spiky)]), np.concatenate([[0.0], np.cumsum(n)])
+    t = np.arange(windows)
+    kb = cum_k[t] - cum_k[np.clip(t - base, 0, None)]
+    nb = cum_n[t] - cum_n[np.clip(t - base, 0, None)]
+    replayed = _replay_tau2(spiky, n, kb, nb, 1, windows - 2 * base - 1, 20, base)
+    assert replayed[-1] == pytest.approx(tau_spiky, rel=1e-9)
