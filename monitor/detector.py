@@ -7,8 +7,9 @@ For a window of ``N`` posts of which ``K`` carry the emotion, the question is "h
 if the window behaves like its baseline?". The window's *true* share is not known exactly: the baseline share ``p0`` is
 itself estimated from a finite number of posts, and real shares wander from window to window more than coin flips do
 (overdispersion: a news story, a time zone waking up). So ``K`` is modelled as **beta-binomial**: ``K ~ Binomial(N,
-p)`` with ``p ~ Beta`` of mean ``p0`` and variance ``var_p = var(baseline estimate) + tau2``, where ``tau2`` is the
-between-window variance of the share beyond binomial noise, estimated from the brand's own history (below). The
+p)`` with ``p ~ Beta`` of mean ``p0`` and variance ``var_p = var(baseline estimate) + tau2 x p0^2``, where ``tau2``
+is the between-window variance of the share beyond binomial noise *relative to the share* (a squared coefficient of
+variation), estimated from the brand's own history (below). The
 p-value is the one-sided upper tail ``P(K' >= K)``. Why this and not the alternatives:
 
 * a plain **binomial** test (``tau2 = 0`` and an exactly known ``p0``) is what the beta-binomial reduces to when the
@@ -18,7 +19,10 @@ p-value is the one-sided upper tail ``P(K' >= K)``. Why this and not the alterna
   the expected angry count too, which a share test handles by construction.
 
 ``tau2`` (overdispersion) is estimated from the brand's own history **of the same comparison**: the window's share
-minus its rolling baseline's share, ``d``, at every earlier non-overlapping window of the last 72 hours. Each ``d`` is
+minus its rolling baseline's share, relative to the baseline share, ``d``, at every earlier non-overlapping window of
+the last 72 hours (relative because shares wander by a fraction of themselves: a share drifting from 3 % to 6 % over
+a week wanders twice as many points at 6 %, and an absolute ``tau2`` fitted over the whole week let the high-share
+days through with too narrow a test: half of the false alerts at 100 posts/min in ``bench/alerts.py``). Each ``d`` is
 standardised by its binomial variance ``v``; the dispersion ``phi`` is the one for which ``phi x chi-square(1)``
 capped at 2 has the mean of ``min(d^2 / v, 2)`` (``phi = 1``: pure binomial noise), and
 ``tau2 = (phi - 1) x median(v)`` (floored at 0; 0 with fewer than 8 usable windows). Standardising first matters:
@@ -28,8 +32,8 @@ of ``d^2 / v`` is far from its normal-theory value (it made up 0.5 points of ove
 Measuring the very difference the test looks at captures however the share wanders between a window and its baseline
 (a slow drift, a daily rhythm, news) without assuming a model of it; spikes in that history make ``tau2`` a little
 larger, i.e. the detector more cautious, never less. To keep that caution small, history windows that are spikes
-themselves (share above their baseline by more than ``SPIKE_Z = 4`` binomial sds) are left out, with the windows whose
-baseline holds them: on the synthetic weeks with x3 spikes twelve times a week they had doubled ``tau`` and hidden
+themselves (share above their baseline by more than ``SPIKE_Z = 4`` local sds, :func:`_spike_flags`) are left out,
+with the windows whose baseline holds them: on the synthetic weeks with x3 spikes twelve times a week they had doubled ``tau`` and hidden
 night spikes.
 
 Baselines
@@ -37,12 +41,12 @@ Baselines
 * **rolling**: the share in the ``B`` minutes just before the window, ``B = max(alert_baseline_ms, 2 x window)``
   (60 min for the 5-, 15- and 30-min windows, 2 h for the 1-h window; 4 windows before made the 1-h window's baseline
   lag the daily rise of the share by 2.5 h, a bias the synthetic weeks turned into false alerts late in the morning); ``p0 = (Kb + 0.5) / (Nb + 1)`` (Jeffreys: a baseline with no
-  angry post is not "zero anger") and ``var = p0 (1 - p0) / (Nb + 1) + tau2``.
+  angry post is not "zero anger") and ``var = p0 (1 - p0) / (Nb + 1) + tau2 p0^2``.
 * **seasonal**: the share in the same clock span (the window's own minutes of the day, widened evenly to at least
   15 min) on each of the previous ``alert_seasonal_days`` days (or the same hour of the week on previous weeks, when at
   least ``alert_seasonal_min_days`` weeks exist), counting only spans with at least ``alert_min_baseline_posts``
   posts; used when at least ``alert_seasonal_min_days`` such spans exist. Robust: ``p0`` = their **median**, and the
-  spread ``(1.4826 x MAD)^2`` (the normal-consistent MAD, at least the binomial variance of one span) plus ``tau2`` is
+  spread ``(1.4826 x MAD)^2`` (the normal-consistent MAD, at least the binomial variance of one span) plus ``tau2 p0^2`` is
   ``var``, so a brand whose share varies a lot day to day needs a bigger jump.
 * **auto** (default): the p-value against the rolling baseline, the minimum effect against the higher of the rolling
   and (when enough history) the seasonal share. A seasonal median over a week lags a drifting share (3 % to 6 % over
@@ -110,7 +114,9 @@ _MAD_TO_SD = 1.4826  # MAD x this estimates the standard deviation of normal dat
 # squared standardised differences are capped at 2 so a spike in the history (and the hour after it, whose baseline
 # holds it) counts little more than an ordinary window; E[min(chi2_1, 2)] = P(chi2_3 < 2) + 2 P(chi2_1 > 2)
 _Z2_CAP = 2.0
-SPIKE_Z = 4.0  # history windows this many binomial sds above their baseline are spikes, left out of tau2
+SPIKE_Z = 4.0  # history windows this many local sds above their baseline are spikes, left out of tau2
+SPIKE_LOCAL = 12  # earlier windows whose median spread is the local sd
+_CHI2_1_MEDIAN = float(stats.chi2.median(1))
 # E[min(phi X, cap)] for X ~ chi2_1 and a dispersion phi: phi P(chi2_3 < cap/phi) + cap P(chi2_1 > cap/phi); inverted
 # by interpolation (it rises monotonically from 0 to cap)
 _PHI_GRID = np.concatenate([np.linspace(0.05, 5, 400), np.linspace(5.05, 100, 400)])
@@ -285,32 +291,41 @@ def beta_binomial_sf(k: int, n: int, p0: float, var_p: float) -> float:
 
 
 def _difference(k, n, kb, nb, min_posts: int):
-    """``(d, binomial variance of d, usable)``: a window's share minus its rolling baseline's (Jeffreys) share."""
+    """``(d, binomial variance of d, usable)``: a window's share minus its rolling baseline's (Jeffreys) share,
+    relative to the baseline share."""
     k, n, kb, nb = (np.asarray(a, dtype=np.float64) for a in (k, n, kb, nb))
     pb = (kb + 0.5) / (nb + 1)
     usable = (n >= min_posts) & (nb >= min_posts)
-    d = np.where(usable, k / np.maximum(n, 1) - pb, np.nan)
-    var = np.where(usable, pb * (1 - pb) * (1 / np.maximum(n, 1) + 1 / (nb + 1)), np.nan)
+    d = np.where(usable, (k / np.maximum(n, 1) - pb) / pb, np.nan)
+    var = np.where(usable, (1 - pb) / pb * (1 / np.maximum(n, 1) + 1 / (nb + 1)), np.nan)
     return d, var, usable
 
 
 def _spike_flags(d: np.ndarray, var: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """Windows of the history that look like spikes themselves: a share above its baseline by more than
-    ``SPIKE_Z`` binomial standard deviations (pure noise does that about once in 30 000 windows, the synthetic x3
-    spikes at 6-10)."""
+    """Windows of a history (consecutive windows, oldest first) that look like spikes themselves: a share above its
+    baseline with ``d^2 / v`` more than ``SPIKE_Z^2`` times the local spread, the median of ``d^2 / v`` over the
+    ``SPIKE_LOCAL`` windows before it over its binomial median 0.455 (at least 1). Local, so that at high volume,
+    where the share's wander dwarfs binomial noise, ordinary windows are not all "spikes" (the local spread grows
+    with the wander); pure noise exceeds 4 sds about once in 30 000 windows, the synthetic x3 spikes sit at 6-10."""
+    import pandas as pd
+
     with np.errstate(invalid="ignore", divide="ignore"):
-        return usable & (np.nan_to_num(d / np.sqrt(var)) > SPIKE_Z)
+        z2 = np.where(usable, d ** 2 / var, np.nan)
+    local = pd.Series(z2).rolling(SPIKE_LOCAL, min_periods=1).median().shift(1).to_numpy()
+    spread = np.maximum(1.0, np.nan_to_num(local / _CHI2_1_MEDIAN, nan=1.0))
+    return usable & (np.nan_to_num(d) > 0) & (np.nan_to_num(z2) > SPIKE_Z ** 2 * spread)
 
 
 def history_tau2(bucket_k, bucket_n, baseline_windows: int, history_windows: int, min_posts: int) -> float:
     """``tau2`` from one evaluation's history (the worker's reads): ``bucket_k``/``bucket_n`` are window-long sums,
     newest first, ``[0]`` being the window under test; earlier window ``i`` is compared with the
     ``baseline_windows`` buckets before it, for ``i = 1 .. history_windows``. A window is left out when it or a
-    window of its baseline is a spike (:func:`_spike_flags`), which needs ``baseline_windows`` more buckets."""
+    window of its baseline is a spike (:func:`_spike_flags`), which needs ``baseline_windows + SPIKE_LOCAL`` more
+    windows (and their baselines)."""
     bucket_k = np.asarray(bucket_k, dtype=np.float64)
     bucket_n = np.asarray(bucket_n, dtype=np.float64)
     rows = []
-    for i in range(1, history_windows + baseline_windows + 1):
+    for i in range(1, history_windows + baseline_windows + SPIKE_LOCAL + 1):
         base = slice(i + 1, i + 1 + baseline_windows)
         if i < len(bucket_k):
             rows.append((bucket_k[i], bucket_n[i], bucket_k[base].sum(), bucket_n[base].sum()))
@@ -318,7 +333,7 @@ def history_tau2(bucket_k, bucket_n, baseline_windows: int, history_windows: int
         return 0.0
     k, n, kb, nb = np.array(rows).T
     d, var, usable = _difference(k, n, kb, nb, min_posts)
-    flags = _spike_flags(d, var, usable)
+    flags = _spike_flags(d[::-1], var[::-1], usable[::-1])[::-1]  # oldest first, and back
     keep = np.array([usable[i] and not flags[i:i + baseline_windows + 1].any()
                      for i in range(min(history_windows, len(d)))], dtype=bool)
     return _tau2(d[:len(keep)][keep], var[:len(keep)][keep])
@@ -339,10 +354,10 @@ def _replay_tau2(k, n, kb, nb, window: int, history_windows: int, min_posts: int
     import pandas as pd
 
     d, var, usable = _difference(k, n, kb, nb, min_posts)
-    flags = _spike_flags(d, var, usable)
     tau2 = np.zeros(len(d))
     for residue in range(window):
-        near_spike = pd.Series(flags[residue::window].astype(float)).rolling(
+        flags = _spike_flags(d[residue::window], var[residue::window], usable[residue::window])
+        near_spike = pd.Series(flags.astype(float)).rolling(
             baseline_windows + 1, min_periods=1).max().to_numpy() > 0  # it or a window of its baseline
         keep = usable[residue::window] & ~near_spike
         z = pd.Series(np.where(keep, np.minimum(d[residue::window] ** 2 / var[residue::window], _Z2_CAP), np.nan))
@@ -424,7 +439,7 @@ def _baselines(inp: WindowInputs, params: DetectorParams):
     nb = np.asarray(inp.nb, dtype=np.float64)
     tau2 = np.asarray(inp.tau2, dtype=np.float64)
     p_roll = (kb + 0.5) / (nb + 1)
-    var_roll = p_roll * (1 - p_roll) / (nb + 1) + tau2
+    var_roll = p_roll * (1 - p_roll) / (nb + 1) + tau2 * p_roll ** 2
     roll_ok = nb >= params.min_baseline_posts
     if params.baseline == "rolling" or np.size(inp.span_n) == 0:
         return p_roll, var_roll, p_roll, np.zeros_like(roll_ok), roll_ok
@@ -435,7 +450,8 @@ def _baselines(inp: WindowInputs, params: DetectorParams):
     p_week, var_week, week_ok = seasonal_baseline(span_k[days:], span_n[days:], params.min_baseline_posts,
                                                   params.seasonal_min_days)
     p_seas = np.nan_to_num(np.where(week_ok, p_week, p_day))
-    var_seas = np.nan_to_num(np.where(week_ok, var_week, var_day)) + tau2
+    var_seas = (np.nan_to_num(np.where(week_ok, var_week, var_day))
+                + tau2 * np.nan_to_num(np.where(week_ok, p_week, p_day)) ** 2)
     usable = week_ok | day_ok
     if params.baseline == "seasonal":  # the test and the effect against the seasonal baseline alone
         return p_seas, np.where(usable, var_seas, 1.0), p_seas, usable, usable
@@ -606,7 +622,7 @@ def spans_for(t_min: int, window: int, params: DetectorParams) -> dict:
     arrays."""
     days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
     span, after = params.seasonal_span(window)
-    count = 1 + params.history_windows(window) + 2 * (params.rolling_min(window) // window)
+    count = 1 + params.history_windows(window) + 2 * (params.rolling_min(window) // window) + SPIKE_LOCAL
     return {
         "buckets": ((t_min + 1 - window * count) * 60_000, (t_min + 1) * 60_000 - 1, count),
         "seasonal": [_minute_span(t_min - lag + after, span) for lag in days + weeks],

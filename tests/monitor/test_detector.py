@@ -14,13 +14,15 @@ from monitor.alerts import replay_detector as exported
 from monitor.detector import (
     DetectorParams,
     MinEffect,
+    WindowInputs,
     alpha_for,
-    upcrossings_per_week,
     beta_binomial_sf,
+    decide,
     history_tau2,
     parse_min_effect,
     replay_detector,
     seasonal_baseline,
+    upcrossings_per_week,
     windows_fired,
 )
 from monitor.settings import MonitorSettings
@@ -110,13 +112,13 @@ def test_upcrossings_by_hand_and_by_simulation():
 def test_overdispersion_estimate_finds_extra_variance_and_none_in_binomial_data():
     """900 window-long buckets (newest first): each earlier window against the 12 before it. Binomial data: tau2 ~ 0;
     every window's share off by N(0, 1 point): the difference to a 12-window baseline varies by 1 point x
-    sqrt(1 + 1/12) beyond binomial noise."""
+    sqrt(1 + 1/12) beyond binomial noise, i.e. by 20 % x sqrt(1 + 1/12) of the 5 % share (tau2 is relative)."""
     rng = np.random.default_rng(1)
     n = np.full(900, 2000)
     binomial = rng.binomial(n, 0.05)
-    assert history_tau2(binomial, n, 12, 864, 20) < 3e-6
+    assert history_tau2(binomial, n, 12, 864, 20) < 3e-6 / 0.05 ** 2
     overdispersed = rng.binomial(n, np.clip(0.05 + rng.normal(0, 0.01, size=900), 0, 1))
-    expected_sd = 0.01 * math.sqrt(1 + 1 / 12)
+    expected_sd = 0.01 / 0.05 * math.sqrt(1 + 1 / 12)
     assert math.sqrt(history_tau2(overdispersed, n, 12, 864, 20)) == pytest.approx(expected_sd, rel=0.15)
     # a handful of spikes in the history barely moves the robust estimate
     spiky = overdispersed.copy()
@@ -253,7 +255,7 @@ def test_spikes_in_the_history_do_not_inflate_the_overdispersion_estimate():
     newest_first = slice(None, None, -1)
     tau_clean = history_tau2(clean[newest_first], n[newest_first], base, windows - 2 * base - 1, 20)
     tau_spiky = history_tau2(spiky[newest_first], n[newest_first], base, windows - 2 * base - 1, 20)
-    assert math.sqrt(tau_clean) == pytest.approx(0.005 * math.sqrt(1 + 1 / base), rel=0.2)
+    assert math.sqrt(tau_clean) == pytest.approx(0.005 / 0.05 * math.sqrt(1 + 1 / base), rel=0.2)
     assert math.sqrt(tau_spiky) == pytest.approx(math.sqrt(tau_clean), rel=0.2)
     # the replay (window of 1 minute: one residue class) at the last minute, from the same sums
     cum_k, cum_n = np.concatenate([[0.0], np.cumsum(spiky)]), np.concatenate([[0.0], np.cumsum(n)])
@@ -262,3 +264,23 @@ def test_spikes_in_the_history_do_not_inflate_the_overdispersion_estimate():
     nb = cum_n[t] - cum_n[np.clip(t - base, 0, None)]
     replayed = _replay_tau2(spiky, n, kb, nb, 1, windows - 2 * base - 1, 20, base)
     assert replayed[-1] == pytest.approx(tau_spiky, rel=1e-9)
+
+
+def test_overdispersion_is_relative_to_the_share():
+    """A share that wanders by 20 % of itself gives the same tau2 at 2 % and at 8 % (a squared coefficient of
+    variation), and the test's variance scales it by the baseline share squared: at a 4x higher share the same
+    relative jump is judged against 4x the spread in points."""
+    rng = np.random.default_rng(7)
+    n = np.full(600, 20_000)
+    estimates = []
+    for share in (0.02, 0.08):
+        k = rng.binomial(n, share * np.exp(rng.normal(0, 0.2, size=600)))
+        estimates.append(history_tau2(k, n, 12, 580, 20))
+    assert estimates[0] == pytest.approx(estimates[1], rel=0.25)
+    assert math.sqrt(estimates[0]) == pytest.approx(0.2 * math.sqrt(1 + 1 / 12), rel=0.2)
+    params = DetectorParams(windows_min=(5,), baseline="rolling")
+    inp = WindowInputs(5, np.array([130.0]), np.array([1000.0]), np.array([800.0]), np.array([10_000.0]),
+                       np.zeros((0, 1)), np.zeros((0, 1)), np.array([0.04]))
+    _fired, p_value, _d = decide(inp, params)
+    p0 = 800.5 / 10_001
+    assert p_value[0] == pytest.approx(beta_binomial_sf(130, 1000, p0, p0 * (1 - p0) / 10_001 + 0.04 * p0 ** 2))
