@@ -4,6 +4,8 @@ in Redis, and the source's own CPU per 1,000 posts. Prints the figures and write
 
     python bench/sources.py                          # 500 posts/s for 60 s after 10 s of warm-up, CPU worker
     python bench/sources.py --rate 1000 --seconds 30 --no-worker   # the source alone (delay to the posts topic)
+    python bench/sources.py --model null             # the worker with bench/null_model.py: source + pipeline delay
+                                                     # apart from the model's capacity (~330 posts/s on 2 CPU cores)
 
 Everything is real: tansu + Redis Stack started here, the WebSocket server of the tests (tests/sources/servers.py,
 Jetstream's protocol), the source and the worker as subprocesses. Each frame's ``time_us`` and ``createdAt`` are
@@ -141,6 +143,9 @@ def main() -> None:
     parser.add_argument("--warmup-seconds", type=float, default=10.0, help="Seconds sent before measuring")
     parser.add_argument("--no-worker", action="store_true", help="The source alone: delay to the posts topic only")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="The worker's device")
+    parser.add_argument("--model", default=None, help="'null': the worker loads bench/null_model.py (fixed "
+                        "probabilities at once, through EM_MONITOR_MODEL_LOADER), so the delay is the source's and "
+                        "the pipeline's alone; default: the worker's shipped model")
     parser.add_argument("--out", default=None, help="JSON output (default bench/results/sources.json)")
     args = parser.parse_args()
 
@@ -159,6 +164,11 @@ def main() -> None:
             env.update({"EM_MONITOR_BROKER_URL": kafka.url, "EM_MONITOR_REDIS_URL": redis_server.url,
                         "EM_MONITOR_METRICS_PORT": str(worker_port), "EM_MONITOR_DEVICE": args.device,
                         "EM_MONITOR_TOPIC_PARTITIONS": "4", "TOKENIZERS_PARALLELISM": "false"})
+            if args.model == "null":  # importable from the repository root in the worker's inference child
+                env["EM_MONITOR_MODEL_LOADER"] = "bench.null_model:load_classifier"
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+            elif args.model:
+                env["EM_MONITOR_MODEL_PATH"] = args.model
             worker = subprocess.Popen([exe, "worker"], env=env, stdout=open(work / "worker.log", "ab"),
                                       stderr=subprocess.STDOUT, start_new_session=True, cwd=work)
             children.append(worker)
@@ -222,6 +232,7 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg()[0]},
         "rate_posts_per_s": args.rate, "measured_seconds": args.seconds, "warmup_seconds": args.warmup_seconds,
         "worker_device": None if args.no_worker else args.device,
+        "worker_model": None if args.no_worker else (args.model or "shipped default"),
         "source_to_kafka": to_kafka, "source_to_redis": to_redis,
         "source_cpu_seconds": measured["cpu_s"], "source_posts_in_window": measured["posts"],
         "source_cpu_seconds_per_1000_posts": cpu_per_1000,
@@ -250,7 +261,7 @@ def main() -> None:
         ax.set_xscale("log")
         ax.set_xlabel("delay after the Jetstream server sent the post (s)")
         ax.set_ylabel("share of posts")
-        ax.set_title(f"Bluesky source at {args.rate:.0f} posts/s "
+        ax.set_title(f"Bluesky source at {args.rate:.0f} posts/s{', null model' if args.model == 'null' else ''} "
                      f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.0f})")
         ax.legend()
         fig.tight_layout()

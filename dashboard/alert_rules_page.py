@@ -14,6 +14,7 @@ import streamlit as st
 
 from monitor.alert_rules import (SENSITIVITIES, AlertRule, delete_rule, format_windows, parse_windows, read_rules,
                                  set_rule)
+from monitor.settings import ALERT_CHANNELS
 
 __all__ = ["render"]
 
@@ -76,8 +77,9 @@ def render(settings, client: redis.Redis) -> None:
                                 key=f"em_rule_cooldown_{suffix}")
     windows = left.text_input("Windows (e.g. 5m,1h)", value=format_windows(current.windows) if current else "",
                               key=f"em_rule_windows_{suffix}")
-    channels = right.text_input("Channels (comma separated; empty = default delivery)",
-                                value=", ".join(current.channels) if current else "", key=f"em_rule_channels_{suffix}")
+    channels = right.multiselect("Channels (none = the deployment's default delivery)", ALERT_CHANNELS,
+                                 default=[c for c in current.channels if c in ALERT_CHANNELS] if current else [],
+                                 key=f"em_rule_channels_{suffix}")
     rule = None
     if brand.strip() and emotion.strip():
         try:
@@ -85,7 +87,7 @@ def render(settings, client: redis.Redis) -> None:
                              min_effect=min_effect.strip() or None,
                              min_volume=_int_or_none(min_volume, "minimum volume"),
                              cooldown_s=_int_or_none(cooldown, "cooldown"), windows=parse_windows(windows),
-                             channels=tuple(channels.split(",")))
+                             channels=tuple(channels))
         except ValueError as exc:
             st.error(str(exc))
     save, remove = st.columns(2)

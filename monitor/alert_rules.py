@@ -20,7 +20,9 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 
+from monitor import schema
 from monitor.detector import parse_min_effect
+from monitor.settings import ALERT_CHANNELS
 
 __all__ = [
     "ANY_BRAND",
@@ -40,8 +42,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RULES_KEY = "em:alert_rules"
-RULES_VERSION_KEY = "em:alert_rules:version"
+RULES_KEY = schema.ALERT_RULES_KEY
+RULES_VERSION_KEY = schema.ALERT_RULES_VERSION_KEY
 ANY_BRAND = "*"
 SENSITIVITIES = ("low", "normal", "high", "off")
 _WINDOW = re.compile(r"^\s*(\d+)\s*(s|m|min|h)?\s*$", re.I)
@@ -101,7 +103,10 @@ class AlertRule:
         windows = tuple(sorted({int(w) for w in self.windows}))
         if any(w <= 0 or w % 60 for w in windows):
             raise ValueError("windows are whole minutes (seconds divisible by 60)")
-        channels = tuple(c.strip() for c in self.channels if c and c.strip())
+        channels = tuple(c.strip().lower() for c in self.channels if c and c.strip())
+        unknown = [c for c in channels if c not in ALERT_CHANNELS]
+        if unknown:  # refused when the rule is set, not discovered when an alert cannot be delivered
+            raise ValueError(f"unknown channel(s) {', '.join(unknown)}: expected any of {', '.join(ALERT_CHANNELS)}")
         object.__setattr__(self, "brand", brand)
         object.__setattr__(self, "emotion", emotion)
         object.__setattr__(self, "windows", windows)
@@ -191,12 +196,13 @@ def delete_rule(client, brand: str, emotion: str) -> bool:
 
 
 class LiveRules:
-    """The worker's view of the rules (asyncio redis client): reloaded when the version moves, checked at most every
+    """The worker's view of the rules, read through its store (:meth:`monitor.store.RedisStore.alert_rules_version`,
+    :meth:`~monitor.store.RedisStore.alert_rules`): reloaded when the version moves, checked at most every
     ``reload_seconds`` (one ``GET``). A failed check keeps the rules already loaded (a Redis outage never stalls
     alerting); a failure before the first load propagates (the batch is retried like any Redis outage)."""
 
-    def __init__(self, redis, reload_seconds: float):
-        self.redis = redis
+    def __init__(self, store, reload_seconds: float):
+        self.store = store
         self.reload_seconds = reload_seconds
         self.book: RuleBook | None = None
         self._checked_at = 0.0
@@ -206,13 +212,10 @@ class LiveRules:
         if self.book is not None and now - self._checked_at < self.reload_seconds:
             return self.book
         try:
-            version = int(await self.redis.get(RULES_VERSION_KEY) or 0)
+            version = await self.store.alert_rules_version()
             if self.book is None or version != self.book.version:
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.hgetall(RULES_KEY)
-                    pipe.get(RULES_VERSION_KEY)
-                    stored, version = await pipe.execute()
-                self.book = RuleBook(_decode_all(stored), int(version or 0))
+                stored, version = await self.store.alert_rules()
+                self.book = RuleBook(_decode_all(stored), version)
                 log.info("alert rules version %s loaded: %d rules", self.book.version, len(self.book))
         except Exception:
             if self.book is None:

@@ -135,7 +135,7 @@ class AlertEngine:
         self.on_alert = on_alert or (lambda alert: None)
         self.notifier = Notifier(settings)
         # per brand x emotion rules from Redis (monitor.alert_rules), reloaded when their version moves
-        self.rules = LiveRules(store.redis, settings.alert_rules_reload_seconds)
+        self.rules = LiveRules(store, settings.alert_rules_reload_seconds)
         self._tau2: dict = {}  # overdispersion per series x window, re-estimated every few minutes (detector.py)
 
     async def counts(self, brand: str, emotion: str, now_ms: int) -> WindowCounts:
@@ -155,7 +155,7 @@ class AlertEngine:
         """The statistical detector (:mod:`monitor.detector`) at ``now_ms`` with ``rule`` (or the settings): every
         window's counts read from the 1-minute tier in one round trip; the strongest window's verdict."""
         params = DetectorParams.from_settings(self.settings, rule)
-        inputs = await read_inputs(self.store.redis, schema.series_key(brand, emotion, "count", "1m"),
+        inputs = await read_inputs(self.store, schema.series_key(brand, emotion, "count", "1m"),
                                    schema.series_key(brand, schema.ALL_EMOTIONS, "posts", "1m"), now_ms, params,
                                    self._tau2)
         return strongest([detection_at(inp, params) for inp in inputs])

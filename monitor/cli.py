@@ -48,7 +48,12 @@ def worker(log_level: str | None) -> None:
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         app = create_app(settings, inference)
-        faust.Worker(app, loglevel=level, quiet=True).execute_from_commandline()
+        faust_worker = faust.Worker(app, loglevel=level, quiet=True)
+        # Faust's terminal spinner sets the root logger to DEBUG (its handler shows every record), so every
+        # debug line of aiokafka and Faust — several per produced record — was built and redacted, then dropped:
+        # a third of the worker's CPU per post (bench/throughput.py --model null). No spinner: the level holds.
+        faust_worker.spinner = None
+        faust_worker.execute_from_commandline()
     finally:  # after Faust finished its batches: stop the inference process
         inference.close()
 

@@ -632,10 +632,11 @@ def spans_for(t_min: int, window: int, params: DetectorParams) -> dict:
 TAU2_REFRESH_MIN = 10
 
 
-async def read_inputs(redis, count_key: str, posts_key: str, now_ms: int, params: DetectorParams,
+async def read_inputs(store, count_key: str, posts_key: str, now_ms: int, params: DetectorParams,
                       tau2_cache: dict | None = None) -> list[WindowInputs]:
     """The worker's :class:`WindowInputs` (one per window, length 1) from the 1-minute tier of a brand's count and
-    posts series (``count_key`` / ``posts_key``), in one pipelined round trip of ``TS.RANGE ... AGGREGATION sum``:
+    posts series (``count_key`` / ``posts_key``), in one pipelined round trip of ``TS.RANGE ... AGGREGATION sum``
+    (``store``: :meth:`monitor.store.RedisStore.range_sums`):
     per window one range of window-long buckets (the window, its rolling baseline and 72 h of history; 877 buckets
     for a 5-min window) and one single-bucket range per seasonal span. ``now_ms``'s minute is the window's last,
     holding the posts counted so far.
@@ -655,17 +656,13 @@ async def read_inputs(redis, count_key: str, posts_key: str, now_ms: int, params
             count = 1 + params.rolling_min(window) // window
             spans["buckets"] = (end + 1 - window * count * 60_000, end, count)
         plans.append((window, spans, cached[1] if fresh else None))
-    async with redis.pipeline(transaction=False) as pipe:
-        for window, spans, _tau2 in plans:
-            start, end, _count = spans["buckets"]
-            for key in (count_key, posts_key):
-                pipe.execute_command("TS.RANGE", key, start, end, "AGGREGATION", "sum", window * 60_000,
-                                     "ALIGN", end + 1)
-            for start, end in spans["seasonal"]:
-                for key in (count_key, posts_key):
-                    pipe.execute_command("TS.RANGE", key, start, end, "AGGREGATION", "sum", end - start + 1,
-                                         "ALIGN", start)
-        replies = iter(await pipe.execute(raise_on_error=False))
+    queries = []
+    for window, spans, _tau2 in plans:
+        start, end, _count = spans["buckets"]
+        queries += [(key, start, end, window * 60_000, end + 1) for key in (count_key, posts_key)]
+        for start, end in spans["seasonal"]:
+            queries += [(key, start, end, end - start + 1, start) for key in (count_key, posts_key)]
+    replies = iter(await store.range_sums(queries))
 
     def total(reply) -> float:
         if isinstance(reply, Exception):  # no such series yet: nothing counted

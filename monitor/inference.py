@@ -99,7 +99,13 @@ def _load_served(settings_json: str) -> ServedModel:
     started = time.perf_counter()
     # no model_path: the shipped model for the device (the MPNet artifact on CUDA when installed, else MiniLM)
     path = settings.model_path or default_model_dir(device)
-    classifier = load_classifier(path, device=device, int8=settings.cpu_precision == "int8")
+    load = load_classifier
+    if settings.model_loader:  # a loader named by import path (another model package, a benchmark's stand-in)
+        import importlib
+
+        module, _, function = settings.model_loader.partition(":")
+        load = getattr(importlib.import_module(module), function or "load_classifier")
+    classifier = load(path, device=device, int8=settings.cpu_precision == "int8")
     log.warning("loaded model %s (%s on %s) in %.1f s", classifier.version, classifier.precision,
                 classifier.device, time.perf_counter() - started)
     return ServedModel(classifier, settings.max_tokens)

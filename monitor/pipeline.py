@@ -49,12 +49,14 @@ from monitor.settings import MonitorSettings
 from monitor.store import ClassifiedPost, RedisStore
 from monitor.timepolicy import check_created_at
 
-__all__ = ["PROCESSING_FAILED", "BatchProcessor", "BatchResult", "Record", "check_alert_emotions"]
+__all__ = ["PROCESSING_FAILED", "BatchProcessor", "BatchResult", "PublishMany", "Record", "check_alert_emotions"]
 
 log = logging.getLogger(__name__)
 
 # (topic, key, value) -> awaitable that resolves once the broker acknowledged the record
 Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object] | None]]
+# (topic, [(key, value), ...]) -> awaitables that resolve once the broker acknowledged every one of the records
+PublishMany = Callable[[str, list[tuple[bytes | None, bytes]]], Awaitable[list[Awaitable[object]]]]
 # (topic, partition, offset) of a record: what "already dead-lettered during this delivery" is keyed by
 Coordinates = tuple[str, int, int]
 
@@ -110,11 +112,15 @@ def check_alert_emotions(settings: MonitorSettings, labels: Sequence[str]) -> No
 
 class BatchProcessor:
     def __init__(self, settings: MonitorSettings, inference: Inference, store: RedisStore, send: Send,
-                 *, publish_classified: bool = True, evaluate_alerts: bool = True):
+                 *, publish_classified: bool = True, evaluate_alerts: bool = True,
+                 publish_many: PublishMany | None = None):
+        """``publish_many``, when given, publishes a batch's ``posts.classified`` records in one call (a few
+        producer batches instead of one send per post); without it each record goes through ``send``."""
         self.settings = settings
         self.inference = inference
         self.store = store
         self.send = send
+        self.publish_many = publish_many
         self.publish_classified = publish_classified
         self.evaluate_alerts = evaluate_alerts
         self.brand_matching = IngestMatching(settings, store) if settings.brand_matching != "off" else None
@@ -266,6 +272,7 @@ class BatchProcessor:
         pending: list[Awaitable[object] | None] = []
         parsed: list[tuple[Record, Post]] = []
         reasons: list[str] = []
+        clock = time.perf_counter()
         for record in records:
             try:
                 parsed.append((record, check_created_at(
@@ -276,12 +283,16 @@ class BatchProcessor:
                 reasons.append(exc.reason)
                 pending.append(await self.send_dead_letter(record, exc, dead_lettered))
         result.rejected = len(reasons)
+        clock = _lap("parse", clock)
         if parsed and self.brand_matching is not None:  # brand queries tag untagged posts; the unmatched are counted
             parsed, result.unmatched = await self.brand_matching.apply(parsed)
+            clock = _lap("brands", clock)
         if parsed:
             classified = await self._classify([post for _, post in parsed])
+            clock = time.perf_counter()
             written = await self.store.write_with_retry(classified, self.inference.thresholds)
             METRICS.redis_ok()
+            clock = _lap("redis", clock)
             # posts the store refused (too_old, brand_limit: never marked, never counted) go to the DLQ like rejects
             for (record, _), outcome in zip(parsed, written):
                 if isinstance(outcome, PostRejected):
@@ -297,14 +308,20 @@ class BatchProcessor:
             result.counted = sum(fresh)
             result.duplicates = len(fresh) - result.counted
             if self.publish_classified:
-                for item in classified:
-                    pending.append(await self.send(self.settings.classified_topic, item.post.id.encode(),
-                                                   item.to_json().encode()))
+                topic = self.settings.classified_topic
+                rows = [(item.post.id.encode(), item.to_json().encode()) for item in classified]
+                if self.publish_many is not None:
+                    pending.extend(await self.publish_many(topic, rows))
+                else:
+                    for key, value in rows:
+                        pending.append(await self.send(topic, key, value))
         _raise_first(await asyncio.gather(*(f for f in pending if f is not None), return_exceptions=True))
+        clock = _lap("produce", clock)
         # alerts last: an alert claims its cooldown when it fires, so nothing that can fail the attempt may follow it
         # (a retry would find the cooldown taken); its own publish waits out a broker outage instead of failing
         if parsed and self.evaluate_alerts:
             result.alerts = await self.alerts.evaluate(_latest_by_brand(classified))
+            _lap("alerts", clock)
         METRICS.posts.labels("counted").inc(result.counted)
         METRICS.posts.labels("duplicate").inc(result.duplicates)
         METRICS.posts.labels("rejected").inc(result.rejected)
@@ -312,11 +329,15 @@ class BatchProcessor:
         return result
 
     async def _classify(self, posts: list[Post]) -> list[ClassifiedPost]:
+        clock = time.perf_counter()
         proba, inference_s = await self.inference.predict([p.text for p in posts])
         METRICS.inference_seconds.observe(inference_s)
+        clock = _lap("model", clock)  # the round trip: queue, pickling both ways, the model itself
         labels, thresholds, version = self.inference.labels, self.inference.thresholds, self.inference.version
-        return [ClassifiedPost.from_probabilities(post, row, labels, thresholds, version)
-                for post, row in zip(posts, proba)]
+        classified = [ClassifiedPost.from_probabilities(post, row, labels, thresholds, version)
+                      for post, row in zip(posts, proba)]
+        _lap("build", clock)
+        return classified
 
     @staticmethod
     def _observe_delay(written: list[Record]) -> None:
@@ -342,6 +363,13 @@ def _counted(classified: list[ClassifiedPost], written: list[bool], counted_earl
             is_new = True
         fresh.append(is_new)
     return fresh
+
+
+def _lap(stage: str, since: float) -> float:
+    """Observe the seconds since ``since`` as ``stage`` (``em_stage_seconds``); returns now, the next stage's start."""
+    now = time.perf_counter()
+    METRICS.stage(stage).observe(now - since)
+    return now
 
 
 def _retrieve(task: asyncio.Future) -> None:

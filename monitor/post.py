@@ -20,6 +20,7 @@ letters, digits, single inner spaces and ``_ - . & + '``. Anything else (``=``, 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -76,6 +77,13 @@ def normalise_brand(value: Any) -> str:
     """Strip, collapse inner whitespace, lower-case; raise ``ValueError`` for names a label filter cannot hold."""
     if not isinstance(value, str):
         raise TypeError(f"brand must be a string, got {type(value).__name__}")
+    return _normalised_brand(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalised_brand(value: str) -> str:
+    """:func:`normalise_brand` of a string, cached: a stream names the same few brands over and over (a name it
+    refuses raises, and a raise is never cached)."""
     brand = " ".join(value.split()).lower()
     if not brand:
         raise ValueError("brand is empty")

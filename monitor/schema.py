@@ -146,6 +146,8 @@ BRAND_QUERIES_VERSION_KEY = f"{PREFIX}:brand_queries:version"
 UNMATCHED_KEY = f"{PREFIX}:unmatched"
 ALERTS_KEY = f"{PREFIX}:alerts"
 ALERTS_INDEXED_SINCE_KEY = f"{PREFIX}:alerts:indexed_since"
+ALERT_RULES_KEY = f"{PREFIX}:alert_rules"  # hash {brand}|{emotion} -> rule JSON (monitor.alert_rules)
+ALERT_RULES_VERSION_KEY = f"{PREFIX}:alert_rules:version"  # bumped with every rule change
 RECOMPUTE_FENCE_KEY = f"{PREFIX}:recompute:fence"
 
 

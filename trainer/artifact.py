@@ -9,6 +9,7 @@ Folder layout (no base weights; the base is resolved from ``config.json``'s ``ba
     thresholds.json     per-label decision thresholds (tuned on dev)
     config.json         every training switch (TrainerSettings dump) + pooling, max_length, sampling records
     metrics.json        evaluation figures (dev/test)
+    calibration.json    optional: per-label Platt calibration + priors/rates for prior adaptation (trainer.calibration)
     README.md           the model card
 
 ``load_classifier(path)`` returns an :class:`ArtifactClassifier`, which implements the :class:`Classifier` protocol
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .calibration import load_calibration
 from .modeling import EmotionClassifier, autocast, load_base, load_tokenizer, pick_device, resolve_base_model
 from .protocol import Classifier
 
@@ -51,7 +53,7 @@ class ArtifactClassifier:
 
     def __init__(self, model: EmotionClassifier, tokenizer, labels: list[str], thresholds: np.ndarray,
                  config: dict, metrics: dict | None = None, version: str = "", path: Path | None = None,
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, calibration=None):
         self.model = model
         self.tokenizer = tokenizer
         self.labels = list(labels)
@@ -66,6 +68,27 @@ class ArtifactClassifier:
         self.bf16 = bool(config.get("bf16", True))
         if len(self.thresholds) != len(self.labels):
             raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
+        #: thresholds on the raw sigmoid scale (thresholds.json); ``thresholds`` are on the served scale
+        self.raw_thresholds = self.thresholds.copy()
+        self.calibration = calibration
+        if calibration is not None:
+            self.thresholds = calibration.apply(self.raw_thresholds).astype(np.float32)
+
+    @property
+    def label_priors(self) -> np.ndarray | None:
+        """The label priors the served probabilities assume (dev prevalence, or the stream's after ``calibrate``);
+        None without calibration."""
+        return None if self.calibration is None else self.calibration.label_priors
+
+    @property
+    def tpr(self) -> np.ndarray | None:
+        """Per-label true-positive rate of ``predict_proba >= thresholds`` (dev, or the adaptation data)."""
+        return None if self.calibration is None else self.calibration.tpr
+
+    @property
+    def fpr(self) -> np.ndarray | None:
+        """Per-label false-positive rate of ``predict_proba >= thresholds`` (dev, or the adaptation data)."""
+        return None if self.calibration is None else self.calibration.fpr
 
     def _batches(self, texts: list[str], batch_size: int | None):
         size = batch_size or self.batch_size
@@ -101,9 +124,13 @@ class ArtifactClassifier:
             self.model.train(was_training)
         return out
 
-    def predict_proba(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        """Sigmoid probability per label, ``float32 [len(texts), len(labels)]``, rows in input order."""
-        return self._run(list(texts), batch_size, "proba", progress)
+    def predict_proba(self, texts: list[str], batch_size: int | None = None, progress: bool = False,
+                      calibrated: bool = True) -> np.ndarray:
+        """Probability per label, ``float32 [len(texts), len(labels)]``, rows in input order: the artifact's
+        calibration (``calibration.json``) applied to the head's sigmoid outputs when it has one and ``calibrated``;
+        the raw sigmoid outputs otherwise."""
+        raw = self._run(list(texts), batch_size, "proba", progress)
+        return self.calibration.apply(raw) if calibrated and self.calibration is not None else raw
 
     def embed(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """The pooled sentence vectors the head reads (used by stage-2 ISMOTE head retraining)."""
@@ -132,7 +159,8 @@ class ArtifactClassifier:
 
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()
-    for name in ("adapter/adapter_model.safetensors", "head.safetensors", "thresholds.json", "labels.json"):
+    for name in ("adapter/adapter_model.safetensors", "head.safetensors", "thresholds.json", "labels.json",
+                 "calibration.json"):
         p = folder / name
         if p.exists():
             h.update(p.read_bytes())
@@ -245,7 +273,8 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device |
         quantize_backbone_int8(model)
     thresholds = np.array([threshold_map[name] for name in labels], dtype=np.float32)
     version = f"{config.get('name', folder.name)}-{_digest(folder)}"
-    return ArtifactClassifier(model, tokenizer, labels, thresholds, config, metrics, version, folder, torch_device)
+    return ArtifactClassifier(model, tokenizer, labels, thresholds, config, metrics, version, folder, torch_device,
+                                calibration=load_calibration(folder, labels))
 
 
 def quantize_backbone_int8(model: EmotionClassifier) -> None:

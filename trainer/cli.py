@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from .settings import TrainerSettings
 
-__all__ = ["train", "evaluate", "classify", "ablation"]
+__all__ = ["train", "evaluate", "classify", "ablation", "calibrate"]
 
 
 def _settings_options(func):
@@ -90,15 +90,33 @@ def train(stage2_from: str | None, stage2_method: str, quiet: bool, **overrides)
               help="Folder for report.md, report.json and per_label_f1.png.")
 @click.option("--eval-limit", type=int, default=None, help="Only the first N dev and test rows.")
 @click.option("--batch-size", type=int, default=None, help="Prediction batch size.")
+@click.option("--labelled", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Instead of a dataset: a labelled JSONL file (text + labels), scored at the stored thresholds on "
+                   "the labels it covers; writes report.json to --out.")
+@click.option("--label-map", default=None,
+              help="With --labelled: its taxonomy's map (a TOML file, or plutchik8 / ekman6).")
 @click.option("--retune-thresholds", is_flag=True,
               help="Re-tune the per-label thresholds on the (limited) dev rows instead of using the artifact's stored "
                    "ones (what classify and the worker apply).")
-def evaluate(model_path, data, taxonomy, out_dir, eval_limit, batch_size, retune_thresholds) -> None:
+def evaluate(model_path, data, taxonomy, out_dir, eval_limit, batch_size, labelled, label_map,
+             retune_thresholds) -> None:
     """Evaluate a model artifact: per-label P/R/F1 on test at its stored thresholds (or re-tuned on dev), groupings,
     PNG."""
     _setup_logging()
     from .data import DataError
-    from .evaluate import evaluate_artifact
+    from .evaluate import evaluate_artifact, evaluate_labelled_file
+
+    if label_map and not labelled:
+        raise click.UsageError("--label-map applies to --labelled")
+    if labelled:
+        try:
+            report = evaluate_labelled_file(model_path, labelled, label_map, batch_size)
+        except DataError as exc:
+            raise click.ClickException(str(exc)) from None
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+        click.echo(json.dumps(report["summary"]))
+        return
 
     try:
         report = evaluate_artifact(model_path, data=data, taxonomy=taxonomy, out_dir=out_dir, eval_limit=eval_limit,
@@ -146,3 +164,53 @@ def ablation(out_dir, train_limit, steps, eval_limit, rows, threads) -> None:
     result = run_ablation(Path(out_dir), train_limit=train_limit, steps=steps, eval_limit=eval_limit,
                           rows=rows.split(",") if rows else None, threads=threads)
     click.echo(result["markdown"])
+
+
+@click.command("calibrate")
+@click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Base artifact folder (default: the shipped model).")
+@click.option("--unlabelled", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Texts of the target stream (JSONL with 'text', or plain lines): estimate its label priors and "
+                   "adapt probabilities and thresholds to them.")
+@click.option("--labelled", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="In-domain posts, JSONL with 'text' and 'labels': re-tune thresholds and priors of the annotated "
+                   "labels, with the base as the prior.")
+@click.option("--annotated-labels", default=None,
+              help="Comma-separated model labels the --labelled file was annotated for (a post listing none of them "
+                   "is a negative for each); default: the label map's targets, else every label the file uses.")
+@click.option("--label-map", default=None,
+              help="Taxonomy map for --labelled (a TOML file, or a bundled one: plutchik8, ekman6).")
+@click.option("--prior-method", type=click.Choice(["em", "acc"]), default="acc", show_default=True,
+              help="Prior estimate the artifact uses for --unlabelled (both are recorded): acc = adjusted "
+                   "classify-and-count (binary BBSE), em = EM/SLD on calibrated posteriors.")
+@click.option("--kappa", type=float, default=None,
+              help="Weight of the base, in pseudo-posts, when re-tuning thresholds on --labelled (default: chosen by "
+                   "5-fold cross-validation on the labelled posts).")
+@click.option("--dev-data", default=None,
+              help="Re-fit the probability calibration on this dataset's dev split first (GoEmotions layout); "
+                   "needed when the base has no calibration.json.")
+@click.option("--fp32", is_flag=True, help="Score posts in fp32 instead of int8 (the CPU worker's default).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for the derived artifact (new or empty; --out equal to --model only adds calibration).")
+def calibrate(model_path, unlabelled, labelled, annotated_labels, label_map, prior_method, kappa, dev_data, fp32,
+              out_dir) -> None:
+    """Write an artifact adapted to a target stream (loads like any other in classify, evaluate and the worker)."""
+    _setup_logging(verbose=False)
+    from .calibrate import calibrate_artifact
+    from .data import DataError
+
+    if label_map and not labelled:
+        raise click.UsageError("--label-map applies to --labelled")
+    if annotated_labels and not labelled:
+        raise click.UsageError("--annotated-labels applies to --labelled")
+    try:
+        record = calibrate_artifact(model_path, out_dir, unlabelled=unlabelled, labelled=labelled,
+                                    annotated_labels=[a.strip() for a in annotated_labels.split(",") if a.strip()]
+                                    if annotated_labels else None,
+                                    label_map=label_map, prior_method=prior_method,
+                                    kappa=kappa, dev_data=dev_data,
+                                    int8=not fp32)
+    except (DataError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"artifact": out_dir, **{k: v for k, v in record.items() if k != "label_priors"}},
+                          default=str))

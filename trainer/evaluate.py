@@ -20,7 +20,7 @@ from .artifact import ArtifactClassifier
 from .data import DatasetSplits
 from .metrics import evaluate_predictions, grouped, tune_thresholds
 
-__all__ = ["THRESHOLD_SOURCES", "evaluate_artifact", "evaluate_classifier", "plot_per_label_f1", "report_markdown"]
+__all__ = ["THRESHOLD_SOURCES", "evaluate_artifact", "evaluate_classifier", "evaluate_labelled_file", "plot_per_label_f1", "report_markdown"]
 
 # report.json's ``thresholds_source`` -> how the report names the thresholds
 THRESHOLD_SOURCES = {"artifact": "artifact thresholds", "dev": "thresholds re-tuned on dev"}
@@ -146,4 +146,31 @@ def evaluate_artifact(model_path: str | Path | None = None, data: str | None = N
     (out / "report.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (out / "report.md").write_text(report_markdown(metrics, title))
     plot_per_label_f1(metrics, out / "per_label_f1.png", title)
+    return metrics
+
+
+def evaluate_labelled_file(model_path: str | Path | None, labelled: str | Path, label_map: str | Path | None = None,
+                           batch_size: int | None = None, int8: bool = False) -> dict:
+    """Score an artifact at its stored thresholds on a labelled JSONL file (``text`` + ``labels``), in the model's
+    label names or, with ``label_map`` (a TOML file or a bundled name such as ``plutchik8``), another taxonomy's:
+    only the labels the file can speak for (the map's targets, else the labels it uses) are scored."""
+    from .artifact import load_classifier
+    from .calibrate import read_labelled
+    from .label_map import load_label_map
+    from .metrics import evaluate_predictions, macro_f1
+
+    classifier = load_classifier(model_path, int8=int8)
+    lmap = load_label_map(label_map, classifier.labels) if label_map else None
+    texts, y, annotated = read_labelled(labelled, classifier.labels, lmap)
+    columns = [classifier.labels.index(name) for name in annotated]
+    proba = classifier.predict_proba(texts, batch_size=batch_size)[:, columns]
+    thresholds = classifier.thresholds[columns]
+    metrics = evaluate_predictions(y[:, columns], proba, annotated, thresholds)
+    flagged = proba >= thresholds[None, :]
+    metrics["share"] = {name: {"flagged": round(float(flagged[:, k].mean()), 4),
+                               "mean_probability": round(float(proba[:, k].mean()), 4),
+                               "true": round(float(y[:, columns[k]].mean()), 4)} for k, name in enumerate(annotated)}
+    metrics["summary"] = {"model": classifier.version, "rows": len(texts), "labels": annotated,
+                          "label_map": lmap.name if lmap else None,
+                          "macro_f1": round(macro_f1(y[:, columns], flagged), 4)}
     return metrics

@@ -21,7 +21,41 @@ def _stage2(record: dict) -> str:
     return f"{sampler}{details}, head epoch {record.get('best_epoch')} of {record.get('epochs')} chosen on dev"
 
 
-def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds: dict[str, float]) -> str:
+def _calibration_lines(calibration: dict, config: dict) -> list[str]:
+    """The card's calibration / adaptation section (``calibration.json`` and ``config.json``'s ``adaptation``)."""
+    fitted = calibration.get("fitted_on", {})
+    lines = ["", "## Calibration",
+             f"Probabilities are calibrated per label ({calibration.get('method')} scaling fitted on "
+             f"{fitted.get('data', 'dev')}, {fitted.get('rows', '?')} rows, {fitted.get('precision', '?')} outputs, "
+             f"{fitted.get('date', '?')}): the mean probability over posts estimates an emotion's share. The "
+             "thresholds above are on the raw sigmoid scale; the served ones are mapped through the same monotone "
+             "map, so decisions do not change."]
+    adaptation = config.get("adaptation")
+    if adaptation:
+        lines += ["", "## Adapted to a target stream",
+                  f"Derived on {adaptation.get('date')} from `{adaptation.get('base_version')}` by "
+                  "`emotion-monitor calibrate` (label-shift assumption: emotions look the same, their frequencies "
+                  "differ)."]
+        if adaptation.get("unlabelled"):
+            u = adaptation["unlabelled"]
+            lines.append(f"- unlabelled: {u.get('rows')} posts from `{u.get('file')}`; label priors estimated by "
+                         f"{', '.join(u.get('estimated_priors', {}))}, `{adaptation.get('prior_method')}` used")
+        if adaptation.get("labelled"):
+            l_ = adaptation["labelled"]
+            lines.append(f"- labelled: {l_.get('rows')} posts from `{l_.get('file')}`"
+                         + (f" (label map `{l_['label_map']}`)" if l_.get("label_map") else "")
+                         + f", thresholds re-tuned for {', '.join(l_.get('annotated_labels', []))} with the base as "
+                         f"a prior of {l_.get('kappa')} pseudo-posts (cross-validated); "
+                         f"positives: {l_.get('positives')}")
+        priors = adaptation.get("label_priors", {})
+        source = calibration.get("source_priors", {})
+        lines += ["", "| label | dev prior | stream prior |", "| --- | ---: | ---: |"]
+        lines += [f"| {k} | {source.get(k, float('nan')):.3f} | {v:.3f} |" for k, v in priors.items()]
+    return lines
+
+
+def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds: dict[str, float],
+                      calibration: dict | None = None) -> str:
     lines = [f"# {config.get('name', 'emotion classifier')}", ""]
     if config.get("untrained"):
         lines += ["**Untrained test artifact** (random head): for software tests only, not for predictions.", ""]
@@ -72,6 +106,8 @@ def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds
         lines.append("- not evaluated")
     lines += ["", "## Thresholds (tuned on dev)", "", "| label | threshold |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.2f} |" for k, v in thresholds.items()]
+    if calibration:
+        lines += _calibration_lines(calibration, config)
     lines += ["", "## Limitations",
               "GoEmotions is Reddit English with masked names; rare emotions (grief, pride, relief, nervousness) have "
               "under 200 training examples and low F1. Sarcasm and context outside the text are not modelled. "
@@ -85,6 +121,8 @@ def write_model_card(folder: str | Path) -> Path:
     labels = json.loads((folder / "labels.json").read_text())
     thresholds = json.loads((folder / "thresholds.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+    calibration = (json.loads((folder / "calibration.json").read_text())
+                   if (folder / "calibration.json").exists() else None)
     card = folder / "README.md"
-    card.write_text(render_model_card(config, labels, metrics, thresholds))
+    card.write_text(render_model_card(config, labels, metrics, thresholds, calibration))
     return card

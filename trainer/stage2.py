@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .artifact import ArtifactClassifier, load_classifier, write_head_and_records
+from .calibration import write_calibration
 from .data import DatasetSplits, prepare_data
 from .evaluate import evaluate_classifier
 from .ismote import ISMOTE, minority_targets
@@ -190,4 +191,7 @@ def stage2_from_artifact(source: str | Path, settings: TrainerSettings, progress
     config["command"] = (config.get("command", "") + " && " + (command or "")).strip(" &")
     thresholds = [metrics["thresholds"][name] for name in classifier.labels]
     write_head_and_records(output, classifier.model.head, classifier.labels, thresholds, config, metrics)
+    # the copied calibration.json belonged to the old head: refit it on the new head's dev outputs
+    write_calibration(output, classifier.labels, proba["dev"], data.dev.labels, thresholds,
+                      f"{Path(data.source).name} dev", classifier.precision)
     return TrainResult(path=output, metrics=metrics, config=config)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .artifact import ArtifactClassifier, save_classifier
+from .calibration import write_calibration
 from .data import DatasetSplits, prepare_data
 from .evaluate import evaluate_classifier
 from .losses import DistillationLoss, loss_for_labels
@@ -249,12 +250,15 @@ def _save_checkpoint(checkpoint_dir: Path, run: _Stage1, labels: list[str], mode
 def _evaluate_and_save(classifier: ArtifactClassifier, data: DatasetSplits, loss_history: list[dict], output: Path,
                        started: float, progress: bool) -> tuple[Path, dict]:
     """Tune thresholds on dev, evaluate on test, write the artifact; returns (its folder, its metrics)."""
-    metrics = evaluate_classifier(classifier, data, progress=progress)
+    dev_proba = classifier.predict_proba(data.dev.texts, progress=progress)  # raw: this classifier is uncalibrated
+    metrics = evaluate_classifier(classifier, data, progress=progress, dev_proba=dev_proba)
     thresholds = np.array([metrics["thresholds"][n] for n in data.labels])
     metrics["loss_history"] = loss_history
     classifier.config["train_seconds"] = round(time.time() - started, 1)
     path = save_classifier(classifier.model, classifier.tokenizer, data.labels, thresholds, classifier.config,
                            output, metrics)
+    write_calibration(path, data.labels, dev_proba, data.dev.labels, thresholds, f"{Path(data.source).name} dev",
+                      classifier.precision)
     log.info("test macro-F1 %.4f (tuned) %.4f (0.5); artifact %s", metrics["test"]["macro_f1_tuned"],
              metrics["test"]["macro_f1_at_0.5"], path)
     return path, metrics

@@ -20,5 +20,14 @@ printf '#!%s\nfrom emotion_monitor.cli import main\nif __name__ == "__main__":\n
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu-info.txt"
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)" | tee -a "$out/gpu-info.txt"
 timeout 150 python3 -m pytest tests/trainer tests/monitor -m gpu -q -p no:cacheprovider 2>&1 | tee "$out/gpu-tests.log"
+# issue 15: the pipeline's own ceiling on this host's CPUs (no model), then the bare model + one worker (p95 at half
+# its rate), then N workers sharing the GPU (each with its own model process), for the sizing in docs/monitor.md
+timeout ${NULL_TIMEOUT:-150} python3 bench/throughput.py --model null --batch 256 --posts ${NULL_POSTS:-40000} \
+  --latency-seconds 10 --out "$out/throughput-null-gpu-host.json" 2>&1 | tail -12
 timeout ${THROUGHPUT_TIMEOUT:-330} python3 bench/throughput.py --device cuda --batch ${GPU_BATCHES:-32,64,128,256} \
   --posts ${GPU_POSTS:-4000} --naive-posts 300 --latency-seconds 10 --out "$out/throughput-cuda.json" 2>&1 | tail -40
+for n in ${GPU_WORKERS:-2 4}; do
+  timeout ${WORKERS_TIMEOUT:-240} python3 bench/throughput.py --device cuda --batch 256 --workers "$n" \
+    --posts ${GPU_POSTS_N:-20000} --naive-posts 100 --latency-seconds 10 --out "$out/throughput-cuda-$n-workers.json" \
+    2>&1 | tail -12
+done

@@ -36,13 +36,13 @@ def test_add_edit_and_delete_a_rule(dashboard_env, redis_client):
     assert at.button(key="em_rule_save").disabled
     at.text_input(key=f"em_rule_effect_{new}").set_value("at least 2x and +5 points").run()
     at.text_input(key=f"em_rule_windows_{new}").set_value("5m, 1h").run()
-    at.text_input(key=f"em_rule_channels_{new}").set_value("slack-brand, email").run()
+    at.multiselect(key=f"em_rule_channels_{new}").set_value(["slack", "email"]).run()
     at.button(key="em_rule_save").click().run()
     assert not at.exception, [e.message for e in at.exception]
     rules, version = read_rules(redis_client)
     assert version == 2
     assert rules[1] == AlertRule("acme", "anger", "high", "at least 2x and +5 points", None, None, (300, 3600),
-                                 ("slack-brand", "email"))
+                                 ("slack", "email"))
 
     at = open_page()
     at.selectbox(key="em_rule_edit").set_value("acme × anger").run()

@@ -161,6 +161,23 @@ def committed_total(broker, topic: str = "posts", partitions: int = 3, group: st
     return asyncio.run(run())
 
 
+def committed_offsets(broker, topic: str = "posts", partitions: int = 3, group: str = "emotion-monitor") -> dict:
+    """The consumer group's committed offset per partition of ``topic`` (0 where none), read like committed_total."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run():
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(broker), group_id=group,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            offsets = {p: await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
+        finally:
+            await consumer.stop()
+        return {p: o if o is not None and o > 0 else 0 for p, o in offsets.items()}
+
+    return asyncio.run(run())
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition", worker: Worker | None = None):
     from redis.exceptions import ConnectionError as RedisConnectionError
 

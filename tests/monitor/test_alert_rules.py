@@ -30,7 +30,7 @@ def cli(monkeypatch, redis_server, *args):
 def test_rules_cli_set_list_delete(monkeypatch, redis_server, redis_client):
     out = cli(monkeypatch, redis_server, "set", "Acme", "anger", "--sensitivity", "high", "--min-effect",
               "at least 2x and +5 points", "--min-volume", "8", "--cooldown", "600", "--windows", "5m,1h",
-              "--channels", "slack-brand,email")
+              "--channels", "slack,email")
     assert out.exit_code == 0, out.output
     assert "rule acme x anger saved (version 1)" in out.output
     assert cli(monkeypatch, redis_server, "set", "*", "sentiment:negative", "--sensitivity", "low").exit_code == 0
@@ -38,17 +38,20 @@ def test_rules_cli_set_list_delete(monkeypatch, redis_server, redis_client):
     assert version == 2
     assert rules == [AlertRule("*", "sentiment:negative", "low"),
                      AlertRule("acme", "anger", "high", "at least 2x and +5 points", 8, 600, (300, 3600),
-                               ("slack-brand", "email"))]
+                               ("slack", "email"))]
     listed = cli(monkeypatch, redis_server, "list")
     assert listed.exit_code == 0
     assert "acme" in listed.output and "at least 2x and +5 points" in listed.output and "5m,1h" in listed.output
     as_json = [json.loads(line) for line in cli(monkeypatch, redis_server, "list", "--json").output.splitlines()]
-    assert as_json[1]["channels"] == ["slack-brand", "email"] and as_json[1]["windows"] == [300, 3600]
+    assert as_json[1]["channels"] == ["slack", "email"] and as_json[1]["windows"] == [300, 3600]
 
     bad = cli(monkeypatch, redis_server, "set", "acme", "anger", "--min-effect", "loud")
     assert bad.exit_code != 0 and "expected e.g. 'at least 1.5x and +5 points'" in bad.output
     unknown = cli(monkeypatch, redis_server, "set", "acme", "rage")
     assert unknown.exit_code != 0 and "unknown emotion 'rage'" in unknown.output
+    # a channel no deployment can deliver to is refused when the rule is set, not when its alert fires
+    no_channel = cli(monkeypatch, redis_server, "set", "acme", "anger", "--channels", "ops")
+    assert no_channel.exit_code != 0 and "unknown channel(s) ops" in no_channel.output
     assert read_rules(redis_client)[1] == 2  # refused edits changed nothing
 
     assert cli(monkeypatch, redis_server, "delete", "acme", "anger").exit_code == 0
@@ -110,7 +113,7 @@ def test_the_worker_reads_the_same_counts_as_the_replay(redis_server, redis_clie
 
             out = []
             for m in minutes:
-                inputs = await read_inputs(store.redis, schema.series_key("acme", "anger", "count", "1m"),
+                inputs = await read_inputs(store, schema.series_key("acme", "anger", "count", "1m"),
                                            schema.series_key("acme", "_all", "posts", "1m"),
                                            (T0_MIN + m) * 60_000 + 42_000, params)
                 out.append([detection_at(inp, params) for inp in inputs])
@@ -144,15 +147,13 @@ def test_the_worker_reuses_its_overdispersion_estimate_for_a_few_minutes(redis_s
     cache: dict = {}
 
     async def reads():
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        store = RedisStore(cfg, ["anger"])
         keys = (schema.series_key("acme", "anger", "count", "1m"), schema.series_key("acme", "_all", "posts", "1m"))
         try:
-            return [await read_inputs(client, *keys, (T0_MIN + m) * 60_000, params, cache)
+            return [await read_inputs(store, *keys, (T0_MIN + m) * 60_000, params, cache)
                     for m in (first, later, first + TAU2_REFRESH_MIN)]
         finally:
-            await client.aclose()
+            await store.close()
 
     at_first, at_later, refreshed = asyncio.run(reads())
     for window, a, b, c in zip(params.windows_min, at_first, at_later, refreshed):
@@ -185,7 +186,7 @@ def test_rules_edited_at_runtime_reach_the_running_engine(redis_server, redis_cl
             await asyncio.sleep(0.3)
             results["off"] = await engine.evaluate({"acme": now_ms})
             delete_rule(redis_client, "acme", "anger")
-            set_rule(redis_client, AlertRule("*", "joy", cooldown_s=0, channels=("ops",)))
+            set_rule(redis_client, AlertRule("*", "joy", cooldown_s=0, channels=("teams",)))
             await asyncio.sleep(0.3)
             results["joy"] = await engine.evaluate({"acme": now_ms})
             return results
@@ -197,7 +198,7 @@ def test_rules_edited_at_runtime_reach_the_running_engine(redis_server, redis_cl
     assert results["off"] == []
     assert sorted(a.emotion for a in results["joy"]) == ["anger", "joy"]
     joy = next(a for a in results["joy"] if a.emotion == "joy")
-    assert joy.channels == ("ops",) and joy.detection["fired"] and joy.detection["confidence"] > 0.999
+    assert joy.channels == ("teams",) and joy.detection["fired"] and joy.detection["confidence"] > 0.999
     assert joy.detection["window_share"] > 2 * joy.detection["baseline_share"]
     stored = [json.loads(m) for m in redis_client.zrange("em:alerts", 0, -1)]
     assert {a["emotion"] for a in stored} == {"anger", "joy"}
@@ -208,16 +209,14 @@ def test_live_rules_keep_serving_when_redis_fails_after_the_first_load(redis_ser
     set_rule(redis_client, AlertRule("acme", "anger", sensitivity="low"))
 
     async def run():
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-        live = LiveRules(client, reload_seconds=0.0)
+        store = RedisStore(MonitorSettings(redis_url=redis_server.url), ["anger"])
+        live = LiveRules(store, reload_seconds=0.0)
         first = await live.current()
-        await client.aclose()
-        dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", decode_responses=True, socket_connect_timeout=0.2)
-        live.redis = dead
+        await store.close()
+        dead = RedisStore(MonitorSettings(redis_url="redis://127.0.0.1:1/0"), ["anger"])
+        live.store = dead
         second = await live.current()
-        await dead.aclose()
+        await dead.close()
         return first, second
 
     first, second = asyncio.run(run())

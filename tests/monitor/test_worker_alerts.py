@@ -60,7 +60,7 @@ def test_anger_spike_fires_exactly_one_alert_and_steady_traffic_none(
     # rule's channels
     from monitor.alert_rules import AlertRule, set_rule
 
-    set_rule(redis_client, AlertRule("acme", "anger", min_effect="at least 2x and +10 points", channels=("ops",)))
+    set_rule(redis_client, AlertRule("acme", "anger", min_effect="at least 2x and +10 points", channels=("webhook",)))
     # then five minutes in which acme gets 24 unmistakably angry posts; globex stays calm
     end = T0 + 120 * 30_000
     spike = [post(1000 + i, "acme", ANGRY[i % len(ANGRY)], end + i * 12_000) for i in range(24)]
@@ -74,7 +74,7 @@ def test_anger_spike_fires_exactly_one_alert_and_steady_traffic_none(
     alert = hook.received[0]
     assert (alert["brand"], alert["emotion"]) == ("acme", "anger")
     assert alert["window_end"] > end and alert["count"] >= 10 and alert["value"] > alert["baseline"]
-    assert alert["channels"] == ["ops"] and alert["detection"]["fired"] and alert["detection"]["p_value"] < 1e-4
+    assert alert["channels"] == ["webhook"] and alert["detection"]["fired"] and alert["detection"]["p_value"] < 1e-4
     on_topic = consume_all(kafka_broker, "alerts", 2, timeout=8)
     assert len(on_topic) == 1 and json.loads(on_topic[0].value)["brand"] == "acme"
     assert redis_client.zcard("em:alerts") == 1

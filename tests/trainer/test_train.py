@@ -109,8 +109,13 @@ def test_stage2_ismote_and_evaluate(tiny_run, tmp_path):
     assert out.config["stage2_from"] == str(tiny_run.path)
     clf = load_classifier(out.path, device="cpu")
     assert clf.config["ismote"] is True
-    # the artifact carries stage 2's own dev-tuned thresholds, not the copied stage-1 ones
-    assert np.allclose(clf.thresholds, [out.metrics["thresholds"][n] for n in clf.labels], atol=1e-4)
+    # the artifact carries stage 2's own dev-tuned thresholds (raw scale), not the copied stage-1 ones
+    assert np.allclose(clf.raw_thresholds, [out.metrics["thresholds"][n] for n in clf.labels], atol=1e-4)
+    # ... and a calibration refitted on the new head's dev outputs, not the copied stage-1 one
+    stage1 = load_classifier(tiny_run.path, device="cpu")
+    assert stage1.calibration is not None and clf.calibration is not None
+    assert not np.allclose(clf.calibration.b, stage1.calibration.b)
+    assert np.allclose(clf.thresholds, clf.calibration.apply(clf.raw_thresholds), atol=1e-6)
     report = evaluate_artifact(out.path, out_dir=tmp_path / "eval", eval_limit=100, progress=False)
     assert (tmp_path / "eval" / "per_label_f1.png").stat().st_size > 10_000
     md = (tmp_path / "eval" / "report.md").read_text()
