@@ -637,9 +637,9 @@ async def read_inputs(store, count_key: str, posts_key: str, now_ms: int, params
     """The worker's :class:`WindowInputs` (one per window, length 1) from the 1-minute tier of a brand's count and
     posts series (``count_key`` / ``posts_key``), in one pipelined round trip of ``TS.RANGE ... AGGREGATION sum``
     (``store``: :meth:`monitor.store.RedisStore.range_sums`):
-    per window one range of window-long buckets (the window, its rolling baseline and 72 h of history; 877 buckets
-    for a 5-min window) and one single-bucket range per seasonal span. ``now_ms``'s minute is the window's last,
-    holding the posts counted so far.
+    per window one range of window-long buckets (the window, its rolling baseline, 72 h of history and what the spike
+    checks of the oldest history windows need; 901 buckets for a 5-min window) and one single-bucket range per seasonal
+    span. ``now_ms``'s minute is the window's last, holding the posts counted so far.
 
     ``tau2_cache`` (a dict the caller keeps): the history part is read and ``tau2`` re-estimated at most every
     ``TAU2_REFRESH_MIN`` minutes per series x window (it moves slowly; parsing 72 h of buckets cost ~0.2 s per
