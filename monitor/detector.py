@@ -7,8 +7,9 @@ For a window of ``N`` posts of which ``K`` carry the emotion, the question is "h
 if the window behaves like its baseline?". The window's *true* share is not known exactly: the baseline share ``p0`` is
 itself estimated from a finite number of posts, and real shares wander from window to window more than coin flips do
 (overdispersion: a news story, a time zone waking up). So ``K`` is modelled as **beta-binomial**: ``K ~ Binomial(N,
-p)`` with ``p ~ Beta`` of mean ``p0`` and variance ``var_p = var(baseline estimate) + tau2``, where ``tau2`` is the
-between-window variance of the share beyond binomial noise, estimated from the brand's own history (below). The
+p)`` with ``p ~ Beta`` of mean ``p0`` and variance ``var_p = var(baseline estimate) + tau2 x p0^2``, where ``tau2``
+is the between-window variance of the share beyond binomial noise *relative to the share* (a squared coefficient of
+variation), estimated from the brand's own history (below). The
 p-value is the one-sided upper tail ``P(K' >= K)``. Why this and not the alternatives:
 
 * a plain **binomial** test (``tau2 = 0`` and an exactly known ``p0``) is what the beta-binomial reduces to when the
@@ -18,7 +19,10 @@ p-value is the one-sided upper tail ``P(K' >= K)``. Why this and not the alterna
   the expected angry count too, which a share test handles by construction.
 
 ``tau2`` (overdispersion) is estimated from the brand's own history **of the same comparison**: the window's share
-minus its rolling baseline's share, ``d``, at every earlier non-overlapping window of the last 72 hours. Each ``d`` is
+minus its rolling baseline's share, relative to the baseline share, ``d``, at every earlier non-overlapping window of
+the last 72 hours (relative because shares wander by a fraction of themselves: a share drifting from 3 % to 6 % over
+a week wanders twice as many points at 6 %, and an absolute ``tau2`` fitted over the whole week let the high-share
+days through with too narrow a test: half of the false alerts at 100 posts/min in ``bench/alerts.py``). Each ``d`` is
 standardised by its binomial variance ``v``; the dispersion ``phi`` is the one for which ``phi x chi-square(1)``
 capped at 2 has the mean of ``min(d^2 / v, 2)`` (``phi = 1``: pure binomial noise), and
 ``tau2 = (phi - 1) x median(v)`` (floored at 0; 0 with fewer than 8 usable windows). Standardising first matters:
@@ -27,18 +31,22 @@ many windows; a mean, not a median, because at a few emotion posts per window th
 of ``d^2 / v`` is far from its normal-theory value (it made up 0.5 points of overdispersion from binomial data).
 Measuring the very difference the test looks at captures however the share wanders between a window and its baseline
 (a slow drift, a daily rhythm, news) without assuming a model of it; spikes in that history make ``tau2`` a little
-larger, i.e. the detector more cautious, never less.
+larger, i.e. the detector more cautious, never less. To keep that caution small, history windows that are spikes
+themselves (share above their baseline by more than ``SPIKE_Z = 4`` local sds, :func:`_spike_flags`) are left out,
+with the windows whose baseline holds them: on the synthetic weeks with x3 spikes twelve times a week they had doubled ``tau`` and hidden
+night spikes.
 
 Baselines
 ---------
-* **rolling**: the share in the ``B`` minutes just before the window, ``B = max(alert_baseline_ms, 4 x window)``
-  (60 min for the 5-min window, 4 h for the 1-h window); ``p0 = (Kb + 0.5) / (Nb + 1)`` (Jeffreys: a baseline with no
-  angry post is not "zero anger") and ``var = p0 (1 - p0) / (Nb + 1) + tau2``.
+* **rolling**: the share in the ``B`` minutes just before the window, ``B = max(alert_baseline_ms, 2 x window)``
+  (60 min for the 5-, 15- and 30-min windows, 2 h for the 1-h window; 4 windows before made the 1-h window's baseline
+  lag the daily rise of the share by 2.5 h, a bias the synthetic weeks turned into false alerts late in the morning); ``p0 = (Kb + 0.5) / (Nb + 1)`` (Jeffreys: a baseline with no
+  angry post is not "zero anger") and ``var = p0 (1 - p0) / (Nb + 1) + tau2 p0^2``.
 * **seasonal**: the share in the same clock span (the window's own minutes of the day, widened evenly to at least
   15 min) on each of the previous ``alert_seasonal_days`` days (or the same hour of the week on previous weeks, when at
   least ``alert_seasonal_min_days`` weeks exist), counting only spans with at least ``alert_min_baseline_posts``
   posts; used when at least ``alert_seasonal_min_days`` such spans exist. Robust: ``p0`` = their **median**, and the
-  spread ``(1.4826 x MAD)^2`` (the normal-consistent MAD, at least the binomial variance of one span) plus ``tau2`` is
+  spread ``(1.4826 x MAD)^2`` (the normal-consistent MAD, at least the binomial variance of one span) plus ``tau2 p0^2`` is
   ``var``, so a brand whose share varies a lot day to day needs a bigger jump.
 * **auto** (default): the p-value against the rolling baseline, the minimum effect against the higher of the rolling
   and (when enough history) the seasonal share. A seasonal median over a week lags a drifting share (3 % to 6 % over
@@ -51,13 +59,17 @@ A window fires when all hold: ``K >= min_volume`` emotion posts; the baseline ha
 at least ``min_ratio x p0`` **and** ``p0 + min_points`` (the minimum effect, written in words: "at least 1.5x and +2
 points"); and the p-value is at most ``alpha``. The alert fires when any window fires, at most once per cooldown.
 
-``alpha`` comes from a **false-alert budget** per brand x emotion x week (sensitivity low 0.25, normal 1, high 4):
-the detector runs one test per minute per window, ``10 080 x windows`` tests a week, so (Bonferroni)
-``alpha = budget / (10 080 x windows)``: about 5e-5 at "normal" with two windows. Overlapping windows are
-correlated, which makes this conservative for the test as modelled; but the model is only approximately right (the
-overdispersion estimate is itself noisy), and counting only one "independent" test per window length (2.5e-4 for
-the 5-min window) let through 2-7 false alerts per week on the synthetic weeks of ``bench/alerts.py`` (measured with
-an earlier overdispersion estimate), so the budget is spent on every minute's test.
+``alpha`` comes from a **false-alert budget** per brand x emotion x week (sensitivity low 0.25, normal 1, high 4),
+shared evenly by the windows (5, 15, 30 and 60 min by default). Each window is tested every minute, but consecutive
+tests share all minutes but one: under the null the test's z-score is (close to) a standardised moving sum of
+per-minute noise, and a false alert starts where that sum crosses the critical level upwards (later minutes of the
+same excursion are held back by the cooldown). So each window's ``alpha`` is the tail of the level whose expected
+up-crossings per week equal the window's share of the budget (:func:`upcrossings_per_week`, exact for a Gaussian
+moving sum sampled every minute): 3.0e-5 for the 5-min window (Bonferroni over 10 080 minutes would give 2.5e-5: at
+5 minutes nearly every minute is a fresh chance), 8.7e-5 for the 1-h one (3.5x Bonferroni; the rough "one
+independent test per window length", 1.5e-3, undercounts badly: a moving sum near a high level z crosses it about
+z^2 times per window length). The budget is spent on the model's null; where the share wanders more than the
+overdispersion estimate captures, ``bench/alerts.py`` measures what is left (README "Spike alerts").
 
 Windows are whole minutes, read from per-minute counts: in the worker the Redis 1-minute tier (the current minute
 holds the posts counted so far), offline the arrays given to :func:`replay_detector`.
@@ -65,13 +77,14 @@ holds the posts counted so far), offline the arrays given to :func:`replay_detec
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import optimize, special, stats
 
 __all__ = [
     "BUDGET_PER_WEEK",
@@ -80,6 +93,7 @@ __all__ = [
     "MinEffect",
     "WindowInputs",
     "alpha_for",
+    "upcrossings_per_week",
     "beta_binomial_sf",
     "decide",
     "history_tau2",
@@ -100,6 +114,9 @@ _MAD_TO_SD = 1.4826  # MAD x this estimates the standard deviation of normal dat
 # squared standardised differences are capped at 2 so a spike in the history (and the hour after it, whose baseline
 # holds it) counts little more than an ordinary window; E[min(chi2_1, 2)] = P(chi2_3 < 2) + 2 P(chi2_1 > 2)
 _Z2_CAP = 2.0
+SPIKE_Z = 4.0  # history windows this many local sds above their baseline are spikes, left out of tau2
+SPIKE_LOCAL = 12  # earlier windows whose median spread is the local sd
+_CHI2_1_MEDIAN = float(stats.chi2.median(1))
 # E[min(phi X, cap)] for X ~ chi2_1 and a dispersion phi: phi P(chi2_3 < cap/phi) + cap P(chi2_1 > cap/phi); inverted
 # by interpolation (it rises monotonically from 0 to cap)
 _PHI_GRID = np.concatenate([np.linspace(0.05, 5, 400), np.linspace(5.05, 100, 400)])
@@ -148,12 +165,42 @@ def parse_min_effect(text: str) -> MinEffect:
     return MinEffect(ratio, points)
 
 
-def alpha_for(sensitivity: str, windows: int) -> float:
-    """The significance level of one test: the sensitivity's false-alert budget per week over the tests a week holds
-    (one per minute per window; Bonferroni)."""
+def upcrossings_per_week(z: float, window: int) -> float:
+    """Expected upcrossings of level ``z`` per week by a window-``window`` moving sum of independent per-minute noise,
+    standardised and evaluated every minute: ``10 080 x P(X[t-1] <= z < X[t])``, neighbours being bivariate normal
+    with correlation ``1 - 1/window`` (they share ``window - 1`` of their minutes). Exact for Gaussian noise; each
+    false alert starts with one upcrossing (later exceedances of the same excursion are held back by the cooldown),
+    so this bounds the false alerts a week at that level."""
+    tail = float(stats.norm.sf(z))
+    if window <= 1:
+        return MINUTES_PER_WEEK * tail * (1 - tail)
+    rho = 1 - 1 / window
+    both_above = float(stats.multivariate_normal(mean=[0, 0], cov=[[1, rho], [rho, 1]]).cdf([-z, -z]))
+    return MINUTES_PER_WEEK * max(tail - both_above, 0.0)
+
+
+@functools.lru_cache(maxsize=256)
+def _alpha_for_window(budget: float, window: int) -> float:
+    z = optimize.brentq(lambda x: upcrossings_per_week(x, window) - budget, 0.5, 9.0, xtol=1e-6)
+    return float(stats.norm.sf(z))
+
+
+def alpha_for(sensitivity: str, windows: int, window: int = 1) -> float:
+    """The significance level of one test of a ``window``-minute window when ``windows`` windows share the
+    sensitivity's false-alert budget per week (evenly).
+
+    The detector tests every window every minute, but consecutive tests of one window share all minutes but one,
+    so they are strongly correlated: counting each minute as an independent test (Bonferroni, ``budget / 10 080``)
+    is about right for a 5-min window and 3.5x too strict for a 1-h one. Under the null the test's z-score is a
+    standardised moving sum of per-minute noise; its expected number of upcrossings of the critical level per week
+    (:func:`upcrossings_per_week`, exact for Gaussian noise) is set equal to the window's share of the budget, and
+    ``alpha`` is that level's one-sided tail. (The rough "one independent test per window length", ``10 080 /
+    window``, undercounts: a moving sum wanders across the level about ``z^2`` times per window length, which the
+    upcrossing count captures.) With the default sensitivity and four windows: 5 min 3.0e-5, 15 min 4.4e-5,
+    30 min 6.1e-5, 1 h 8.7e-5; ``window=1`` is Bonferroni."""
     if sensitivity not in BUDGET_PER_WEEK:
         raise ValueError(f"unknown sensitivity {sensitivity!r}; expected one of {sorted(BUDGET_PER_WEEK)}")
-    return BUDGET_PER_WEEK[sensitivity] / (MINUTES_PER_WEEK * max(1, windows))
+    return _alpha_for_window(BUDGET_PER_WEEK[sensitivity] / max(1, windows), max(1, int(window)))
 
 
 # ---------------------------------------------------------------------------------------------- parameters
@@ -164,7 +211,7 @@ class DetectorParams:
     """Everything the decision needs, in minutes (built from settings + a rule by :meth:`from_settings`)."""
 
     windows_min: tuple[int, ...] = (5, 60)
-    baseline_min: int = 60  # rolling baseline of the shortest window; a window of W uses max(this, 4 W)
+    baseline_min: int = 60  # rolling baseline of the shortest window; a window of W uses max(this, 2 W)
     sensitivity: str = "normal"
     min_effect: MinEffect = MinEffect(1.5, 0.02)
     min_volume: int = 5
@@ -175,7 +222,7 @@ class DetectorParams:
     cooldown_min: int = 15
 
     def alpha(self, window: int) -> float:
-        return alpha_for(self.sensitivity, len(self.windows_min))
+        return alpha_for(self.sensitivity, len(self.windows_min), window)
 
     def seasonal_span(self, window: int) -> tuple[int, int]:
         """``(length, minutes after the window's end)`` of the seasonal span of a window: the window's own clock
@@ -184,8 +231,8 @@ class DetectorParams:
         return length, (length - window) // 2
 
     def rolling_min(self, window: int) -> int:
-        """The rolling baseline of a window: at least ``baseline_min`` and 4 windows, in whole windows."""
-        return math.ceil(max(self.baseline_min, 4 * window) / window) * window
+        """The rolling baseline of a window: at least ``baseline_min`` and 2 windows, in whole windows."""
+        return math.ceil(max(self.baseline_min, 2 * window) / window) * window
 
     def history_windows(self, window: int) -> int:
         return max(MIN_HISTORY_WINDOWS, HISTORY_MIN // window)
@@ -244,23 +291,41 @@ def beta_binomial_sf(k: int, n: int, p0: float, var_p: float) -> float:
 
 
 def _difference(k, n, kb, nb, min_posts: int):
-    """``(d, binomial variance of d, usable)``: a window's share minus its rolling baseline's (Jeffreys) share."""
+    """``(d, binomial variance of d, usable)``: a window's share minus its rolling baseline's (Jeffreys) share,
+    relative to the baseline share."""
     k, n, kb, nb = (np.asarray(a, dtype=np.float64) for a in (k, n, kb, nb))
     pb = (kb + 0.5) / (nb + 1)
     usable = (n >= min_posts) & (nb >= min_posts)
-    d = np.where(usable, k / np.maximum(n, 1) - pb, np.nan)
-    var = np.where(usable, pb * (1 - pb) * (1 / np.maximum(n, 1) + 1 / (nb + 1)), np.nan)
+    d = np.where(usable, (k / np.maximum(n, 1) - pb) / pb, np.nan)
+    var = np.where(usable, (1 - pb) / pb * (1 / np.maximum(n, 1) + 1 / (nb + 1)), np.nan)
     return d, var, usable
+
+
+def _spike_flags(d: np.ndarray, var: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Windows of a history (consecutive windows, oldest first) that look like spikes themselves: a share above its
+    baseline with ``d^2 / v`` more than ``SPIKE_Z^2`` times the local spread, the median of ``d^2 / v`` over the
+    ``SPIKE_LOCAL`` windows before it over its binomial median 0.455 (at least 1). Local, so that at high volume,
+    where the share's wander dwarfs binomial noise, ordinary windows are not all "spikes" (the local spread grows
+    with the wander); pure noise exceeds 4 sds about once in 30 000 windows, the synthetic x3 spikes sit at 6-10."""
+    import pandas as pd
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z2 = np.where(usable, d ** 2 / var, np.nan)
+    local = pd.Series(z2).rolling(SPIKE_LOCAL, min_periods=1).median().shift(1).to_numpy()
+    spread = np.maximum(1.0, np.nan_to_num(local / _CHI2_1_MEDIAN, nan=1.0))
+    return usable & (np.nan_to_num(d) > 0) & (np.nan_to_num(z2) > SPIKE_Z ** 2 * spread)
 
 
 def history_tau2(bucket_k, bucket_n, baseline_windows: int, history_windows: int, min_posts: int) -> float:
     """``tau2`` from one evaluation's history (the worker's reads): ``bucket_k``/``bucket_n`` are window-long sums,
     newest first, ``[0]`` being the window under test; earlier window ``i`` is compared with the
-    ``baseline_windows`` buckets before it, for ``i = 1 .. history_windows``."""
+    ``baseline_windows`` buckets before it, for ``i = 1 .. history_windows``. A window is left out when it or a
+    window of its baseline is a spike (:func:`_spike_flags`), which needs ``baseline_windows + SPIKE_LOCAL`` more
+    windows (and their baselines)."""
     bucket_k = np.asarray(bucket_k, dtype=np.float64)
     bucket_n = np.asarray(bucket_n, dtype=np.float64)
     rows = []
-    for i in range(1, history_windows + 1):
+    for i in range(1, history_windows + baseline_windows + SPIKE_LOCAL + 1):
         base = slice(i + 1, i + 1 + baseline_windows)
         if i < len(bucket_k):
             rows.append((bucket_k[i], bucket_n[i], bucket_k[base].sum(), bucket_n[base].sum()))
@@ -268,7 +333,10 @@ def history_tau2(bucket_k, bucket_n, baseline_windows: int, history_windows: int
         return 0.0
     k, n, kb, nb = np.array(rows).T
     d, var, usable = _difference(k, n, kb, nb, min_posts)
-    return _tau2(d[usable], var[usable])
+    flags = _spike_flags(d[::-1], var[::-1], usable[::-1])[::-1]  # oldest first, and back
+    keep = np.array([usable[i] and not flags[i:i + baseline_windows + 1].any()
+                     for i in range(min(history_windows, len(d)))], dtype=bool)
+    return _tau2(d[:len(keep)][keep], var[:len(keep)][keep])
 
 
 def _tau2(d: np.ndarray, var: np.ndarray) -> float:
@@ -278,7 +346,8 @@ def _tau2(d: np.ndarray, var: np.ndarray) -> float:
     return float(max(0.0, dispersion - 1) * np.median(var))
 
 
-def _replay_tau2(k, n, kb, nb, window: int, history_windows: int, min_posts: int) -> np.ndarray:
+def _replay_tau2(k, n, kb, nb, window: int, history_windows: int, min_posts: int,
+                 baseline_windows: int) -> np.ndarray:
     """:func:`history_tau2` at every minute at once: the window/baseline sums at every minute (``k``, ``n``, ``kb``,
     ``nb``), and for minute ``t`` the earlier windows ending at ``t - window``, ``t - 2 window``, ... — one residue
     class of minutes modulo ``window``, so a rolling median over each class's subsequence."""
@@ -287,9 +356,13 @@ def _replay_tau2(k, n, kb, nb, window: int, history_windows: int, min_posts: int
     d, var, usable = _difference(k, n, kb, nb, min_posts)
     tau2 = np.zeros(len(d))
     for residue in range(window):
-        z = pd.Series(np.minimum(d[residue::window] ** 2 / var[residue::window], _Z2_CAP))
-        bv = pd.Series(var[residue::window])
-        count = pd.Series(usable[residue::window].astype(float)).rolling(history_windows, min_periods=1).sum()
+        flags = _spike_flags(d[residue::window], var[residue::window], usable[residue::window])
+        near_spike = pd.Series(flags.astype(float)).rolling(
+            baseline_windows + 1, min_periods=1).max().to_numpy() > 0  # it or a window of its baseline
+        keep = usable[residue::window] & ~near_spike
+        z = pd.Series(np.where(keep, np.minimum(d[residue::window] ** 2 / var[residue::window], _Z2_CAP), np.nan))
+        bv = pd.Series(np.where(keep, var[residue::window], np.nan))
+        count = pd.Series(keep.astype(float)).rolling(history_windows, min_periods=1).sum()
         dispersion = pd.Series(_dispersion(z.rolling(history_windows, min_periods=1).mean().to_numpy()))
         med_var = bv.rolling(history_windows, min_periods=1).median()
         est = ((dispersion - 1).clip(lower=0) * med_var).where(count >= MIN_HISTORY_WINDOWS, 0.0)
@@ -366,7 +439,7 @@ def _baselines(inp: WindowInputs, params: DetectorParams):
     nb = np.asarray(inp.nb, dtype=np.float64)
     tau2 = np.asarray(inp.tau2, dtype=np.float64)
     p_roll = (kb + 0.5) / (nb + 1)
-    var_roll = p_roll * (1 - p_roll) / (nb + 1) + tau2
+    var_roll = p_roll * (1 - p_roll) / (nb + 1) + tau2 * p_roll ** 2
     roll_ok = nb >= params.min_baseline_posts
     if params.baseline == "rolling" or np.size(inp.span_n) == 0:
         return p_roll, var_roll, p_roll, np.zeros_like(roll_ok), roll_ok
@@ -377,7 +450,8 @@ def _baselines(inp: WindowInputs, params: DetectorParams):
     p_week, var_week, week_ok = seasonal_baseline(span_k[days:], span_n[days:], params.min_baseline_posts,
                                                   params.seasonal_min_days)
     p_seas = np.nan_to_num(np.where(week_ok, p_week, p_day))
-    var_seas = np.nan_to_num(np.where(week_ok, var_week, var_day)) + tau2
+    var_seas = (np.nan_to_num(np.where(week_ok, var_week, var_day))
+                + tau2 * np.nan_to_num(np.where(week_ok, p_week, p_day)) ** 2)
     usable = week_ok | day_ok
     if params.baseline == "seasonal":  # the test and the effect against the seasonal baseline alone
         return p_seas, np.where(usable, var_seas, 1.0), p_seas, usable, usable
@@ -461,7 +535,7 @@ def replay_inputs(posts_per_minute, emotion_per_minute, params: DetectorParams, 
     every = np.arange(len(n))
     tau2 = _replay_tau2(_span_sums(cum_k, every, window), _span_sums(cum_n, every, window),
                         _span_sums(cum_k, every - window, rolling), _span_sums(cum_n, every - window, rolling),
-                        window, params.history_windows(window), params.min_baseline_posts)
+                        window, params.history_windows(window), params.min_baseline_posts, rolling // window)
     return WindowInputs(
         window_min=window,
         k=_span_sums(cum_k, t, window), n=_span_sums(cum_n, t, window),
@@ -548,7 +622,7 @@ def spans_for(t_min: int, window: int, params: DetectorParams) -> dict:
     arrays."""
     days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
     span, after = params.seasonal_span(window)
-    count = 1 + params.history_windows(window) + params.rolling_min(window) // window
+    count = 1 + params.history_windows(window) + 2 * (params.rolling_min(window) // window) + SPIKE_LOCAL
     return {
         "buckets": ((t_min + 1 - window * count) * 60_000, (t_min + 1) * 60_000 - 1, count),
         "seasonal": [_minute_span(t_min - lag + after, span) for lag in days + weeks],
@@ -563,9 +637,9 @@ async def read_inputs(store, count_key: str, posts_key: str, now_ms: int, params
     """The worker's :class:`WindowInputs` (one per window, length 1) from the 1-minute tier of a brand's count and
     posts series (``count_key`` / ``posts_key``), in one pipelined round trip of ``TS.RANGE ... AGGREGATION sum``
     (``store``: :meth:`monitor.store.RedisStore.range_sums`):
-    per window one range of window-long buckets (the window, its rolling baseline and 72 h of history; 877 buckets
-    for a 5-min window) and one single-bucket range per seasonal span. ``now_ms``'s minute is the window's last,
-    holding the posts counted so far.
+    per window one range of window-long buckets (the window, its rolling baseline, 72 h of history and what the spike
+    checks of the oldest history windows need; 901 buckets for a 5-min window) and one single-bucket range per seasonal
+    span. ``now_ms``'s minute is the window's last, holding the posts counted so far.
 
     ``tau2_cache`` (a dict the caller keeps): the history part is read and ``tau2`` re-estimated at most every
     ``TAU2_REFRESH_MIN`` minutes per series x window (it moves slowly; parsing 72 h of buckets cost ~0.2 s per

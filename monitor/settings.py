@@ -177,15 +177,18 @@ class MonitorSettings(BaseSettings):
     )
     alert_sensitivity: Literal["low", "normal", "high"] = Field(
         "normal", description="Default false-alert budget of the statistical detector per brand x emotion x week: "
-        "low 0.25, normal 1, high 4 (alpha = budget / tests per week); alert rules may override it"
+        "low 0.25, normal 1, high 4 (each window's alpha spends its share on the expected upcrossings of a "
+        "moving-window test, monitor/detector.py); alert rules may override it"
     )
     alert_min_effect: str = Field(
         "at least 1.5x and +2 points", description="Default minimum effect, in words: the window share must be at "
         "least this ratio and this many points above the baseline share ('at least 2x', '+5 points')"
     )
     alert_windows_ms: list[int] = Field(
-        [5 * _MINUTE_MS, 60 * _MINUTE_MS], description="Windows of the statistical detector (whole minutes): 5 min "
-        "for sudden spikes, 1 h for slow build-ups; the rolling baseline of a window W is max(alert_baseline_ms, 4 W)"
+        [5 * _MINUTE_MS, 15 * _MINUTE_MS, 30 * _MINUTE_MS, 60 * _MINUTE_MS], description="Windows of the "
+        "statistical detector (whole minutes): 5 min for sudden spikes, 15 and 30 min for 10-60 min spikes at low "
+        "volume, 1 h for slow build-ups; they share the false-alert budget evenly; the rolling baseline of a window "
+        "W is max(alert_baseline_ms, 2 W)"
     )
     alert_baseline: Literal["auto", "seasonal", "rolling"] = Field(
         "auto", description="Baseline of the statistical detector: seasonal = median share of the same clock hour on "

@@ -14,12 +14,15 @@ from monitor.alerts import replay_detector as exported
 from monitor.detector import (
     DetectorParams,
     MinEffect,
+    WindowInputs,
     alpha_for,
     beta_binomial_sf,
+    decide,
     history_tau2,
     parse_min_effect,
     replay_detector,
     seasonal_baseline,
+    upcrossings_per_week,
     windows_fired,
 )
 from monitor.settings import MonitorSettings
@@ -74,24 +77,48 @@ def test_minimum_effect_refuses_what_it_cannot_read(text):
 
 
 def test_sensitivity_sets_the_false_alert_budget():
-    # normal: one false alert per week over one test per minute per window (two windows: 20 160 tests)
-    assert alpha_for("normal", 2) == pytest.approx(1 / 20160)
-    assert alpha_for("low", 2) == pytest.approx(0.25 / 20160)
-    assert alpha_for("high", 1) == pytest.approx(4 / 10080)
+    # window=1: every minute's test is independent, so the budget is spent Bonferroni-style (P(up-crossing) is
+    # alpha (1 - alpha)): normal with two windows ~ 1 / 20 160
+    assert alpha_for("normal", 2, 1) == pytest.approx(1 / 20160, rel=1e-3)
+    assert alpha_for("low", 2, 1) == pytest.approx(0.25 / 20160, rel=1e-3)
+    assert alpha_for("high", 1, 1) == pytest.approx(4 / 10080, rel=1e-2)
+    # longer windows: neighbouring tests overlap, fewer effective tests, a larger alpha; more windows share the budget
+    assert alpha_for("normal", 4, 5) < alpha_for("normal", 4, 15) < alpha_for("normal", 4, 60) < 1 / 1680
+    assert alpha_for("normal", 4, 60) > 3 * 1 / (4 * 10080)
+    assert alpha_for("normal", 4, 60) < alpha_for("normal", 2, 60)
     with pytest.raises(ValueError):
         alpha_for("paranoid", 2)
+
+
+def test_upcrossings_by_hand_and_by_simulation():
+    """The expected up-crossings a week of a standardised moving sum: by hand for window 2 (neighbours correlate
+    0.5, and P(X > z, Y > z) for correlation 1/2 at z = 0 is 1/3, so P(up-crossing) = 1/2 - 1/3 = 1/6), and against
+    a simulated moving sum of Gaussian per-minute noise for a 30-minute window at a level it crosses a few times a
+    week."""
+    assert upcrossings_per_week(0.0, 2) == pytest.approx(10080 / 6, rel=1e-3)
+    assert upcrossings_per_week(0.0, 1) == pytest.approx(10080 / 4, rel=1e-6)
+    rng = np.random.default_rng(3)
+    weeks, window, z = 40, 30, 3.0
+    noise = rng.normal(size=weeks * 10080 + window)
+    cum = np.concatenate([[0.0], np.cumsum(noise)])
+    moving = (cum[window:] - cum[:-window]) / math.sqrt(window)
+    simulated = np.sum((moving[1:] > z) & (moving[:-1] <= z)) / weeks
+    assert simulated == pytest.approx(upcrossings_per_week(z, window), rel=0.15)
+    # and the alpha it implies: the level whose expected up-crossings are the window's share of the budget
+    alpha = alpha_for("normal", 4, window)
+    assert upcrossings_per_week(float(stats.norm.isf(alpha)), window) == pytest.approx(0.25, rel=1e-3)
 
 
 def test_overdispersion_estimate_finds_extra_variance_and_none_in_binomial_data():
     """900 window-long buckets (newest first): each earlier window against the 12 before it. Binomial data: tau2 ~ 0;
     every window's share off by N(0, 1 point): the difference to a 12-window baseline varies by 1 point x
-    sqrt(1 + 1/12) beyond binomial noise."""
+    sqrt(1 + 1/12) beyond binomial noise, i.e. by 20 % x sqrt(1 + 1/12) of the 5 % share (tau2 is relative)."""
     rng = np.random.default_rng(1)
     n = np.full(900, 2000)
     binomial = rng.binomial(n, 0.05)
-    assert history_tau2(binomial, n, 12, 864, 20) < 3e-6
+    assert history_tau2(binomial, n, 12, 864, 20) < 3e-6 / 0.05 ** 2
     overdispersed = rng.binomial(n, np.clip(0.05 + rng.normal(0, 0.01, size=900), 0, 1))
-    expected_sd = 0.01 * math.sqrt(1 + 1 / 12)
+    expected_sd = 0.01 / 0.05 * math.sqrt(1 + 1 / 12)
     assert math.sqrt(history_tau2(overdispersed, n, 12, 864, 20)) == pytest.approx(expected_sd, rel=0.15)
     # a handful of spikes in the history barely moves the robust estimate
     spiky = overdispersed.copy()
@@ -207,3 +234,53 @@ def test_replay_detector_rejects_mismatched_arrays():
         replay_detector(np.ones(10), np.ones(9), MonitorSettings())
     with pytest.raises(ValueError):
         replay_detector(np.ones(10), np.full(10, 2), MonitorSettings())
+
+
+def test_spikes_in_the_history_do_not_inflate_the_overdispersion_estimate():
+    """Twelve 3-window x3 spikes in 300 windows of overdispersed data: each spike window and the windows whose
+    baseline holds it are left out (a spike z-score > SPIKE_Z), so tau2 stays near the spike-free estimate (with
+    them in, the capped mean saw ~15 % of windows at the cap and tau2 came out several times larger). The replay's
+    every-minute estimate equals the worker's from the same buckets."""
+    from monitor.detector import _replay_tau2
+
+    rng = np.random.default_rng(5)
+    windows, base = 300, 4
+    n = np.full(windows, 1500.0)
+    share = np.clip(0.05 + rng.normal(0, 0.005, size=windows), 0, 1)
+    clean = rng.binomial(n.astype(int), share).astype(float)
+    spiky_share = share.copy()
+    for start in range(20, windows - 10, 24):
+        spiky_share[start:start + 3] *= 3
+    spiky = rng.binomial(n.astype(int), spiky_share).astype(float)
+    newest_first = slice(None, None, -1)
+    tau_clean = history_tau2(clean[newest_first], n[newest_first], base, windows - 2 * base - 1, 20)
+    tau_spiky = history_tau2(spiky[newest_first], n[newest_first], base, windows - 2 * base - 1, 20)
+    assert math.sqrt(tau_clean) == pytest.approx(0.005 / 0.05 * math.sqrt(1 + 1 / base), rel=0.2)
+    assert math.sqrt(tau_spiky) == pytest.approx(math.sqrt(tau_clean), rel=0.2)
+    # the replay (window of 1 minute: one residue class) at the last minute, from the same sums
+    cum_k, cum_n = np.concatenate([[0.0], np.cumsum(spiky)]), np.concatenate([[0.0], np.cumsum(n)])
+    t = np.arange(windows)
+    kb = cum_k[t] - cum_k[np.clip(t - base, 0, None)]
+    nb = cum_n[t] - cum_n[np.clip(t - base, 0, None)]
+    replayed = _replay_tau2(spiky, n, kb, nb, 1, windows - 2 * base - 1, 20, base)
+    assert replayed[-1] == pytest.approx(tau_spiky, rel=1e-9)
+
+
+def test_overdispersion_is_relative_to_the_share():
+    """A share that wanders by 20 % of itself gives the same tau2 at 2 % and at 8 % (a squared coefficient of
+    variation), and the test's variance scales it by the baseline share squared: at a 4x higher share the same
+    relative jump is judged against 4x the spread in points."""
+    rng = np.random.default_rng(7)
+    n = np.full(600, 20_000)
+    estimates = []
+    for share in (0.02, 0.08):
+        k = rng.binomial(n, share * np.exp(rng.normal(0, 0.2, size=600)))
+        estimates.append(history_tau2(k, n, 12, 580, 20))
+    assert estimates[0] == pytest.approx(estimates[1], rel=0.25)
+    assert math.sqrt(estimates[0]) == pytest.approx(0.2 * math.sqrt(1 + 1 / 12), rel=0.2)
+    params = DetectorParams(windows_min=(5,), baseline="rolling")
+    inp = WindowInputs(5, np.array([130.0]), np.array([1000.0]), np.array([800.0]), np.array([10_000.0]),
+                       np.zeros((0, 1)), np.zeros((0, 1)), np.array([0.04]))
+    _fired, p_value, _d = decide(inp, params)
+    p0 = 800.5 / 10_001
+    assert p_value[0] == pytest.approx(beta_binomial_sf(130, 1000, p0, p0 * (1 - p0) / 10_001 + 0.04 * p0 ** 2))
