@@ -199,7 +199,8 @@ class AlertEngine:
         figures, confidence and effect are the firing window's and "back to baseline" is judged against its baseline.
         ``rule``: the brand x emotion's alert rule (its cooldown and channels)."""
         s = self.settings
-        cooldown_ms = rule.cooldown_s * 1000 if rule is not None and rule.cooldown_s is not None else s.alert_cooldown_ms
+        has_own_cooldown = rule is not None and rule.cooldown_s is not None
+        cooldown_ms = rule.cooldown_s * 1000 if has_own_cooldown else s.alert_cooldown_ms
         if detection is not None:
             confidence = detection.confidence if confidence is None else confidence
             effect_ratio = round(detection.ratio, 3) if effect_ratio is None else effect_ratio
@@ -275,8 +276,8 @@ class AlertEngine:
         such as ``sentiment:negative``: the highest member score). Terms: the ``alert_explain_terms`` words/hashtags
         over-represented in the window's posts carrying the emotion (all the window's posts when none is labelled
         with it) against the baseline's posts (:func:`monitor.explain.over_represented`). Each side is read up to
-        its newest ``alert_explain_posts`` posts. The window (``window_ms``, default ``alert_window_ms``) is widened to the raw buckets its counts were read from,
-        so these are posts the alert counted."""
+        its newest ``alert_explain_posts`` posts. The window (``window_ms``, default ``alert_window_ms``) is widened
+        to the raw buckets its counts were read from, so these are posts the alert counted."""
         s = self.settings
         if not s.alert_evidence_posts and not s.alert_explain_terms:
             return (), ()
