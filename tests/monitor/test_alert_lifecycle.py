@@ -46,6 +46,23 @@ SPIKE = [_post(1000 + i, END + i * 10_000, i % 5 != 0,
 AFTER = [_post(2000 + i, END + 250_000 + i * 10_000, i % 10 == 0, CALM_TEXTS[i % 4]) for i in range(60)]
 
 
+async def _steady_hour_then_spike(store: RedisStore, engine: AlertEngine) -> list:
+    """The story's first part, written and evaluated batch by batch: the steady hour, the five angry minutes, then
+    (the cooldown run out) one more evaluation at the spike's last post. Returns the transitions so far."""
+    transitions = []
+    for start in range(0, 120, 20):
+        await store.write(STEADY[start:start + 20], THRESHOLDS)
+        transitions += await engine.evaluate({"acme": STEADY[start + 19].post.created_at})
+    for start in range(0, 25, 5):
+        await store.write(SPIKE[start:start + 5], THRESHOLDS)
+        transitions += await engine.evaluate({"acme": SPIKE[start + 4].post.created_at})
+    # the cooldown (wall-clock TTL; test_alerts.py waits one out) runs out
+    assert await store.redis.delete("em:alert:last:acme:anger") == 1
+    # the spike still stands at its last post: one update
+    transitions += await engine.evaluate({"acme": SPIKE[-1].post.created_at})
+    return transitions
+
+
 def test_alert_opens_updates_and_resolves_with_one_id(redis_server, redis_client, webhook):
     hook = webhook()
     cfg = _settings(redis_url=redis_server.url, alert_cooldown_ms=900_000, webhook_url=hook.url,
@@ -58,18 +75,8 @@ def test_alert_opens_updates_and_resolves_with_one_id(redis_server, redis_client
     async def run():
         store = RedisStore(cfg, EMOTIONS)
         engine = AlertEngine(cfg, store, publish, "test")
-        transitions = []
         try:
-            for start in range(0, 120, 20):
-                await store.write(STEADY[start:start + 20], THRESHOLDS)
-                transitions += await engine.evaluate({"acme": STEADY[start + 19].post.created_at})
-            for start in range(0, 25, 5):
-                await store.write(SPIKE[start:start + 5], THRESHOLDS)
-                transitions += await engine.evaluate({"acme": SPIKE[start + 4].post.created_at})
-            # the cooldown (wall-clock TTL; test_alerts.py waits one out) runs out
-            assert await store.redis.delete("em:alert:last:acme:anger") == 1
-            # the spike still stands at its last post: one update
-            transitions += await engine.evaluate({"acme": SPIKE[-1].post.created_at})
+            transitions = await _steady_hour_then_spike(store, engine)
             calm_evaluations = []
             for start in range(0, 60, 5):
                 await store.write(AFTER[start:start + 5], THRESHOLDS)
@@ -137,16 +144,8 @@ def test_statistical_episode_opens_updates_and_resolves_against_the_detectors_ba
     async def run():
         store = RedisStore(cfg, EMOTIONS)
         engine = AlertEngine(cfg, store, publish, "test")
-        transitions = []
         try:
-            for batch, start in [(STEADY, s) for s in range(0, 120, 20)]:
-                await store.write(batch[start:start + 20], THRESHOLDS)
-                transitions += await engine.evaluate({"acme": batch[start + 19].post.created_at})
-            for start in range(0, 25, 5):
-                await store.write(SPIKE[start:start + 5], THRESHOLDS)
-                transitions += await engine.evaluate({"acme": SPIKE[start + 4].post.created_at})
-            assert await store.redis.delete("em:alert:last:acme:anger") == 1
-            transitions += await engine.evaluate({"acme": SPIKE[-1].post.created_at})
+            transitions = await _steady_hour_then_spike(store, engine)
             for start in range(0, 60, 5):
                 await store.write(AFTER[start:start + 5], THRESHOLDS)
                 transitions += await engine.evaluate({"acme": AFTER[start + 4].post.created_at})
