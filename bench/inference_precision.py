@@ -27,13 +27,12 @@ sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("EMOTION_MONITOR_DATA_DIR", ROOT.parent / "shared" / "data" / "goemotions"))
 
 
-def read_split(name: str, n_labels: int) -> tuple[list[str], np.ndarray]:
-    rows = [line.split("\t") for line in (DATA / f"{name}.tsv").read_text(encoding="utf-8").splitlines()]
-    y = np.zeros((len(rows), n_labels), dtype=int)
-    for i, row in enumerate(rows):
-        for j in row[1].split(","):
-            y[i, int(j)] = 1
-    return [row[0] for row in rows], y
+def read_split(name: str) -> tuple[list[str], np.ndarray]:
+    """(texts, label matrix) of a GoEmotions split, read as the trainer reads it (CSV quoting included)."""
+    from trainer.data import load_goemotions_tsv
+
+    split = getattr(load_goemotions_tsv(DATA), name)
+    return split.texts, np.asarray(split.labels, dtype=int)
 
 
 def rate(thread: ThreadPoolExecutor, fn, n: int, passes: int) -> float:
@@ -124,8 +123,8 @@ def main() -> None:
         for int8 in (False, True):
             clf = load_classifier(args.model, device="cpu", int8=int8)
             results["model_version"] = clf.version
-            test_texts, y_test = read_split("test", len(clf.labels))
-            stream = read_split("dev", len(clf.labels))[0][: args.stream_posts]
+            test_texts, y_test = read_split("test")
+            stream = read_split("dev")[0][: args.stream_posts]
             call = inference_batch(settings, clf.device.type, clf.precision)
             row, probas[clf.precision] = measure(clf, test_texts, y_test, stream, sizes, args.micro_batch,
                                                  args.passes, thread, call)

@@ -37,13 +37,12 @@ STREAMS = {"in-domain": None, "anger-rich": ("anger", 0.30), "joy-rich": ("joy",
 ESTIMATORS = ("raw_count", "mean_probability", "em", "tracker_em", "acc")
 
 
-def read_split(name: str, n_labels: int) -> tuple[list[str], np.ndarray]:
-    rows = [line.split("\t") for line in (DATA / f"{name}.tsv").read_text(encoding="utf-8").splitlines()]
-    y = np.zeros((len(rows), n_labels), dtype=int)
-    for i, row in enumerate(rows):
-        for j in row[1].split(","):
-            y[i, int(j)] = 1
-    return [row[0] for row in rows], y
+def read_split(name: str) -> tuple[list[str], np.ndarray]:
+    """(texts, label matrix) of a GoEmotions split, read as the trainer reads it (CSV quoting included)."""
+    from trainer.data import load_goemotions_tsv
+
+    split = getattr(load_goemotions_tsv(DATA), name)
+    return split.texts, np.asarray(split.labels, dtype=int)
 
 
 def probabilities(clf, texts: list[str], cache: Path) -> np.ndarray:
@@ -64,6 +63,13 @@ def weights_tag(clf, path) -> str:
 
     digest = hashlib.sha256(Path(path, "head.safetensors").read_bytes()).hexdigest()[:10]
     return f"{Path(path).name}-{digest}-{clf.precision}"
+
+
+def texts_tag(texts: list[str]) -> str:
+    """Part of a cache name: a cache is only valid for the very texts it was computed on."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:8]
 
 
 def stream(y: np.ndarray, labels: list[str], spec, n: int, rng) -> np.ndarray:
@@ -98,11 +104,11 @@ def main() -> None:
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     tag = weights_tag(clf, path)
-    dev_texts, y_dev = read_split("dev", len(labels))
-    test_texts, y_test = read_split("test", len(labels))
+    dev_texts, y_dev = read_split("dev")
+    test_texts, y_test = read_split("test")
     started = time.perf_counter()
-    p_dev = probabilities(clf, dev_texts, cache / f"dev-{tag}.npy")
-    p_test = probabilities(clf, test_texts, cache / f"test-{tag}.npy")
+    p_dev = probabilities(clf, dev_texts, cache / f"dev-{tag}-{texts_tag(dev_texts)}.npy")
+    p_test = probabilities(clf, test_texts, cache / f"test-{tag}-{texts_tag(test_texts)}.npy")
     predict_s = time.perf_counter() - started
     if getattr(clf, "label_priors", None) is not None:  # a calibrated artifact: what the worker would use
         source, tpr, fpr = (np.asarray(getattr(clf, k), dtype=np.float64) for k in ("label_priors", "tpr", "fpr"))
@@ -151,6 +157,7 @@ def main() -> None:
     summary = {name: {e: {k: (float(np.mean(v)) if v else None) for k, v in per.items()}
                       for e, per in by.items()} for name, by in errors.items()}
     result = {
+        "command": "python bench/priors.py " + " ".join(sys.argv[1:]),
         "model": str(clf.version), "precision": clf.precision, "streams": {k: list(v) if v else None
                                                                              for k, v in STREAMS.items()},
         "posts_per_stream": args.n, "seeds": args.seeds, "predict_seconds": predict_s,
