@@ -178,6 +178,21 @@ def committed_offsets(broker, topic: str = "posts", partitions: int = 3, group: 
     return asyncio.run(run())
 
 
+def prefilled_posts_env(broker, redis_url: str, model_dir: Path, n: int, brands, **overrides) -> dict[str, str]:
+    """A fresh 3-partition ``posts`` topic holding ``n`` posts spread over ``brands``, and the worker env to count
+    them (small batches, so a kill or a stop lands between batches)."""
+    from tests.monitor.posts_data import encode, make_posts
+
+    create_topic(broker, "posts", 3)
+    produce(broker, "posts", encode(make_posts(n, brands)))
+    return monitor_env(broker, redis_url, model_dir, **{"max_batch": "16", **overrides})
+
+
+def written_total(redis_client, brands) -> int:
+    """Posts counted in Redis over ``brands``."""
+    return sum(posts_total(redis_client, b) for b in brands)
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition", worker: Worker | None = None):
     from redis.exceptions import ConnectionError as RedisConnectionError
 

@@ -11,9 +11,9 @@ import pytest
 
 from emotion_monitor.servers import free_port
 from tests.monitor.conftest import (
-    committed_offsets, consume_all, create_topic, monitor_env, posts_total, produce, wait_until,
+    committed_offsets, consume_all, posts_total, prefilled_posts_env, wait_until, written_total,
 )
-from tests.monitor.posts_data import encode, make_posts
+from tests.monitor.posts_data import make_posts
 
 BRANDS = ("acme", "globex", "initech")
 
@@ -23,12 +23,10 @@ BRANDS = ("acme", "globex", "initech")
 def test_kill_9_between_produce_and_commit_loses_no_classified_record(
         kafka_broker, redis_server, redis_client, small_model_dir, start_worker):
     n = 600
-    create_topic(kafka_broker, "posts", 3)
-    produce(kafka_broker, "posts", encode(make_posts(n, BRANDS)))
-    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16")
+    env = prefilled_posts_env(kafka_broker, redis_server.url, small_model_dir, n, BRANDS)
 
     def written() -> int:
-        return sum(posts_total(redis_client, b) for b in BRANDS)
+        return written_total(redis_client, BRANDS)
 
     def committed() -> int:
         return sum(committed_offsets(kafka_broker).values())

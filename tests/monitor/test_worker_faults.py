@@ -13,7 +13,8 @@ import urllib.request
 
 from emotion_monitor.servers import free_port, start_redis
 from tests.monitor.conftest import (
-    committed_total, consume_all, create_topic, monitor_env, posts_total, produce, wait_until,
+    committed_total, consume_all, create_topic, monitor_env, posts_total, prefilled_posts_env, produce, wait_until,
+    written_total,
 )
 from tests.monitor.posts_data import encode, make_posts
 
@@ -88,16 +89,14 @@ def test_kill_9_mid_stream_then_restart_counts_exactly(kafka_broker, redis_serve
                                                        start_worker):
     """Two workers share the partitions; one is killed -9 mid-stream and restarted: totals stay exact."""
     n = 600
-    create_topic(kafka_broker, "posts", 3)
-    produce(kafka_broker, "posts", encode(make_posts(n, BRANDS)))
+    env = prefilled_posts_env(kafka_broker, redis_server.url, small_model_dir, n, BRANDS)
     port_a, port_b = free_port(), free_port()
-    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16")
     first = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port_a)})
     other = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port_b)})
     wait_until(lambda: _counted(port_a) > 0 and _counted(port_b) > 0, 150, what="both workers counting", worker=first)
     first.signal(signal.SIGKILL)
     first.wait(10)
-    mid = sum(posts_total(redis_client, b) for b in BRANDS)
+    mid = written_total(redis_client, BRANDS)
     assert mid < n, "the workers finished before one could be killed; raise n"
     port_c = free_port()
     restarted = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port_c)})
@@ -121,12 +120,10 @@ def test_kill_9_inside_the_redelivery_window_restart_sees_duplicates_and_counts_
     """A worker killed -9 after writing posts whose offsets its group has not committed yet (the redelivery window):
     the restarted worker gets them again, reports them as duplicates and counts only the rest."""
     n = 600
-    create_topic(kafka_broker, "posts", 3)
-    produce(kafka_broker, "posts", encode(make_posts(n, BRANDS)))
-    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16")
+    env = prefilled_posts_env(kafka_broker, redis_server.url, small_model_dir, n, BRANDS)
 
     def written() -> int:
-        return sum(posts_total(redis_client, b) for b in BRANDS)
+        return written_total(redis_client, BRANDS)
 
     for _attempt in range(3):  # the kill may land just after a commit; then the window is empty: go again
         worker = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(free_port())})
@@ -154,12 +151,10 @@ def test_sigterm_with_batches_in_hand_finishes_writes_and_commits_them(
     """SIGTERM mid-stream: the batches in hand are finished, written and committed before the worker exits 0, so
     what Redis holds equals what the group committed; a restarted worker counts exactly the rest, nothing twice."""
     n = 600
-    create_topic(kafka_broker, "posts", 3)
-    produce(kafka_broker, "posts", encode(make_posts(n, BRANDS)))
-    env = monitor_env(kafka_broker, redis_server.url, small_model_dir, max_batch="16")
+    env = prefilled_posts_env(kafka_broker, redis_server.url, small_model_dir, n, BRANDS)
 
     def written() -> int:
-        return sum(posts_total(redis_client, b) for b in BRANDS)
+        return written_total(redis_client, BRANDS)
 
     port = free_port()
     worker = start_worker({**env, "EM_MONITOR_METRICS_PORT": str(port)})
