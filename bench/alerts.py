@@ -268,9 +268,10 @@ def run(seeds, volumes=VOLUMES, sizes=SIZES, wander_sd: float = 0.15, names=DETE
 
 
 def table(rows) -> str:
+    sizes = sorted({r["size"] for r in rows if r["size"] is not None})
     out = ["| peak volume | detector | false alerts / week (no spikes) | false / week (with spikes) | "
-           + " | ".join(f"×{s:g}" for s in SIZES) + " | ×2 / ×3 daytime | median delay ×3+ (min) |",
-           "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in SIZES) + " | ---: | ---: |"]
+           + "".join(f"×{s:g} | " for s in sizes) + "×2 / ×3 daytime | median delay ×3+ (min) |",
+           "| --- | --- | ---: | ---: | " + "".join("---: | " for _ in sizes) + "---: | ---: |"]
     for volume in sorted({r["volume"] for r in rows}):
         for name in DETECTORS:
             mine = [r for r in rows if r["volume"] == volume and r["detector"] == name]
@@ -278,14 +279,14 @@ def table(rows) -> str:
                 continue
             null = next(r for r in mine if r["size"] is None)
             spiky = [r for r in mine if r["size"] is not None]
-            fp_spiky = statistics.mean(r["false_per_week"] for r in spiky)
+            fp_spiky = f"{statistics.mean(r['false_per_week'] for r in spiky):.2f}" if spiky else "-"
             cells = [f"{r['recall']:.2f}" for r in spiky]
             big = [r["median_delay_min"] for r in spiky if r["size"] >= 3 and r["median_delay_min"] is not None]
             delay = f"{statistics.median(big):g}" if big else "-"
             day = " / ".join(f"{r['daytime_recall']:.2f}" if r["daytime_recall"] is not None else "-"
                              for r in spiky if r["size"] in (2.0, 3.0))
-            out.append(f"| {volume} posts/min | {name} | {null['false_per_week']:.2f} | {fp_spiky:.2f} | "
-                       + " | ".join(cells) + f" | {day} | {delay} |")
+            out.append(f"| {volume} posts/min | {name} | {null['false_per_week']:.2f} | {fp_spiky} | "
+                       + "".join(f"{c} | " for c in cells) + f"{day or '-'} | {delay} |")
     return "\n".join(out)
 
 
@@ -325,12 +326,15 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, nargs="+", default=list(VOLUMES))
     parser.add_argument("--wander-sd", type=float, default=0.15,
                         help="Overdispersion: stationary sd of the share's log wander (0 = binomial noise only)")
+    parser.add_argument("--sizes", type=float, nargs="*", default=list(SIZES),
+                        help="Spike sizes (the spike-free run is always made; none = only the false-alert rate)")
     parser.add_argument("--detectors", nargs="+", choices=DETECTORS, default=list(DETECTORS),
                         help="Rows to run (e.g. only the oracles, over many seeds: they are cheap)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "alerts"))
     args = parser.parse_args()
     started = time.perf_counter()
-    rows, calibration = run(args.seeds, args.volumes, wander_sd=args.wander_sd, names=args.detectors)
+    rows, calibration = run(args.seeds, args.volumes, tuple(args.sizes), wander_sd=args.wander_sd,
+                            names=args.detectors)
     text = table(rows)
     print(text)
     out = Path(args.out)
