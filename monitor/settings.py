@@ -201,8 +201,8 @@ class MonitorSettings(BaseSettings):
                                          "seasonal baseline")
     alert_detect_interval_seconds: float = Field(
         10.0, ge=0, description="The statistical detector re-runs for a brand x emotion when a batch brings a new "
-        "minute (event time) or the alert rules changed, else at most this often (wall clock): under load most batches skip "
-        "its Redis reads and test, and an alert comes at most this much later; 0 = every batch"
+        "minute (event time) or the alert rules changed, else at most this often (wall clock): under load most "
+        "batches skip its Redis reads and test, and an alert comes at most this much later; 0 = every batch"
     )
     alert_rules_reload_seconds: float = Field(
         2.0, gt=0, description="How often a worker checks the alert rules' version (em:alert_rules:version) and "
