@@ -137,6 +137,11 @@ class AlertEngine:
         # per brand x emotion rules from Redis (monitor.alert_rules), reloaded when their version moves
         self.rules = LiveRules(store, settings.alert_rules_reload_seconds)
         self._tau2: dict = {}  # overdispersion per series x window, re-estimated every few minutes (detector.py)
+        # brand x emotion -> (event minute, rules version, monotonic time) of its last statistical detection: the
+        # throttle of alert_detect_interval_seconds (_detection_due); counters for tests and logs
+        self._detected_at: dict[tuple[str, str], tuple[int, int, float]] = {}
+        self.detections_run = 0
+        self.detections_skipped = 0
 
     async def counts(self, brand: str, emotion: str, now_ms: int) -> WindowCounts:
         s = self.settings
@@ -155,6 +160,7 @@ class AlertEngine:
         """The statistical detector (:mod:`monitor.detector`) at ``now_ms`` with ``rule`` (or the settings): every
         window's counts read from the 1-minute tier in one round trip; the strongest window's verdict."""
         params = DetectorParams.from_settings(self.settings, rule)
+        self.detections_run += 1
         inputs = await read_inputs(self.store, schema.series_key(brand, emotion, "count", "1m"),
                                    schema.series_key(brand, schema.ALL_EMOTIONS, "posts", "1m"), now_ms, params,
                                    self._tau2)
@@ -170,17 +176,42 @@ class AlertEngine:
         for brand, now_ms in latest_by_brand.items():
             for emotion in book.emotions_for(brand, self.settings.alert_emotions):
                 rule = book.rule_for(brand, emotion)
+                if statistical and not self._detection_due(brand, emotion, now_ms, book.version):
+                    self.detections_skipped += 1
+                    continue
                 counts = await self.counts(brand, emotion, now_ms)
                 if statistical:
                     detection = await self.detect(brand, emotion, now_ms, rule)
                     alert = await self.step(brand, emotion, now_ms, counts, detection.fired, detection=detection,
                                             rule=rule)
+                    self._record_detection(brand, emotion, now_ms, book.version)
                 else:
                     alert = await self.step(brand, emotion, now_ms, counts, is_spike(counts, self.settings))
                 if alert is not None:
                     await self._dispatch(alert, rule.channels if rule is not None and rule.channels else None)
                     emitted.append(alert)
         return emitted
+
+    def _detection_due(self, brand: str, emotion: str, now_ms: int, rules_version: int) -> bool:
+        """Whether this batch re-runs the statistical detection of ``brand`` x ``emotion``: always when its event time
+        reached a minute not tested yet (a new 1-minute bucket has data) or the rules changed, else only once
+        ``alert_detect_interval_seconds`` passed since the last run. Within a minute only the current bucket grows,
+        so skipping trades at most that interval of alert delay for most of the stage's cost under load (one
+        detection: several Redis ranges and a beta-binomial tail per window). A failed evaluation is not recorded,
+        so the batch's retry runs it again."""
+        interval = self.settings.alert_detect_interval_seconds
+        last = self._detected_at.get((brand, emotion))
+        if interval <= 0 or last is None:
+            return True
+        minute, version, at = last
+        return now_ms // 60_000 > minute or rules_version != version or time.monotonic() - at >= interval
+
+    def _record_detection(self, brand: str, emotion: str, now_ms: int, rules_version: int) -> None:
+        if len(self._detected_at) > 100_000:  # brands come and go: a bounded memory
+            self._detected_at.clear()
+        last = self._detected_at.get((brand, emotion))
+        minute = max(now_ms // 60_000, last[0] if last else 0)  # a late batch (older event time) brings no new minute
+        self._detected_at[(brand, emotion)] = (minute, rules_version, time.monotonic())
 
     async def step(self, brand: str, emotion: str, now_ms: int, counts: WindowCounts, fired: bool,
                    confidence: float | None = None, effect_ratio: float | None = None,

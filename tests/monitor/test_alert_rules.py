@@ -235,3 +235,60 @@ def test_brand_rule_wins_over_the_wildcard(brand, emotion, expected):
     assert (rule.sensitivity if rule else None) == expected
     assert book.emotions_for("acme", ["anger"]) == ["anger"]  # joy is off for acme
     assert book.emotions_for("globex", ["neutral"]) == ["neutral", "anger"]
+
+
+def test_batches_within_a_minute_reuse_the_detection_and_a_spike_still_alerts(redis_server, redis_client):
+    """alert_detect_interval_seconds: batches whose event time stays in a minute already tested skip the statistical
+    detection (no Redis range read at all) until the interval passed; a batch reaching a new minute runs it at once,
+    so the spike alerts on its first batch; after the interval the same minute is tested again."""
+    spike = DAY + 700
+    n, k = _history(12, 2, spike_at=spike)
+    _write_minutes(redis_client, "acme", "anger", n, k, T0_MIN)
+    cfg = MonitorSettings(redis_url=redis_server.url, alert_detect_interval_seconds=60, alert_cooldown_ms=0,
+                          alert_emotions=["anger"], alert_evidence_posts=0)
+    quiet_ms, spike_ms = (T0_MIN + spike - 30) * 60_000, (T0_MIN + spike + 10) * 60_000
+
+    def range_reads() -> int:
+        stats = redis_client.info("commandstats")
+        return sum(v["calls"] for key, v in stats.items() if key.lower() in ("cmdstat_ts.range", "cmdstat_ts.mrange"))
+
+    async def run():
+        store, engine = _engine(cfg)
+        try:
+            start = range_reads()
+            quiet = await engine.evaluate({"acme": quiet_ms + 1_000})
+            reads = range_reads()
+            first_reads = reads - start
+            repeated = [await engine.evaluate({"acme": quiet_ms + 2_000 + i * 5_000}) for i in range(5)]
+            skipped_reads = range_reads() - reads
+            runs_before_spike = engine.detections_run
+            alerted = await engine.evaluate({"acme": spike_ms + 5_000})  # a new minute: tested at once
+            runs_at_spike = engine.detections_run
+            await engine.evaluate({"acme": spike_ms + 9_000})  # same minute, inside the interval
+            return quiet, repeated, (first_reads, skipped_reads), runs_before_spike, alerted, runs_at_spike, engine
+        finally:
+            await store.close()
+
+    quiet, repeated, skipped_reads, runs_before_spike, alerted, runs_at_spike, engine = asyncio.run(run())
+    assert quiet == [] and repeated == [[]] * 5
+    assert skipped_reads[0] > 0 and skipped_reads[1] == 0  # the first detection read ranges, the repeats none
+    assert runs_before_spike == 1 and engine.detections_skipped == 6
+    assert [a.emotion for a in alerted] == ["anger"] and alerted[0].detection["fired"]
+    assert runs_at_spike == 2 and engine.detections_run == 2
+
+    # once the interval passed, the same minute is tested again (a spike building up inside one minute is seen
+    # at most that late)
+    short = cfg.model_copy(update={"alert_detect_interval_seconds": 0.2})
+
+    async def after_interval():
+        store, engine = _engine(short)
+        try:
+            await engine.evaluate({"acme": quiet_ms + 1_000})
+            await engine.evaluate({"acme": quiet_ms + 2_000})  # skipped
+            await asyncio.sleep(0.3)
+            await engine.evaluate({"acme": quiet_ms + 3_000})  # re-run
+            return engine.detections_run, engine.detections_skipped
+        finally:
+            await store.close()
+
+    assert asyncio.run(after_interval()) == (2, 1)

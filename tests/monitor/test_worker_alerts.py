@@ -63,6 +63,9 @@ def test_anger_spike_fires_exactly_one_alert_and_steady_traffic_none(
     from monitor.alert_rules import AlertRule, set_rule
 
     set_rule(redis_client, AlertRule("acme", "anger", min_effect="at least 2x and +10 points", channels=("webhook",)))
+    # the worker checks the rules' version at most every 2 s (alert_rules_reload_seconds): a spike produced sooner
+    # could be judged under the old rules, without the rule's channel (seen once in a loaded run)
+    time.sleep(2.5)
     # then five minutes in which acme gets 24 unmistakably angry posts; globex stays calm
     end = T0 + 120 * 30_000
     spike = [post(1000 + i, "acme", ANGRY[i % len(ANGRY)], end + i * 12_000) for i in range(24)]
