@@ -25,7 +25,7 @@ from monitor.pipeline import BatchProcessor, Record
 from monitor.settings import MonitorSettings
 from monitor.store import RedisStore
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "new_app"]
 
 # Below the producer's 1 MiB request limit (producer_max_request_size) with room for the request framing
 _PRODUCER_BATCH_BYTES = 512 * 1024
@@ -76,8 +76,10 @@ class _InOrderAcker:
         self.task.cancel()
 
 
-def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
-    app = MonitorApp(
+def new_app(settings: MonitorSettings, **overrides) -> MonitorApp:
+    """The worker's Faust app, configured as the worker runs it, without agents (``bench/consume_ceiling.py`` times
+    Faust's own consuming with exactly this configuration; ``overrides``: other Faust settings, to compare)."""
+    return MonitorApp(
         settings.group_id, broker=settings.broker_url, fetch_max_wait_ms=settings.fetch_max_wait_ms,
         web_enabled=False, store="memory://",
         topic_partitions=settings.topic_partitions, topic_replication_factor=1,
@@ -86,7 +88,12 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
         broker_session_timeout=10, broker_rebalance_timeout=10, broker_heartbeat_interval=1,
         # a batch's posts.classified records (~1 KB each) in a few producer batches, not one per 16 KB (the default)
         producer_max_batch_size=_PRODUCER_BATCH_BYTES,
+        **overrides,
     )
+
+
+def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
+    app = new_app(settings)
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     posts_topic = app.topic(settings.posts_topic, partitions=settings.topic_partitions, **raw)
     out_topics = {name: app.topic(name, **raw) for name in
