@@ -18,6 +18,7 @@ import time
 
 import faust
 
+from monitor.batch_consumer import BatchConsumer
 from monitor.faust_tuning import MonitorApp
 from monitor.inference import Inference
 from monitor.metrics import METRICS, start_http
@@ -76,6 +77,34 @@ class _InOrderAcker:
         self.task.cancel()
 
 
+def _faust_agent(settings: MonitorSettings, processor, state: dict):
+    """The posts agent of ``EM_MONITOR_CONSUMER=faust``: Faust's stream, ``noack_take`` batches, in-order acks."""
+
+    async def classify_posts(stream):
+        # Up to `pipeline_depth` batches in flight: while one writes to Redis and the broker, the next is already with
+        # the model (whose one executor runs them one at a time, in order). Acks stay in batch order.
+        slots = asyncio.Semaphore(settings.pipeline_depth)
+        acker = _InOrderAcker(stream, slots)
+        consume = METRICS.stage("consume")
+        try:
+            waiting_since = time.perf_counter()
+            async for events in stream.noack_take(settings.max_batch, within=settings.max_wait):
+                records = [Record(e.message.value, e.message.timestamp and int(e.message.timestamp * 1000),
+                                  e.message.topic, e.message.partition, e.message.offset, e.message.key)
+                           for e in events]
+                # from asking for a batch to holding its records (includes waiting for posts when the topic is idle)
+                consume.observe(time.perf_counter() - waiting_since)
+                await slots.acquire()
+                acker.add(events, asyncio.ensure_future(processor().process_until_done(records)))
+                waiting_since = time.perf_counter()
+        finally:  # stream stopped or shutting down (cancelled): finish the batches in hand so they can be committed
+            await acker.finish()
+            if "processor" in state:  # then deliver the alerts still in flight (bounded: alert_drain_timeout)
+                await state["processor"].alerts.drain()
+
+    return classify_posts
+
+
 def new_app(settings: MonitorSettings, **overrides) -> MonitorApp:
     """The worker's Faust app, configured as the worker runs it, without agents (``bench/consume_ceiling.py`` times
     Faust's own consuming with exactly this configuration; ``overrides``: other Faust settings, to compare)."""
@@ -125,34 +154,19 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
             acked.append(await producer.send_batch(batch, topic, partition=partition))
         return acked
 
-    def processor() -> BatchProcessor:  # the Redis client must be made inside the running loop
+    def processor(create: bool = True) -> BatchProcessor | None:  # the Redis client must be made in the running loop
         if "processor" not in state:
+            if not create:
+                return None
             state["processor"] = BatchProcessor(settings, inference, RedisStore(settings, inference.labels), send,
                                                 publish_many=publish_many)
         return state["processor"]
 
-    @app.agent(posts_topic)
-    async def classify_posts(stream):
-        # Up to `pipeline_depth` batches in flight: while one writes to Redis and the broker, the next is already with
-        # the model (whose one executor runs them one at a time, in order). Acks stay in batch order.
-        slots = asyncio.Semaphore(settings.pipeline_depth)
-        acker = _InOrderAcker(stream, slots)
-        consume = METRICS.stage("consume")
-        try:
-            waiting_since = time.perf_counter()
-            async for events in stream.noack_take(settings.max_batch, within=settings.max_wait):
-                records = [Record(e.message.value, e.message.timestamp and int(e.message.timestamp * 1000),
-                                  e.message.topic, e.message.partition, e.message.offset, e.message.key)
-                           for e in events]
-                # from asking for a batch to holding its records (includes waiting for posts when the topic is idle)
-                consume.observe(time.perf_counter() - waiting_since)
-                await slots.acquire()
-                acker.add(events, asyncio.ensure_future(processor().process_until_done(records)))
-                waiting_since = time.perf_counter()
-        finally:  # stream stopped or shutting down (cancelled): finish the batches in hand so they can be committed
-            await acker.finish()
-            if "processor" in state:  # then deliver the alerts still in flight (bounded: alert_drain_timeout)
-                await state["processor"].alerts.drain()
+    if settings.consumer == "batch":  # the posts topic in batches from aiokafka (monitor/batch_consumer.py)
+        app.extra_services.append(BatchConsumer(app, settings, processor, posts_topic))
+        app.faust_consumer_group = f"{settings.group_id}-faust"
+    else:
+        app.agent(posts_topic, name="classify_posts")(_faust_agent(settings, processor, state))
 
     @app.task
     async def serve_health() -> None:
