@@ -10,7 +10,8 @@
   that only does ``stream.noack_take(max_batch, within=max_wait)`` and acks every event, no processing: Faust's
   ceiling.
 * ``worker``: the real ``emotion-monitor worker`` with ``bench/null_model.py`` (as ``bench/throughput.py --model
-  null``): everything but the model.
+  null``): everything but the model; once with ``EM_MONITOR_CONSUMER=faust`` (the Faust agent's stream) and once with
+  the default ``batch`` (``monitor/batch_consumer.py``: aiokafka ``getmany`` inside the Faust app).
 
 Every reader starts in a fresh consumer group at the topic's start, so each reads the same posts. Rates are timed from
 the first record (or first counted post) to the last, so joining the group is left out; CPU is the reader's process
@@ -169,7 +170,8 @@ def run_role(role_args: list[str], broker_pid: int, timeout: float) -> dict:
     return result
 
 
-def run_worker(kafka, redis_server, n: int, batch: int, max_wait: float, port: int, workdir: Path) -> dict:
+def run_worker(kafka, redis_server, n: int, batch: int, max_wait: float, port: int, workdir: Path,
+               consumer: str) -> dict:
     """The real worker with the null model, started on the pre-filled topic; timed from its first counted post."""
     import psutil
     import redis
@@ -179,9 +181,9 @@ def run_worker(kafka, redis_server, n: int, batch: int, max_wait: float, port: i
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     client.flushdb()
     args = SimpleNamespace(max_wait=max_wait, device="cpu", inference_batch=0, cpu_precision="int8", partitions=4,
-                           model="null")
+                           model="null", consumer=consumer, group_id=f"ceil-worker-{consumer}")
     broker_cpu = _cpu_of(kafka.pid)
-    worker = start_worker(kafka, redis_server.url, args, batch, workdir / "worker.log", port)
+    worker = start_worker(kafka, redis_server.url, args, batch, workdir / f"worker-{consumer}.log", port)
     try:
         deadline = time.time() + 120 + n / 100
         first = None
@@ -266,12 +268,14 @@ def main() -> None:
             results["readers"][name] = {**run_role(role_args, kafka.pid, timeout=90 + args.posts / 500),
                                         "load_avg_before": load}
             _print(name, results["readers"][name])
-        if not args.skip_worker:
+        for consumer in [] if args.skip_worker else ["faust", "batch"]:
+            name = f"worker_null_model_{consumer}_consumer"
             load = os.getloadavg()[0]
-            results["readers"]["worker_null_model"] = {
-                **run_worker(kafka, redis_server, args.posts, args.batch, args.max_wait, args.metrics_port, workdir),
+            results["readers"][name] = {
+                **run_worker(kafka, redis_server, args.posts, args.batch, args.max_wait, args.metrics_port, workdir,
+                             consumer),
                 "load_avg_before": load}
-            _print("worker_null_model", results["readers"]["worker_null_model"])
+            _print(name, results["readers"][name])
     finally:
         kafka.stop()
         if redis_server:

@@ -133,6 +133,8 @@ def start_worker(kafka, redis_url: str, args, batch: int, log_path: Path, port: 
     })
     if getattr(args, "consumer", None):
         env["EM_MONITOR_CONSUMER"] = args.consumer
+    if getattr(args, "group_id", None):
+        env["EM_MONITOR_GROUP_ID"] = args.group_id
     if args.model == "null":  # the stand-in model, importable from the repository root in the inference child
         env["EM_MONITOR_MODEL_LOADER"] = NULL_LOADER
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
