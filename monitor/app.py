@@ -1,5 +1,10 @@
 """The Faust app: posts topic -> micro-batches -> :class:`monitor.pipeline.BatchProcessor` -> ack.
 
+Two ways to read the posts topic (``EM_MONITOR_CONSUMER``): ``batch`` (default) takes the micro-batches straight
+from an aiokafka consumer inside this app (:mod:`monitor.batch_consumer`; same guarantees as below, offsets committed
+per batch in taken order); ``faust`` is the Faust agent described here, whose per-event stream machinery costs more
+CPU per post than the rest of the pipeline (``bench/consume_ceiling.py``).
+
 Delivery: at-least-once. ``noack_take`` (Faust's ``take`` that leaves acking to the caller) hands over a batch;
 its events are acked — and so become committable — only after the batch's Redis writes and produced records
 succeeded. A batch's ``posts.classified`` records go out as a few producer batches (``publish_many``), every one
