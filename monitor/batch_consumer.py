@@ -24,8 +24,7 @@ from collections.abc import Callable
 
 import mode
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, InconsistentGroupProtocolError
 
 from monitor.metrics import METRICS
 from monitor.pipeline import BatchProcessor, Record
@@ -84,7 +83,7 @@ class BatchConsumer(mode.Service):
     async def on_start(self) -> None:
         from monitor.app import _InOrderAcker
 
-        settings = self.settings
+        settings, app = self.settings, self.app
         await self.posts_topic.maybe_declare()  # created with topic_partitions partitions, as Faust's agent would
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.broker_host_port(), group_id=settings.group_id,
@@ -92,7 +91,13 @@ class BatchConsumer(mode.Service):
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             # join the group in seconds rather than minutes (docs/platform.md), as the Faust consumer does
             session_timeout_ms=10_000, rebalance_timeout_ms=10_000, heartbeat_interval_ms=1_000,
-            partition_assignment_strategy=(RoundRobinPartitionAssignor,))
+            # as Faust's consumer: a batch held up by an outage may keep getmany waiting for long without the
+            # worker leaving the group (aiokafka's own default is 5 minutes)
+            max_poll_interval_ms=int(app.conf.broker_max_poll_interval * 1000),
+            # Faust's own assignor (a separate instance): the group's protocol stays the one Faust-agent workers use,
+            # so workers of either EM_MONITOR_CONSUMER (and of earlier versions) share one group — tansu never lets a
+            # group that was formed with Faust's protocol switch to another (InconsistentGroupProtocolError)
+            partition_assignment_strategy=(app.conf.PartitionAssignor(app, replicas=app.conf.table_standby_replicas),))
         await self.consumer.start()
         self.consumer.subscribe([settings.posts_topic], listener=_SettleOnRevoke(self))
         self.slots = asyncio.Semaphore(settings.pipeline_depth)
@@ -130,7 +135,13 @@ class BatchConsumer(mode.Service):
             timeout = 1.0 if deadline is None else deadline - time.monotonic()
             if timeout <= 0:
                 break
-            fetched = await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=settings.max_batch - len(rows))
+            try:
+                fetched = await consumer.getmany(timeout_ms=int(timeout * 1000),
+                                                 max_records=settings.max_batch - len(rows))
+            except InconsistentGroupProtocolError:
+                if rows:  # never drop records in hand (a later commit would pass them): process them first
+                    break
+                raise
             for part in fetched.values():
                 rows.extend(part)
             if rows and deadline is None:
@@ -139,10 +150,20 @@ class BatchConsumer(mode.Service):
 
     async def _consume(self) -> None:
         consume = METRICS.stage("consume")
+        backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         try:
             while True:
                 waiting_since = time.perf_counter()
-                rows = await self._take()
+                try:
+                    rows = await self._take()
+                except InconsistentGroupProtocolError as exc:
+                    # another client reads the posts in this group with another assignment protocol: joined once
+                    # it has gone (records in hand were returned by _take first, never dropped)
+                    log.warning("cannot join group %s (%r): another member uses another assignment protocol; "
+                                "retrying in %.1f s", self.settings.group_id, exc, backoff.delay)
+                    await backoff.wait()
+                    continue
+                backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
                 records = [Record(r.value, r.timestamp, r.topic, r.partition, r.offset, r.key) for r in rows]
                 offsets: dict[TopicPartition, int] = {}
                 for r in rows:  # the next offset to read per partition once this batch is done

@@ -54,8 +54,9 @@ class MonitorApp(faust.App):
         # services started after Faust's own and stopped before them (monitor.batch_consumer.BatchConsumer)
         self.extra_services: list = []
         # when set, Faust's own consumer joins this group instead of the app id's: with the posts topic read by
-        # BatchConsumer in the app id's group, Faust's consumer (no topics of its own) must not be a member there,
-        # where it broke the group's joins (InconsistentGroupProtocol on tansu) and held partitions it never reads
+        # BatchConsumer in the app id's group, Faust's consumer (no topics of its own) would be a member there that
+        # reads nothing, and every join would wait for it (before BatchConsumer used Faust's assignor, tansu refused
+        # the joins outright: InconsistentGroupProtocolError)
         self.faust_consumer_group: str | None = None
         super().__init__(*args, **kwargs)
 
