@@ -71,7 +71,7 @@ class BatchConsumer(mode.Service):
     """Consumes ``settings.posts_topic`` in the Faust app's consumer group id, ``max_batch`` records per batch (a
     partial batch goes ``max_wait`` seconds after its first record), up to ``pipeline_depth`` batches in flight."""
 
-    def __init__(self, app, settings: MonitorSettings, processor: Callable[[], BatchProcessor], posts_topic,
+    def __init__(self, app, settings: MonitorSettings, processor: Callable[..., BatchProcessor | None], posts_topic,
                  **kwargs):
         super().__init__(**kwargs)
         self.app, self.settings, self.processor, self.posts_topic = app, settings, processor, posts_topic
@@ -200,5 +200,8 @@ class BatchConsumer(mode.Service):
                                   Backoff(self.settings.retry_initial_s, self.settings.retry_max_s), "commit")
         except (CommitFailedError, IllegalStateError) as exc:  # the group moved on: redelivered, counted once
             log.warning("offset commit dropped (%r): those records will be read again", exc)
+        except BaseException:  # cancelled mid-commit (SIGTERM): the offsets stay pending for the final commit
+            await self.pending.ack(offsets)
+            raise
         finally:
             METRICS.stage("commit").observe(time.perf_counter() - started)
