@@ -131,6 +131,10 @@ def start_worker(kafka, redis_url: str, args, batch: int, log_path: Path, port: 
         "EM_MONITOR_CPU_PRECISION": args.cpu_precision,
         "EM_MONITOR_TOPIC_PARTITIONS": str(args.partitions), "TOKENIZERS_PARALLELISM": "false",
     })
+    if getattr(args, "consumer", None):
+        env["EM_MONITOR_CONSUMER"] = args.consumer
+    if getattr(args, "group_id", None):
+        env["EM_MONITOR_GROUP_ID"] = args.group_id
     if args.model == "null":  # the stand-in model, importable from the repository root in the inference child
         env["EM_MONITOR_MODEL_LOADER"] = NULL_LOADER
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -294,6 +298,9 @@ def main() -> None:
     parser.add_argument("--model", default=None,
                         help="Model artifact folder (default: the shipped default model); 'null' = bench/null_model.py, "
                         "fixed probabilities at once: the pipeline's own ceiling")
+    parser.add_argument("--consumer", default=None, choices=["batch", "faust"],
+                        help="EM_MONITOR_CONSUMER of the worker (default: its default, batch); faust = the Faust "
+                        "agent's stream, to compare")
     parser.add_argument("--out", default=None,
                         help="JSON output (default bench/results/throughput-<device>.json, throughput-null.json)")
     args = parser.parse_args()

@@ -1,5 +1,10 @@
 """The Faust app: posts topic -> micro-batches -> :class:`monitor.pipeline.BatchProcessor` -> ack.
 
+Two ways to read the posts topic (``EM_MONITOR_CONSUMER``): ``batch`` (default) takes the micro-batches straight
+from an aiokafka consumer inside this app (:mod:`monitor.batch_consumer`; same guarantees as below, offsets committed
+per batch in taken order); ``faust`` is the Faust agent described here, whose per-event stream machinery costs more
+CPU per post than the rest of the pipeline (``bench/consume_ceiling.py``).
+
 Delivery: at-least-once. ``noack_take`` (Faust's ``take`` that leaves acking to the caller) hands over a batch;
 its events are acked — and so become committable — only after the batch's Redis writes and produced records
 succeeded. A batch's ``posts.classified`` records go out as a few producer batches (``publish_many``), every one
@@ -18,6 +23,7 @@ import time
 
 import faust
 
+from monitor.batch_consumer import BatchConsumer
 from monitor.faust_tuning import MonitorApp
 from monitor.inference import Inference
 from monitor.metrics import METRICS, start_http
@@ -25,7 +31,7 @@ from monitor.pipeline import BatchProcessor, Record
 from monitor.settings import MonitorSettings
 from monitor.store import RedisStore
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "new_app"]
 
 # Below the producer's 1 MiB request limit (producer_max_request_size) with room for the request framing
 _PRODUCER_BATCH_BYTES = 512 * 1024
@@ -76,8 +82,38 @@ class _InOrderAcker:
         self.task.cancel()
 
 
-def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
-    app = MonitorApp(
+def _faust_agent(settings: MonitorSettings, processor, state: dict):
+    """The posts agent of ``EM_MONITOR_CONSUMER=faust``: Faust's stream, ``noack_take`` batches, in-order acks."""
+
+    async def classify_posts(stream):
+        # Up to `pipeline_depth` batches in flight: while one writes to Redis and the broker, the next is already with
+        # the model (whose one executor runs them one at a time, in order). Acks stay in batch order.
+        slots = asyncio.Semaphore(settings.pipeline_depth)
+        acker = _InOrderAcker(stream, slots)
+        consume = METRICS.stage("consume")
+        try:
+            waiting_since = time.perf_counter()
+            async for events in stream.noack_take(settings.max_batch, within=settings.max_wait):
+                records = [Record(e.message.value, e.message.timestamp and int(e.message.timestamp * 1000),
+                                  e.message.topic, e.message.partition, e.message.offset, e.message.key)
+                           for e in events]
+                # from asking for a batch to holding its records (includes waiting for posts when the topic is idle)
+                consume.observe(time.perf_counter() - waiting_since)
+                await slots.acquire()
+                acker.add(events, asyncio.ensure_future(processor().process_until_done(records)))
+                waiting_since = time.perf_counter()
+        finally:  # stream stopped or shutting down (cancelled): finish the batches in hand so they can be committed
+            await acker.finish()
+            if "processor" in state:  # then deliver the alerts still in flight (bounded: alert_drain_timeout)
+                await state["processor"].alerts.drain()
+
+    return classify_posts
+
+
+def new_app(settings: MonitorSettings, **overrides) -> MonitorApp:
+    """The worker's Faust app, configured as the worker runs it, without agents (``bench/consume_ceiling.py`` times
+    Faust's own consuming with exactly this configuration; ``overrides``: other Faust settings, to compare)."""
+    return MonitorApp(
         settings.group_id, broker=settings.broker_url, fetch_max_wait_ms=settings.fetch_max_wait_ms,
         web_enabled=False, store="memory://",
         topic_partitions=settings.topic_partitions, topic_replication_factor=1,
@@ -86,7 +122,12 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
         broker_session_timeout=10, broker_rebalance_timeout=10, broker_heartbeat_interval=1,
         # a batch's posts.classified records (~1 KB each) in a few producer batches, not one per 16 KB (the default)
         producer_max_batch_size=_PRODUCER_BATCH_BYTES,
+        **overrides,
     )
+
+
+def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
+    app = new_app(settings)
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     posts_topic = app.topic(settings.posts_topic, partitions=settings.topic_partitions, **raw)
     out_topics = {name: app.topic(name, **raw) for name in
@@ -118,34 +159,19 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
             acked.append(await producer.send_batch(batch, topic, partition=partition))
         return acked
 
-    def processor() -> BatchProcessor:  # the Redis client must be made inside the running loop
+    def processor(create: bool = True) -> BatchProcessor | None:  # the Redis client must be made in the running loop
         if "processor" not in state:
+            if not create:
+                return None
             state["processor"] = BatchProcessor(settings, inference, RedisStore(settings, inference.labels), send,
                                                 publish_many=publish_many)
         return state["processor"]
 
-    @app.agent(posts_topic)
-    async def classify_posts(stream):
-        # Up to `pipeline_depth` batches in flight: while one writes to Redis and the broker, the next is already with
-        # the model (whose one executor runs them one at a time, in order). Acks stay in batch order.
-        slots = asyncio.Semaphore(settings.pipeline_depth)
-        acker = _InOrderAcker(stream, slots)
-        consume = METRICS.stage("consume")
-        try:
-            waiting_since = time.perf_counter()
-            async for events in stream.noack_take(settings.max_batch, within=settings.max_wait):
-                records = [Record(e.message.value, e.message.timestamp and int(e.message.timestamp * 1000),
-                                  e.message.topic, e.message.partition, e.message.offset, e.message.key)
-                           for e in events]
-                # from asking for a batch to holding its records (includes waiting for posts when the topic is idle)
-                consume.observe(time.perf_counter() - waiting_since)
-                await slots.acquire()
-                acker.add(events, asyncio.ensure_future(processor().process_until_done(records)))
-                waiting_since = time.perf_counter()
-        finally:  # stream stopped or shutting down (cancelled): finish the batches in hand so they can be committed
-            await acker.finish()
-            if "processor" in state:  # then deliver the alerts still in flight (bounded: alert_drain_timeout)
-                await state["processor"].alerts.drain()
+    if settings.consumer == "batch":  # the posts topic in batches from aiokafka (monitor/batch_consumer.py)
+        app.extra_services.append(BatchConsumer(app, settings, processor, posts_topic))
+        app.faust_consumer_group = f"{settings.group_id}-faust"
+    else:
+        app.agent(posts_topic, name="classify_posts")(_faust_agent(settings, processor, state))
 
     @app.task
     async def serve_health() -> None:

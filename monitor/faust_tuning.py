@@ -24,6 +24,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = self.fetch_max_wait_ms  # read when the consumer's fetcher starts
+        group = getattr(self.app, "faust_consumer_group", None)
+        if group:  # read when the consumer starts (its coordinator)
+            consumer._group_id = group
         return consumer
 
 
@@ -48,6 +51,13 @@ class MonitorApp(faust.App):
 
     def __init__(self, *args, fetch_max_wait_ms: int = 100, **kwargs):
         self._fetch_max_wait_ms = fetch_max_wait_ms
+        # services started after Faust's own and stopped before them (monitor.batch_consumer.BatchConsumer)
+        self.extra_services: list = []
+        # when set, Faust's own consumer joins this group instead of the app id's: with the posts topic read by
+        # BatchConsumer in the app id's group, Faust's consumer (no topics of its own) would be a member there that
+        # reads nothing, and every join would wait for it (before BatchConsumer used Faust's assignor, tansu refused
+        # the joins outright: InconsistentGroupProtocolError)
+        self.faust_consumer_group: str | None = None
         super().__init__(*args, **kwargs)
 
     def on_init_dependencies(self):
@@ -56,7 +66,7 @@ class MonitorApp(faust.App):
         # and stats sensors, which the worker does not run (web_enabled=False; its own metrics are em_*): a few
         # percent of the worker's CPU per post, for nothing
         self.sensors.remove(self.monitor)
-        return dependencies
+        return [*dependencies, *self.extra_services]
 
     def _new_transport(self):
         _ConsumerThread.fetch_max_wait_ms = getattr(self, "_fetch_max_wait_ms", 100)

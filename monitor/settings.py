@@ -48,6 +48,11 @@ class MonitorSettings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         100, ge=1, le=5000, description="Longest a fetch waits for data (tansu always waits this long; see faust_tuning)"
     )
+    consumer: Literal["batch", "faust"] = Field(
+        "batch", description="How the worker reads the posts topic: batch = micro-batches straight from an aiokafka "
+        "consumer (getmany) inside the Faust app; faust = a Faust agent's stream (noack_take), whose per-event "
+        "machinery alone costs ~130 us of CPU per post (bench/consume_ceiling.py). Same delivery guarantees"
+    )
 
     # --- batching and inference
     max_batch: int = Field(
