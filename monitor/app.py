@@ -23,6 +23,7 @@ import time
 
 import faust
 
+from monitor.acker import InOrderAcker
 from monitor.batch_consumer import BatchConsumer
 from monitor.faust_tuning import MonitorApp
 from monitor.inference import Inference
@@ -37,51 +38,6 @@ __all__ = ["create_app", "new_app"]
 _PRODUCER_BATCH_BYTES = 512 * 1024
 
 
-class _InOrderAcker:
-    """Acks each batch's events as soon as its processing is done, in the order the batches were taken (a batch is
-    never acked before an earlier one, so a committed offset never skips unfinished work)."""
-
-    def __init__(self, stream, slots: asyncio.Semaphore):
-        self.stream, self.slots = stream, slots
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.current = None
-        self.task = asyncio.ensure_future(self._run())
-
-    def add(self, events, work: asyncio.Future) -> None:
-        if self.task.done():  # the acker itself failed: surface it instead of queueing work nobody acks
-            self.task.result()
-        self.queue.put_nowait((events, work))
-
-    async def _ack(self, events) -> None:
-        started = time.perf_counter()
-        for event in events:
-            await self.stream.ack(event)  # synchronous inside: never suspends, so never half done by a cancel
-        self.slots.release()
-        METRICS.stage("ack").observe(time.perf_counter() - started)
-
-    async def _run(self) -> None:
-        while True:
-            self.current = await self.queue.get()
-            events, work = self.current
-            await asyncio.shield(work)
-            await self._ack(events)
-            self.current = None
-
-    async def finish(self) -> None:
-        """Stop acking in the background, then wait for every batch in hand and ack it."""
-        self.stop()
-        await asyncio.gather(self.task, return_exceptions=True)
-        held = [self.current] if self.current else []
-        while not self.queue.empty():
-            held.append(self.queue.get_nowait())
-        for events, work in held:
-            await work
-            await self._ack(events)
-
-    def stop(self) -> None:
-        self.task.cancel()
-
-
 def _faust_agent(settings: MonitorSettings, processor, state: dict):
     """The posts agent of ``EM_MONITOR_CONSUMER=faust``: Faust's stream, ``noack_take`` batches, in-order acks."""
 
@@ -89,7 +45,7 @@ def _faust_agent(settings: MonitorSettings, processor, state: dict):
         # Up to `pipeline_depth` batches in flight: while one writes to Redis and the broker, the next is already with
         # the model (whose one executor runs them one at a time, in order). Acks stay in batch order.
         slots = asyncio.Semaphore(settings.pipeline_depth)
-        acker = _InOrderAcker(stream, slots)
+        acker = InOrderAcker(stream, slots)
         consume = METRICS.stage("consume")
         try:
             waiting_since = time.perf_counter()

@@ -9,7 +9,7 @@ signals; this service is one of the app's dependencies, started after Faust's an
 
 Delivery: at-least-once, exactly as the Faust path. A batch's offsets are committed only after its Redis writes and
 produced records succeeded (``BatchProcessor.process_until_done``), and batches are committed in the order they were
-taken (:class:`monitor.app._InOrderAcker`), so a committed offset never skips unfinished work. A commit that fails
+taken (:class:`monitor.acker.InOrderAcker`), so a committed offset never skips unfinished work. A commit that fails
 because the partition moved to another worker (rebalance) is dropped: the new owner reads those records again and
 Redis counts each post once (its idempotency marker). Before partitions are revoked, and on SIGTERM, the batches in
 hand are finished and committed; then, on SIGTERM, alert deliveries get ``alert_drain_timeout`` seconds.
@@ -26,6 +26,7 @@ import mode
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, InconsistentGroupProtocolError
 
+from monitor.acker import InOrderAcker
 from monitor.metrics import METRICS
 from monitor.pipeline import BatchProcessor, Record
 from monitor.retry import Backoff, retry_transient
@@ -43,7 +44,7 @@ class _PendingOffsets:
         self.offsets: dict[TopicPartition, int] = {}
         self.changed = asyncio.Event()
 
-    async def ack(self, offsets: dict[TopicPartition, int]) -> None:  # never suspends (see _InOrderAcker._ack)
+    async def ack(self, offsets: dict[TopicPartition, int]) -> None:  # never suspends (see InOrderAcker._ack)
         for tp, offset in offsets.items():
             if offset > self.offsets.get(tp, -1):
                 self.offsets[tp] = offset
@@ -81,8 +82,6 @@ class BatchConsumer(mode.Service):
         self.tasks: list[asyncio.Task] = []
 
     async def on_start(self) -> None:
-        from monitor.app import _InOrderAcker
-
         settings, app = self.settings, self.app
         await self.posts_topic.maybe_declare()  # created with topic_partitions partitions, as Faust's agent would
         self.consumer = AIOKafkaConsumer(
@@ -101,7 +100,7 @@ class BatchConsumer(mode.Service):
         await self.consumer.start()
         self.consumer.subscribe([settings.posts_topic], listener=_SettleOnRevoke(self))
         self.slots = asyncio.Semaphore(settings.pipeline_depth)
-        self.acker = _InOrderAcker(self.pending, self.slots)
+        self.acker = InOrderAcker(self.pending, self.slots)
         self.tasks = [asyncio.ensure_future(self._consume()), asyncio.ensure_future(self._commit_when_acked())]
 
     async def on_stop(self) -> None:

@@ -1,4 +1,4 @@
-"""Pure logic of the worker's pipelined acking (``monitor.app._InOrderAcker``): batches finish in any order, their
+"""Pure logic of the worker's pipelined acking (``monitor.acker.InOrderAcker``): batches finish in any order, their
 events are acked in the order the batches were taken, and shutting down acks every batch in hand exactly once.
 The worker itself (pipeline_depth 2 by default) runs in the end-to-end, kill -9 and SIGTERM tests."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from monitor.app import _InOrderAcker
+from monitor.acker import InOrderAcker
 
 
 class RecordingStream:
@@ -23,7 +23,7 @@ class RecordingStream:
 def test_out_of_order_completion_is_acked_in_taken_order():
     async def run() -> list[list[str]]:
         stream, slots = RecordingStream(), asyncio.Semaphore(3)
-        acker = _InOrderAcker(stream, slots)
+        acker = InOrderAcker(stream, slots)
         gates = [asyncio.Event() for _ in range(3)]
 
         async def work(i: int) -> None:
@@ -55,7 +55,7 @@ def test_out_of_order_completion_is_acked_in_taken_order():
 def test_finish_waits_for_every_batch_in_hand_and_acks_each_once():
     async def run() -> tuple[list[str], list[str]]:
         stream, slots = RecordingStream(), asyncio.Semaphore(2)
-        acker = _InOrderAcker(stream, slots)
+        acker = InOrderAcker(stream, slots)
         done: list[str] = []
 
         async def work(name: str, seconds: float) -> None:
