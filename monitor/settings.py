@@ -205,9 +205,10 @@ class MonitorSettings(BaseSettings):
     alert_seasonal_min_days: int = Field(3, ge=1, description="Fewest earlier spans with enough posts for a "
                                          "seasonal baseline")
     alert_detect_interval_seconds: float = Field(
-        10.0, ge=0, description="The statistical detector re-runs for a brand x emotion when a batch brings a new "
-        "minute (event time) or the alert rules changed, else at most this often (wall clock): under load most "
-        "batches skip its Redis reads and test, and an alert comes at most this much later; 0 = every batch"
+        0.0, ge=0, description="0 = the statistical detector runs for every batch. Above 0 it re-runs for a brand x "
+        "emotion only when a batch brings a new minute (event time) or the alert rules changed, else at most this "
+        "often (wall clock): under sustained load most batches skip its Redis reads and test. A skipped detection "
+        "runs with the next batch, so when the stream goes quiet right after, an alert waits for the next post"
     )
     alert_rules_reload_seconds: float = Field(
         2.0, gt=0, description="How often a worker checks the alert rules' version (em:alert_rules:version) and "
