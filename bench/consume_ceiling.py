@@ -115,10 +115,10 @@ def read_faust(bootstrap: str, n: int, group: str, max_batch: int, max_wait: flo
 # ---- the driver ------------------------------------------------------------------------------------------------------
 
 def load_posts(n: int) -> list[bytes]:
-    from bench.throughput import BRAND, DATA
+    from bench.throughput import BRAND, DATA, load_texts
 
     if DATA.exists():
-        texts = [line.split("\t")[0] for line in DATA.read_text(encoding="utf-8").splitlines()]
+        texts = load_texts(n)
     else:  # a checkout without the data set: texts of a similar length
         texts = [f"post number {i} about the bench brand and how it made someone feel today" for i in range(1000)]
     return [json.dumps({"id": f"c-{i}", "brand": BRAND, "text": texts[i % len(texts)]}).encode() for i in range(n)]
@@ -195,7 +195,7 @@ def run_worker(kafka, redis_server, n: int, batch: int, max_wait: float, port: i
             if total >= n:
                 break
             if worker.poll() is not None:
-                raise RuntimeError(f"worker exited with {worker.returncode} (log {workdir / 'worker.log'})")
+                raise RuntimeError(f"worker exited with {worker.returncode} (log {workdir / f'worker-{consumer}.log'})")
             if time.time() > deadline:
                 raise TimeoutError(f"only {total} of {n} posts counted")
             time.sleep(0.02)

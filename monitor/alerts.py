@@ -207,6 +207,8 @@ class AlertEngine:
         return now_ms // 60_000 > minute or rules_version != version or time.monotonic() - at >= interval
 
     def _record_detection(self, brand: str, emotion: str, now_ms: int, rules_version: int) -> None:
+        if self.settings.alert_detect_interval_seconds <= 0:  # no throttle: _detection_due never reads the record
+            return
         if len(self._detected_at) > 100_000:  # brands come and go: a bounded memory
             self._detected_at.clear()
         last = self._detected_at.get((brand, emotion))
