@@ -43,6 +43,7 @@ posts. :meth:`AlertEngine.drain` waits for deliveries in flight (the worker call
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -140,6 +141,10 @@ class AlertEngine:
         # brand x emotion -> (event minute, rules version, monotonic time) of its last statistical detection: the
         # throttle of alert_detect_interval_seconds (_detection_due); counters for tests and logs
         self._detected_at: dict[tuple[str, str], tuple[int, int, float]] = {}
+        # brand x emotion -> the newest event time whose detection the throttle skipped and nothing has run since:
+        # run_skipped() runs them once their interval passed (the worker's timer) and all of them at shutdown, so a
+        # spike whose last posts were skipped alerts even when the stream then goes quiet
+        self._skipped: dict[tuple[str, str], int] = {}
         self.detections_run = 0
         self.detections_skipped = 0
 
@@ -175,22 +180,61 @@ class AlertEngine:
         book = await self.rules.current() if statistical else RuleBook()
         for brand, now_ms in latest_by_brand.items():
             for emotion in book.emotions_for(brand, self.settings.alert_emotions):
-                rule = book.rule_for(brand, emotion)
                 if statistical and not self._detection_due(brand, emotion, now_ms, book.version):
                     self.detections_skipped += 1
+                    key = (brand, emotion)
+                    self._skipped[key] = max(now_ms, self._skipped.get(key, now_ms))
                     continue
-                counts = await self.counts(brand, emotion, now_ms)
-                if statistical:
-                    detection = await self.detect(brand, emotion, now_ms, rule)
-                    alert = await self.step(brand, emotion, now_ms, counts, detection.fired, detection=detection,
-                                            rule=rule)
-                    self._record_detection(brand, emotion, now_ms, book.version)
-                else:
-                    alert = await self.step(brand, emotion, now_ms, counts, is_spike(counts, self.settings))
+                alert = await self._evaluate_one(brand, emotion, now_ms, book, statistical)
                 if alert is not None:
-                    await self._dispatch(alert, rule.channels if rule is not None and rule.channels else None)
                     emitted.append(alert)
         return emitted
+
+    async def run_skipped(self, due_only: bool = True) -> list[Alert]:
+        """Run the statistical detections the throttle skipped and no later batch ran: those whose interval has
+        passed (``due_only``; the worker's timer calls this every half interval), or all of them (shutdown). Each
+        runs at the newest event time skipped. Never raises: a detection that fails (Redis refused) is logged and
+        stays pending for the next call. Returns the transitions stored and dispatched."""
+        if not self._skipped:
+            return []
+        try:
+            book = await self.rules.current()
+        except Exception as exc:  # noqa: BLE001 - Redis down: the timer tries again
+            log.warning("skipped alert detections wait: alert rules unreadable (%s)", exc)
+            return []
+        emitted = []
+        for (brand, emotion), now_ms in list(self._skipped.items()):
+            if due_only and not self._detection_due(brand, emotion, now_ms, book.version):
+                continue
+            self._skipped.pop((brand, emotion), None)
+            if emotion not in book.emotions_for(brand, self.settings.alert_emotions):
+                continue  # no longer watched (its rule was removed meanwhile)
+            try:
+                alert = await self._evaluate_one(brand, emotion, now_ms, book, True)
+            except Exception as exc:  # noqa: BLE001 - keep it for the next call, unless a batch ran a newer one
+                log.warning("skipped alert detection %s/%s failed, retried later: %s", brand, emotion, exc)
+                self._skipped.setdefault((brand, emotion), now_ms)
+                continue
+            if alert is not None:
+                emitted.append(alert)
+        return emitted
+
+    async def _evaluate_one(self, brand: str, emotion: str, now_ms: int, book: RuleBook,
+                            statistical: bool) -> Alert | None:
+        """One brand x emotion's evaluation at event time ``now_ms``: detect, move the episode, dispatch."""
+        rule = book.rule_for(brand, emotion)
+        counts = await self.counts(brand, emotion, now_ms)
+        if statistical:
+            detection = await self.detect(brand, emotion, now_ms, rule)
+            alert = await self.step(brand, emotion, now_ms, counts, detection.fired, detection=detection, rule=rule)
+            self._record_detection(brand, emotion, now_ms, book.version)
+            if self._skipped.get((brand, emotion), now_ms + 1) <= now_ms:  # this run covered the skipped one
+                del self._skipped[(brand, emotion)]
+        else:
+            alert = await self.step(brand, emotion, now_ms, counts, is_spike(counts, self.settings))
+        if alert is not None:
+            await self._dispatch(alert, rule.channels if rule is not None and rule.channels else None)
+        return alert
 
     def _detection_due(self, brand: str, emotion: str, now_ms: int, rules_version: int) -> bool:
         """Whether this batch re-runs the statistical detection of ``brand`` x ``emotion``: always when its event time
@@ -410,5 +454,14 @@ class AlertEngine:
 
     async def drain(self, timeout: float | None = None) -> int:
         """Wait for deliveries still in flight (graceful shutdown), at most ``timeout`` seconds (default
-        ``EM_MONITOR_ALERT_DRAIN_TIMEOUT``); returns how many were still unfinished and so cancelled."""
-        return await self.notifier.drain(self.settings.alert_drain_timeout if timeout is None else timeout)
+        ``EM_MONITOR_ALERT_DRAIN_TIMEOUT``); returns how many were still unfinished and so cancelled. First the
+        detections the throttle skipped run (within the same bound), so their alerts are delivered too."""
+        timeout = self.settings.alert_drain_timeout if timeout is None else timeout
+        if self._skipped:
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(self.run_skipped(due_only=False), timeout)
+            except asyncio.TimeoutError:
+                log.warning("shutdown: %d skipped alert detections not run within %.1f s", len(self._skipped), timeout)
+            timeout = max(0.0, timeout - (time.monotonic() - started))
+        return await self.notifier.drain(timeout)

@@ -129,6 +129,14 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
     else:
         app.agent(posts_topic, name="classify_posts")(_faust_agent(settings, processor, state))
 
+    if settings.alert_detect_interval_seconds > 0:
+        # the detections the throttle skipped run once their interval passed, also when no batch follows
+        @app.timer(max(0.5, settings.alert_detect_interval_seconds / 2))
+        async def run_skipped_detections() -> None:
+            current = processor(create=False)
+            if current is not None and current.evaluate_alerts:
+                await current.alerts.run_skipped()  # never raises; a failed detection waits for the next tick
+
     @app.task
     async def serve_health() -> None:
         async def health() -> dict:

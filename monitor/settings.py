@@ -205,10 +205,10 @@ class MonitorSettings(BaseSettings):
     alert_seasonal_min_days: int = Field(3, ge=1, description="Fewest earlier spans with enough posts for a "
                                          "seasonal baseline")
     alert_detect_interval_seconds: float = Field(
-        0.0, ge=0, description="0 = the statistical detector runs for every batch. Above 0 it re-runs for a brand x "
-        "emotion only when a batch brings a new minute (event time) or the alert rules changed, else at most this "
-        "often (wall clock): under sustained load most batches skip its Redis reads and test. A skipped detection "
-        "runs with the next batch, so when the stream goes quiet right after, an alert waits for the next post"
+        5.0, ge=0, description="The statistical detector re-runs for a brand x emotion when a batch brings a new "
+        "minute (event time) or the alert rules changed, else at most this often (wall clock): under sustained load "
+        "most batches skip its Redis reads and test. A skipped detection runs once the interval passed (a timer "
+        "every half interval), also when no post follows, and at shutdown; 0 = detect on every batch"
     )
     alert_rules_reload_seconds: float = Field(
         2.0, gt=0, description="How often a worker checks the alert rules' version (em:alert_rules:version) and "

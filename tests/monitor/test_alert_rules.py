@@ -292,3 +292,70 @@ def test_batches_within_a_minute_reuse_the_detection_and_a_spike_still_alerts(re
             await store.close()
 
     assert asyncio.run(after_interval()) == (2, 1)
+
+
+def _spike_lands_in_a_skipped_batch(redis_client) -> int:
+    """History with no spike, written to Redis; the caller detects at its last minute, then that same minute's anger
+    jumps and the batch that brought it is skipped by the throttle (same minute, inside the interval)."""
+    n, k = _history(13, 2)
+    _write_minutes(redis_client, "acme", "anger", n, k, T0_MIN)
+    return (T0_MIN + 2 * DAY - 1) * 60_000
+
+
+def _add_spike(redis_client, minute_ms: int) -> None:
+    redis_client.ts().add(schema.series_key("acme", "anger", "count", "1m"), minute_ms, 40)
+    redis_client.ts().add(schema.series_key("acme", "_all", "posts", "1m"), minute_ms, 40)
+
+
+def test_a_skipped_detection_runs_once_its_interval_passed_though_no_batch_follows(redis_server, redis_client):
+    """Reproduces the alert the -m slow shutdown test lost with the throttle on (stop 10): the spike's posts came in a
+    batch skipped within the interval, the stream went quiet, and nothing ran the skipped detection. run_skipped
+    (the worker's timer) runs it once the interval passed: the spike alerts without another post."""
+    last_ms = _spike_lands_in_a_skipped_batch(redis_client)
+    cfg = MonitorSettings(redis_url=redis_server.url, alert_cooldown_ms=0, alert_detect_interval_seconds=0.5,
+                          alert_emotions=["anger"], alert_evidence_posts=0)
+
+    async def run():
+        store, engine = _engine(cfg)
+        try:
+            quiet = await engine.evaluate({"acme": last_ms + 1_000})
+            _add_spike(redis_client, last_ms)
+            skipped = await engine.evaluate({"acme": last_ms + 2_000})
+            early = await engine.run_skipped()  # the interval has not passed: nothing runs yet
+            await asyncio.sleep(0.6)
+            late = await engine.run_skipped()
+            again = await engine.run_skipped()  # nothing left pending
+            return quiet, skipped, early, late, again, engine.detections_run, engine.detections_skipped
+        finally:
+            await store.close()
+
+    quiet, skipped, early, late, again, runs, skips = asyncio.run(run())
+    assert quiet == [] and skipped == [] and early == [] and again == []
+    assert [(a.emotion, a.status) for a in late] == [("anger", "open")] and late[0].detection["fired"]
+    assert late[0].window_end >= last_ms  # tested at the skipped batch's event time
+    assert (runs, skips) == (2, 1)
+
+
+def test_shutdown_runs_the_skipped_detections_before_draining(redis_server, redis_client):
+    """drain() (SIGTERM) runs every skipped detection at once, interval or not, so its alert is stored and sent
+    before the worker exits; a batch that ran a newer detection meanwhile leaves nothing pending."""
+    last_ms = _spike_lands_in_a_skipped_batch(redis_client)
+    cfg = MonitorSettings(redis_url=redis_server.url, alert_cooldown_ms=0, alert_detect_interval_seconds=600,
+                          alert_emotions=["anger"], alert_evidence_posts=0)
+
+    async def run():
+        store, engine = _engine(cfg)
+        try:
+            await engine.evaluate({"acme": last_ms + 1_000})
+            _add_spike(redis_client, last_ms)
+            assert await engine.evaluate({"acme": last_ms + 2_000}) == []  # skipped
+            assert await engine.run_skipped() == []  # due in 600 s
+            cancelled = await engine.drain(5)
+            return cancelled, engine.detections_run, await engine.run_skipped(due_only=False)
+        finally:
+            await store.close()
+
+    cancelled, runs, left = asyncio.run(run())
+    assert cancelled == 0 and runs == 2 and left == []
+    stored = [json.loads(body) for body in redis_client.zrange(schema.ALERTS_KEY, 0, -1)]
+    assert [(a["brand"], a["emotion"], a["status"]) for a in stored] == [("acme", "anger", "open")]
