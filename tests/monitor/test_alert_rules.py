@@ -294,12 +294,15 @@ def test_batches_within_a_minute_reuse_the_detection_and_a_spike_still_alerts(re
     assert asyncio.run(after_interval()) == (2, 1)
 
 
-def _spike_lands_in_a_skipped_batch(redis_client) -> int:
+def _history_before_a_skipped_spike(redis_client, redis_url: str, interval: float):
     """History with no spike, written to Redis; the caller detects at its last minute, then that same minute's anger
-    jumps and the batch that brought it is skipped by the throttle (same minute, inside the interval)."""
+    jumps and the batch that brought it is skipped by the throttle (same minute, inside ``interval``).
+    Returns (the engine's settings, the last minute in ms)."""
     n, k = _history(13, 2)
     _write_minutes(redis_client, "acme", "anger", n, k, T0_MIN)
-    return (T0_MIN + 2 * DAY - 1) * 60_000
+    cfg = MonitorSettings(redis_url=redis_url, alert_cooldown_ms=0, alert_detect_interval_seconds=interval,
+                          alert_emotions=["anger"], alert_evidence_posts=0)
+    return cfg, (T0_MIN + 2 * DAY - 1) * 60_000
 
 
 def _add_spike(redis_client, minute_ms: int) -> None:
@@ -311,9 +314,7 @@ def test_a_skipped_detection_runs_once_its_interval_passed_though_no_batch_follo
     """Reproduces the alert the -m slow shutdown test lost with the throttle on (stop 10): the spike's posts came in a
     batch skipped within the interval, the stream went quiet, and nothing ran the skipped detection. run_skipped
     (the worker's timer) runs it once the interval passed: the spike alerts without another post."""
-    last_ms = _spike_lands_in_a_skipped_batch(redis_client)
-    cfg = MonitorSettings(redis_url=redis_server.url, alert_cooldown_ms=0, alert_detect_interval_seconds=0.5,
-                          alert_emotions=["anger"], alert_evidence_posts=0)
+    cfg, last_ms = _history_before_a_skipped_spike(redis_client, redis_server.url, 0.5)
 
     async def run():
         store, engine = _engine(cfg)
@@ -337,11 +338,9 @@ def test_a_skipped_detection_runs_once_its_interval_passed_though_no_batch_follo
 
 
 def test_shutdown_runs_the_skipped_detections_before_draining(redis_server, redis_client):
-    """drain() (SIGTERM) runs every skipped detection at once, interval or not, so its alert is stored and sent
-    before the worker exits; a batch that ran a newer detection meanwhile leaves nothing pending."""
-    last_ms = _spike_lands_in_a_skipped_batch(redis_client)
-    cfg = MonitorSettings(redis_url=redis_server.url, alert_cooldown_ms=0, alert_detect_interval_seconds=600,
-                          alert_emotions=["anger"], alert_evidence_posts=0)
+    """drain() (SIGTERM) runs every skipped detection at once, interval or not, so its alert is stored (and sent)
+    before the worker exits, and nothing is left pending."""
+    cfg, last_ms = _history_before_a_skipped_spike(redis_client, redis_server.url, 600)
 
     async def run():
         store, engine = _engine(cfg)
