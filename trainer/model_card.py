@@ -12,6 +12,14 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _epochs(config: dict) -> str:
+    """The epochs really trained: a ``max_steps`` cap overrides the ``epochs`` setting, so count from the steps."""
+    steps, per_epoch = config.get("steps"), config.get("steps_per_epoch")
+    if config.get("max_steps") and steps and per_epoch:
+        return f"{steps / per_epoch:g} ({steps} steps)"
+    return str(config.get("epochs"))
+
+
 def _stage2(record: dict) -> str:
     method = record.get("method")
     sampler = {"none": "real embeddings only", "smote": "real + SMOTE embeddings",
@@ -77,12 +85,13 @@ def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds
         "## Training",
         f"- data: {config.get('data_source', config.get('data'))} (taxonomy `{config.get('taxonomy')}`)",
         f"- loss: {config.get('loss')}" + (f" (gamma {config.get('focal_gamma')})" if config.get("loss") == "focal" else "")
-        + f", label weights: {config.get('label_weights')}",
+        + f", label weights: {config.get('label_weights')}"
+        + (f", label smoothing {config['label_smoothing']}" if config.get("label_smoothing") else ""),
         f"- undersampling of `{config.get('majority_label')}`: {config.get('undersample_ratio') or 'off'}"
         + (f" ({config['undersampling']})" if config.get("undersampling") else ""),
         "- stage-2 head re-training: " + (_stage2(config["stage2"]) if config.get("stage2") else "off"),
         f"- optimiser: AdamW, one-cycle lr {config.get('lr')}, batch {config.get('batch_size')}, "
-        f"epochs {config.get('epochs')}, seed {config.get('seed')}",
+        f"epochs {_epochs(config)}, seed {config.get('seed')}",
         f"- hardware / time: {config.get('hardware', '?')}, {config.get('train_seconds', '?')} s",
         f"- command: `{config.get('command', '?')}`",
     ] + ([f"- selection: {config['selection']}"] if config.get("selection") else []) + [

@@ -1,0 +1,77 @@
+"""Which MiniLM serves on CPU (issue 14): candidate artifacts scored as the CPU worker runs them.
+
+Each candidate is loaded on this CPU in fp32 and in int8 (the worker's default), and scored on GoEmotions dev and test
+(28 labels) at its stored thresholds (what classify and the worker apply) and at thresholds re-tuned on dev with the
+same outputs (the issue's "dev-tuned" figure for that precision). Candidates trained elsewhere (a GPU, bf16) are thus
+measured on the fp32 base the product really loads. The choice is made on dev, never on test.
+
+    python bench/student_select.py --candidate shipped=trainer/default_model --candidate asl=runs/x/asl ...
+
+Writes ``--out`` (JSON) and the same table as Markdown beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from trainer.artifact import load_classifier  # noqa: E402
+from trainer.data import load_dataset_splits  # noqa: E402
+from trainer.metrics import macro_f1, tune_thresholds  # noqa: E402
+from trainer.settings import default_data_dir  # noqa: E402
+
+
+def score(classifier, dev, test) -> dict:
+    """Dev/test macro-F1 at the stored thresholds and at thresholds re-tuned on dev, from one pass over each split."""
+    dev_p = classifier.predict_proba(dev.texts)
+    test_p = classifier.predict_proba(test.texts)
+    dev_y, test_y = np.asarray(dev.labels, dtype=int), np.asarray(test.labels, dtype=int)
+    stored = np.asarray(classifier.thresholds, dtype=np.float32)
+    tuned = tune_thresholds(dev_y, dev_p)
+    return {"dev_stored": round(macro_f1(dev_y, dev_p >= stored), 4),
+            "test_stored": round(macro_f1(test_y, test_p >= stored), 4),
+            "dev_tuned": round(macro_f1(dev_y, dev_p >= tuned), 4),
+            "test_dev_tuned": round(macro_f1(test_y, test_p >= tuned), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--candidate", action="append", required=True, help="name=artifact folder (repeatable)")
+    parser.add_argument("--data", default=None, help="GoEmotions folder (default: the trainer's)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "student_select.json"))
+    args = parser.parse_args()
+    splits = load_dataset_splits(args.data or str(default_data_dir()))
+    rows: dict = {}
+    for spec in args.candidate:
+        name, _, folder = spec.partition("=")
+        for precision in ("fp32", "int8"):
+            started = time.time()
+            classifier = load_classifier(folder, device="cpu", int8=precision == "int8")
+            rows[f"{name} {precision}"] = score(classifier, splits.dev, splits.test) | {
+                "artifact": folder, "version": classifier.version, "seconds": round(time.time() - started, 1)}
+            print(f"{name} {precision}: {rows[f'{name} {precision}']}", flush=True)
+    chosen = max((r for r in rows if r.endswith("int8")), key=lambda r: rows[r]["dev_stored"])
+    result = {"rows": rows, "chosen_on_dev_int8": chosen.rsplit(" ", 1)[0],
+              "note": "macro-F1 over 28 labels; 'stored' = the artifact's thresholds; 'tuned' = re-tuned on dev "
+                      "with this precision's outputs; chosen = best dev macro-F1 at the stored thresholds in int8"}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    lines = ["| candidate | dev (stored) | test (stored) | dev (re-tuned) | test (dev-tuned) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {name} | {r['dev_stored']:.4f} | {r['test_stored']:.4f} | {r['dev_tuned']:.4f} | "
+              f"{r['test_dev_tuned']:.4f} |" for name, r in rows.items()]
+    out.with_suffix(".md").write_text("\n".join(lines) + f"\n\nchosen on dev (int8): {result['chosen_on_dev_int8']}\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""The model card says how the model was really trained (a pure function of the artifact's records)."""
+
+from trainer.model_card import render_model_card
+
+
+def _card(**config) -> str:
+    base = {"name": "m", "loss": "bce", "label_weights": "sqrt_inverse", "epochs": 1.5, "seed": 42}
+    return render_model_card(base | config, ["joy"], {}, {"joy": 0.5})
+
+
+def test_a_step_cap_shows_the_epochs_really_trained():
+    """Stop 11's shipped model was trained with max_steps=2084 (1,042 steps per epoch) under an epochs setting of
+    1.5 that the cap overrode; the card said "epochs 1.5"."""
+    assert "epochs 2 (2084 steps)" in _card(max_steps=2084, steps=2084, steps_per_epoch=1042)
+    assert "epochs 1.5," in _card(steps=1563, steps_per_epoch=1042)  # no cap: the setting is what ran
+
+
+def test_label_smoothing_is_named_with_the_loss():
+    assert "- loss: bce, label weights: sqrt_inverse, label smoothing 0.1" in _card(label_smoothing=0.1)
+    assert "label smoothing" not in _card(label_smoothing=0.0)
