@@ -12,6 +12,14 @@
 # Training upcasts both bases to fp32 master weights (trainer.modeling.load_base), so a bf16 copy of the base
 # costs only the bf16 rounding of the frozen weights.
 #
+# Preparing them here (stop 11's commands): bench/gpu/pack.sh; cp ../shared/data/goemotions/* .carry/goemotions/;
+# the XED half: bench/calibration.py's read_xed_english() texts at np.random.default_rng(SPLIT_SEED).permutation(n)[:n//2],
+# one per line; the MPNet parts: the cached all-mpnet-base-v2 folder with model.safetensors cast to bf16,
+# `tar cf - all-mpnet-base-v2 | xz -T2 -6 > mpnet.tar.xz; split -n 3 -d mpnet.tar.xz .carry/mpN/mpnet.part.`
+# (one part per folder .carry/mp1..mp3). Then one device call per part (carry .carry/mpN, command
+# `mkdir -p /tmp/mpchunks && cp .carry/mpN/* /tmp/mpchunks/`), back to back (the machine is given back 30 s after a
+# call), and last this script (carry .carry/whl .carry/pkg.tar.xz .carry/goemotions .carry/xed).
+#
 # Teachers and the three students that need no teacher run side by side (the card is mostly idle with one small
 # job); the distillation students start once the teacher with the best dev macro-F1 is known. Results: $OUT.
 set -uo pipefail
