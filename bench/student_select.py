@@ -1,9 +1,11 @@
 """Which MiniLM serves on CPU (issue 14): candidate artifacts scored as the CPU worker runs them.
 
 Each candidate is loaded on this CPU in fp32 and in int8 (the worker's default), and scored on GoEmotions dev and test
-(28 labels), in model calls of the worker's size (``monitor.inference.inference_batch``), at its stored thresholds (what classify and the worker apply) and at thresholds re-tuned on dev with the
-same outputs (the issue's "dev-tuned" figure for that precision). Candidates trained elsewhere (a GPU, bf16) are thus
-measured on the fp32 base the product really loads. The choice is made on dev, never on test.
+(28 labels), in model calls of the worker's size (``monitor.inference.inference_batch``: int8's activation scales are
+per call, so the call size moves int8 scores; stop 11's default scored 0.4999 test macro-F1 in calls of 32, 0.5069 in
+calls of 128), at its stored thresholds (what classify and the worker apply) and at thresholds re-tuned on dev with
+the same outputs (the issue's "dev-tuned" figure for that precision). Candidates trained elsewhere (a GPU, bf16) are
+thus measured on the fp32 base the product really loads. The choice is made on dev, never on test.
 
     python bench/student_select.py --candidate shipped=trainer/default_model --candidate asl=runs/x/asl ...
 
@@ -32,9 +34,8 @@ from trainer.settings import default_data_dir  # noqa: E402
 
 
 def score(classifier, dev, test, call: int) -> dict:
-    """Dev/test macro-F1 at the stored thresholds and at thresholds re-tuned on dev, from one pass over each split,
-    in model calls of the size the worker makes (int8's activation scales are per call, so the call size moves int8
-    scores: for today's default 0.4999 test macro-F1 in calls of 32, 0.5069 in calls of 128)."""
+    """Dev/test macro-F1 at the stored thresholds and at thresholds re-tuned on dev, from one pass over each split
+    in model calls of ``call`` texts."""
     dev_p = classifier.predict_proba(dev.texts, batch_size=call)
     test_p = classifier.predict_proba(test.texts, batch_size=call)
     dev_y, test_y = np.asarray(dev.labels, dtype=int), np.asarray(test.labels, dtype=int)
