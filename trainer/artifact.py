@@ -10,6 +10,8 @@ Folder layout (no base weights; the base is resolved from ``config.json``'s ``ba
     config.json         every training switch (TrainerSettings dump) + pooling, max_length, sampling records
     metrics.json        evaluation figures (dev/test)
     calibration.json    optional: per-label Platt calibration + priors/rates for prior adaptation (trainer.calibration)
+    thresholds_int8.json  optional: thresholds tuned on the int8 outputs the CPU worker serves
+                        (trainer.precision_thresholds; likewise thresholds_bf16.json for a GPU)
     README.md           the model card
 
 ``load_classifier(path)`` returns an :class:`ArtifactClassifier`, which implements the :class:`Classifier` protocol
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 
 from .calibration import load_calibration
+from .precision_thresholds import load_precision_thresholds
 from .modeling import EmotionClassifier, autocast, load_base, load_tokenizer, pick_device, resolve_base_model
 from .protocol import Classifier
 
@@ -73,6 +76,23 @@ class ArtifactClassifier:
         self.calibration = calibration
         if calibration is not None:
             self.thresholds = calibration.apply(self.raw_thresholds).astype(np.float32)
+        #: the file the decision thresholds came from (``thresholds.json``, or the served precision's own)
+        self.thresholds_source = "thresholds.json"
+
+    def use_precision_thresholds(self, profile: dict, source: str) -> None:
+        """Serve the thresholds (and the rule's dev rates, which the worker's prevalence correction reads) of a
+        precision profile (:func:`trainer.precision_thresholds.load_precision_thresholds`) instead of
+        ``thresholds.json``'s."""
+        from dataclasses import replace
+
+        self.raw_thresholds = np.asarray(profile["thresholds"], dtype=np.float32).copy()
+        self.thresholds = self.raw_thresholds.copy()
+        if self.calibration is not None:
+            self.calibration = replace(self.calibration, tpr=profile["tpr"], fpr=profile["fpr"],
+                                       roc_tpr=profile["roc_tpr"], roc_fpr=profile["roc_fpr"],
+                                       roc_grid=profile["roc_grid"])
+            self.thresholds = self.calibration.apply(self.raw_thresholds).astype(np.float32)
+        self.thresholds_source = source
 
     @property
     def label_priors(self) -> np.ndarray | None:
@@ -160,7 +180,7 @@ class ArtifactClassifier:
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()
     for name in ("adapter/adapter_model.safetensors", "head.safetensors", "thresholds.json", "labels.json",
-                 "calibration.json"):
+                 "calibration.json", "thresholds_int8.json", "thresholds_bf16.json"):
         p = folder / name
         if p.exists():
             h.update(p.read_bytes())
@@ -229,7 +249,7 @@ def default_model_dir(device: str | torch.device | None = None) -> Path:
 
 
 def load_classifier(path: str | Path | None = None, device: str | torch.device | None = None,
-                    int8: bool = False) -> ArtifactClassifier:
+                    int8: bool = False, precision_thresholds: bool = True) -> ArtifactClassifier:
     """Load an artifact folder (default: the shipped ``trainer/default_model``) for inference.
 
     The LoRA adapter is merged into the base weights (no adapter overhead per batch). GPU with bf16 autocast when
@@ -238,6 +258,10 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device |
     ``int8`` (CPU only; ignored on CUDA, which runs bf16): the backbone's Linear layers run as dynamic per-channel
     int8 (weights quantized once, activations per call). On this repo's 2-core CPU that is ~3x the texts/s of fp32
     in batches for a test macro-F1 0.4948 vs 0.5015 (``bench/inference_precision.py``); the head stays fp32.
+
+    ``precision_thresholds``: when the folder has thresholds tuned for the precision really loaded
+    (``thresholds_int8.json`` / ``thresholds_bf16.json``, see :mod:`trainer.precision_thresholds`), serve those;
+    False keeps ``thresholds.json`` (what ``calibrate`` adapts). The version digest covers every thresholds file.
     """
     from peft import PeftModel
     from safetensors.torch import load_file
@@ -273,8 +297,12 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device |
         quantize_backbone_int8(model)
     thresholds = np.array([threshold_map[name] for name in labels], dtype=np.float32)
     version = f"{config.get('name', folder.name)}-{_digest(folder)}"
-    return ArtifactClassifier(model, tokenizer, labels, thresholds, config, metrics, version, folder, torch_device,
-                                calibration=load_calibration(folder, labels))
+    classifier = ArtifactClassifier(model, tokenizer, labels, thresholds, config, metrics, version, folder,
+                                    torch_device, calibration=load_calibration(folder, labels))
+    profile = load_precision_thresholds(folder, classifier.precision, labels) if precision_thresholds else None
+    if profile is not None:
+        classifier.use_precision_thresholds(profile, f"thresholds_{classifier.precision}.json")
+    return classifier
 
 
 def quantize_backbone_int8(model: EmotionClassifier) -> None:

@@ -1,7 +1,8 @@
 """``emotion-monitor calibrate``: derive an artifact adapted to a target stream from unlabelled and/or labelled posts.
 
 The derived folder is a full copy of the base artifact (adapter, head, tokenizer) with a new ``thresholds.json``
-(raw sigmoid scale), ``calibration.json`` (same Platt maps; ``label_priors`` = the stream's priors; new rates) and
+(raw sigmoid scale; a precision's own ``thresholds_<precision>.json`` is dropped, as it was tuned for dev's priors),
+``calibration.json`` (same Platt maps; ``label_priors`` = the stream's priors; new rates) and
 an ``adaptation`` record in ``config.json`` and the model card, so ``load_classifier``, ``classify``, ``evaluate`` and
 the worker load it like any other artifact.
 
@@ -304,7 +305,9 @@ def calibrate_artifact(model: str | Path | None, out: str | Path, unlabelled: st
 
     base = Path(model) if model else DEFAULT_MODEL_DIR
     out = Path(out)
-    classifier = load_classifier(base, int8=int8)
+    # adaptation starts from thresholds.json (the fp32-tuned rule and its dev ROC in calibration.json), whatever
+    # precision the posts are scored in
+    classifier = load_classifier(base, int8=int8, precision_thresholds=False)
     labels = classifier.labels
     calibration = classifier.calibration
     if calibration is None or dev_data is not None:
@@ -343,6 +346,9 @@ def calibrate_artifact(model: str | Path | None, out: str | Path, unlabelled: st
         shutil.copytree(base, out, dirs_exist_ok=True)
     adapted.save(out)
     if record:
+        # a precision's own thresholds were tuned for the dev priors; the adapted thresholds.json replaces them
+        for stale in out.glob("thresholds_*.json"):
+            stale.unlink()
         (out / "thresholds.json").write_text(
             json.dumps({name: round(float(t), 4) for name, t in zip(labels, thresholds)}, indent=1))
         config = json.loads((out / "config.json").read_text())

@@ -1,4 +1,5 @@
-"""Click commands ``train``, ``evaluate``, ``classify``, ``ablation`` (mounted by ``emotion_monitor.cli``).
+"""Click commands ``train``, ``evaluate``, ``classify``, ``ablation``, ``calibrate``, ``tune-thresholds`` (mounted by
+``emotion_monitor.cli``).
 
 ``train`` gets one ``--<field>`` option per ``TrainerSettings`` field (env ``EM_TRAIN_<FIELD>`` also works;
 a flag wins over the env var), so every switch is reachable and recorded in the artifact's ``config.json``.
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 
 from .settings import TrainerSettings
 
-__all__ = ["train", "evaluate", "classify", "ablation", "calibrate"]
+__all__ = ["train", "evaluate", "classify", "ablation", "calibrate", "tune_thresholds"]
 
 
 def _settings_options(func):
@@ -214,3 +215,27 @@ def calibrate(model_path, unlabelled, labelled, annotated_labels, label_map, pri
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"artifact": out_dir, **{k: v for k, v in record.items() if k != "label_priors"}},
                           default=str))
+
+
+@click.command("tune-thresholds")
+@click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Artifact folder to add the thresholds to (written in place).")
+@click.option("--precision", type=click.Choice(["int8", "bf16"]), default="int8", show_default=True,
+              help="Arithmetic the model is served in: int8 = the CPU worker's default, bf16 = on a GPU (needs CUDA).")
+@click.option("--data", default=None, help="Dataset whose dev split tunes them (default: the model's / GoEmotions).")
+@click.option("--call-size", type=int, default=32, show_default=True,
+              help="Texts per model call, as the worker calls it (its int8 default on CPU; EM_MONITOR_INFERENCE_BATCH "
+                   "overrides it there). int8 activation scales are per call.")
+def tune_thresholds(model_path, precision, data, call_size) -> None:
+    """Tune per-label thresholds on dev with the outputs of the precision the model is served in and write
+    thresholds_<precision>.json into the artifact (load_classifier serves them in that precision)."""
+    _setup_logging(verbose=False)
+    from .data import DataError
+    from .precision_thresholds import fit_precision_thresholds, profile_path
+
+    try:
+        record = fit_precision_thresholds(model_path, precision, data, call_size, progress=True)
+    except (DataError, RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"written": str(profile_path(model_path, precision)), "precision": precision,
+                           "call_size": call_size, "dev_macro_f1": record["dev_macro_f1"]}))

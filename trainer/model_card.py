@@ -63,7 +63,9 @@ def _calibration_lines(calibration: dict, config: dict) -> list[str]:
 
 
 def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds: dict[str, float],
-                      calibration: dict | None = None) -> str:
+                      calibration: dict | None = None, profiles: dict[str, dict] | None = None) -> str:
+    """The artifact's README. ``profiles``: precision -> the contents of its ``thresholds_<precision>.json``."""
+    profiles = profiles or {}
     lines = [f"# {config.get('name', 'emotion classifier')}", ""]
     if config.get("untrained"):
         lines += ["**Untrained test artifact** (random head): for software tests only, not for predictions.", ""]
@@ -113,8 +115,17 @@ def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds
             lines.append(f"- {metrics['note']}")
     else:
         lines.append("- not evaluated")
-    lines += ["", "## Thresholds (tuned on dev)", "", "| label | threshold |", "| --- | ---: |"]
-    lines += [f"| {k} | {v:.2f} |" for k, v in thresholds.items()]
+    for precision, profile in profiles.items():
+        scores = profile.get("dev_macro_f1", {})
+        lines.append(f"- served in {precision}: thresholds tuned on dev with {precision} outputs in calls of "
+                     f"{profile.get('call_size')} texts (`thresholds_{precision}.json`): dev macro-F1 "
+                     f"{_fmt(scores.get('tuned'))}, vs {_fmt(scores.get('at_thresholds_json'))} at `thresholds.json`")
+    lines += ["", "## Thresholds (tuned on dev)", "",
+              "| label | threshold | " + "".join(f"{p} |" for p in profiles),
+              "| --- | ---: |" + " ---: |" * len(profiles)]
+    lines += [f"| {k} | {v:.2f} |" + "".join(f" {p['thresholds'][k]:.2f} |" if k in p.get("thresholds", {}) else " ? |"
+                                             for p in profiles.values())
+              for k, v in thresholds.items()]
     if calibration:
         lines += _calibration_lines(calibration, config)
     lines += ["", "## Limitations",
@@ -132,6 +143,8 @@ def write_model_card(folder: str | Path) -> Path:
     metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
     calibration = (json.loads((folder / "calibration.json").read_text())
                    if (folder / "calibration.json").exists() else None)
+    profiles = {path.stem.removeprefix("thresholds_"): json.loads(path.read_text())
+                for path in sorted(folder.glob("thresholds_*.json"))}
     card = folder / "README.md"
-    card.write_text(render_model_card(config, labels, metrics, thresholds, calibration))
+    card.write_text(render_model_card(config, labels, metrics, thresholds, calibration, profiles))
     return card

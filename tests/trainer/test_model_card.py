@@ -18,3 +18,13 @@ def test_a_step_cap_shows_the_epochs_really_trained():
 def test_label_smoothing_is_named_with_the_loss():
     assert "- loss: bce, label weights: sqrt_inverse, label smoothing 0.1" in _card(label_smoothing=0.1)
     assert "label smoothing" not in _card(label_smoothing=0.0)
+
+
+def test_a_precision_profile_is_named_with_its_dev_score_and_thresholds():
+    profile = {"call_size": 32, "dev_macro_f1": {"tuned": 0.5505, "at_thresholds_json": 0.5348},
+               "thresholds": {"joy": 0.61}}
+    card = render_model_card({"name": "m"}, ["joy"], {}, {"joy": 0.5}, profiles={"int8": profile})
+    assert ("- served in int8: thresholds tuned on dev with int8 outputs in calls of 32 texts "
+            "(`thresholds_int8.json`): dev macro-F1 0.550, vs 0.535 at `thresholds.json`") in card
+    assert "| label | threshold | int8 |" in card and "| joy | 0.50 | 0.61 |" in card
+    assert "int8" not in render_model_card({"name": "m"}, ["joy"], {}, {"joy": 0.5})
