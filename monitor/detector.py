@@ -46,10 +46,9 @@ Baselines
   window weighted ``2^(-age / half-life)`` (the half-life x2 for the 1-h window, as its flat span), as effective
   counts that the formulas above take unchanged (:func:`ewma_counts`); ``tau2`` is then measured against this
   baseline. It follows the share's wander better (on the synthetic weeks of ``bench/alerts.py`` ``tau`` of the 5-min
-  window falls from 0.12 to 0.10 at 100 posts/min, 15 min half-life), but the window-minus-baseline differences have
-  heavier upper tails than the beta-binomial model (3.5-6x the normal tail beyond 3 sds, for either baseline), which
-  the false-alert budget has to absorb: with a 30-min half-life, recall and false alerts move by sampling noise only
-  (README "Spike alerts"). In the worker it reads per-minute counts (:func:`read_inputs`).
+  window falls from 0.12 to 0.10 at 100 posts/min, 15 min half-life), which narrows the test little where the
+  window's own binomial noise dominates: with a 30-min half-life, recall and false alerts move by sampling noise
+  only (README "Spike alerts"). In the worker it reads per-minute counts (:func:`read_inputs`).
 * **seasonal**: the share in the same clock span (the window's own minutes of the day, widened evenly to at least
   15 min) on each of the previous ``alert_seasonal_days`` days (or the same hour of the week on previous weeks, when at
   least ``alert_seasonal_min_days`` weeks exist), counting only spans with at least ``alert_min_baseline_posts``
