@@ -18,7 +18,8 @@ after its end; also for daytime spikes alone, where the volume is at least half 
 outside every spike's span + 60 min — the 1-h window still holds the spike for an hour — in the scored week; measured on runs with spikes and on spike-free runs).
 The detectors read the same arrays through :func:`monitor.detector.replay_detector` with default settings; only
 ``alert_detector`` differs (and ``alert_sensitivity=high`` for the third row: a budget of 4 false alerts a week;
-``alert_baseline_halflife_ms`` for ``statistical ewma``: the rolling baseline exponentially weighted, ``--ewma-halflife``). Writes bench/results/alerts.json and bench/results/alerts.png and prints the table.
+``alert_baseline_halflife_ms`` for ``statistical ewma``: the rolling baseline exponentially weighted,
+``--ewma-halflife``). Writes bench/results/alerts.json and bench/results/alerts.png and prints the table.
 
 Two ORACLE rows bound what any detector can reach on this synthetic at the "normal" budget: they know the
 generator's true per-minute share (no baseline to estimate) and test the detector's windows (5, 15, 30, 60 min) against
@@ -349,7 +350,8 @@ def main() -> None:
     defaults = MonitorSettings()
     result = {
         "command": "python bench/alerts.py " + " ".join(sys.argv[1:]),
-        "seeds": args.seeds, "wander_sd": args.wander_sd, "ewma_halflife_min": args.ewma_halflife, "weeks_scored_per_seed": 1, "spikes_per_week": SPIKES_PER_WEEK,
+        "seeds": args.seeds, "wander_sd": args.wander_sd, "ewma_halflife_min": args.ewma_halflife,
+        "weeks_scored_per_seed": 1, "spikes_per_week": SPIKES_PER_WEEK,
         "settings": {k: getattr(defaults, k) for k in (
             "alert_sensitivity", "alert_min_effect", "alert_windows_ms", "alert_baseline", "alert_min_volume",
             "alert_min_baseline_posts", "alert_cooldown_ms", "alert_window_ms", "alert_baseline_ms", "alert_ratio",

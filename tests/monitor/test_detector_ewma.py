@@ -1,5 +1,5 @@
-"""The exponentially weighted rolling baseline (``alert_baseline_halflife_ms > 0``, :func:`monitor.detector.ewma_counts`):
-its share follows a step at the stated rate, its effective size gives the binomial variance of its share, it never
+"""The exponentially weighted rolling baseline (``alert_baseline_halflife_ms > 0``,
+:func:`monitor.detector.ewma_counts`): its share follows a step at the stated rate, its effective size gives the binomial variance of its share, it never
 holds the window under test, and the replay with it fires on a clear spike and not on a flat series."""
 
 from __future__ import annotations
