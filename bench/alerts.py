@@ -17,7 +17,9 @@ Scores per volume x spike size: recall (a spike counts as found when an alert fi
 after its end; also for daytime spikes alone, where the volume is at least half the peak), median delay (minutes from the spike's start to the alert), false alerts per brand-week (alerts
 outside every spike's span + 60 min — the 1-h window still holds the spike for an hour — in the scored week; measured on runs with spikes and on spike-free runs).
 The detectors read the same arrays through :func:`monitor.detector.replay_detector` with default settings; only
-``alert_detector`` differs (and ``alert_sensitivity=high`` for the third row: a budget of 4 false alerts a week). Writes bench/results/alerts.json and bench/results/alerts.png and prints the table.
+``alert_detector`` differs (and ``alert_sensitivity=high`` for the third row: a budget of 4 false alerts a week;
+``alert_baseline_halflife_ms`` for ``statistical ewma``: the rolling baseline exponentially weighted,
+``--ewma-halflife``). Writes bench/results/alerts.json and bench/results/alerts.png and prints the table.
 
 Two ORACLE rows bound what any detector can reach on this synthetic at the "normal" budget: they know the
 generator's true per-minute share (no baseline to estimate) and test the detector's windows (5, 15, 30, 60 min) against
@@ -53,7 +55,8 @@ WEEK = 7 * DAY
 SIZES = (1.5, 2.0, 3.0, 5.0, 8.0)
 VOLUMES = (5, 20, 100)
 SPIKES_PER_WEEK = 12
-DETECTORS = ("threshold", "statistical", "statistical high", "oracle", "oracle, wander unknown")
+DETECTORS = ("threshold", "statistical", "statistical high", "statistical ewma", "oracle", "oracle, wander unknown")
+EWMA_HALFLIFE_MIN = 30  # the "statistical ewma" row: alert_baseline_halflife_ms (--ewma-halflife)
 ORACLES = {"oracle": True, "oracle, wander unknown": False}  # name -> knows the wander's path
 AFTER_MIN = 5  # an alert up to this long after a spike's end still found it
 FALSE_GRACE_MIN = 60  # alerts within this after a spike's end are that spike's (the 1-h window still holds it)
@@ -213,10 +216,13 @@ def score(alerts: list[int], spikes, scored_from: int, busy=None):
     return len(scored), len(delays), delays, len(false), busy_total, busy_found
 
 
-def run(seeds, volumes=VOLUMES, sizes=SIZES, wander_sd: float = 0.15, names=DETECTORS):
+def run(seeds, volumes=VOLUMES, sizes=SIZES, wander_sd: float = 0.15, names=DETECTORS,
+        ewma_halflife_min: float = EWMA_HALFLIFE_MIN):
     detectors = {"threshold": MonitorSettings(alert_detector="threshold"),
                  "statistical": MonitorSettings(alert_detector="statistical"),
-                 "statistical high": MonitorSettings(alert_detector="statistical", alert_sensitivity="high")}
+                 "statistical high": MonitorSettings(alert_detector="statistical", alert_sensitivity="high"),
+                 "statistical ewma": MonitorSettings(alert_detector="statistical",
+                                                     alert_baseline_halflife_ms=int(ewma_halflife_min * 60_000))}
     params = DetectorParams.from_settings(MonitorSettings())
     detectors = {name: settings for name, settings in detectors.items() if name in names}
     # without wander the two oracles are one
@@ -299,7 +305,7 @@ def plot(rows, path: Path) -> None:
     volumes = sorted({r["volume"] for r in rows})
     fig, axes = plt.subplots(1, len(volumes), figsize=(4.2 * len(volumes), 3.6), sharey=True)
     for ax, volume in zip(np.atleast_1d(axes), volumes):
-        for name, style in zip(DETECTORS, ("o--", "s-", "^:", "k*-", "x-.")):
+        for name, style in zip(DETECTORS, ("o--", "s-", "^:", "d-", "k*-", "x-.")):
             mine = [r for r in rows if r["volume"] == volume and r["detector"] == name and r["size"] is not None]
             if not mine:
                 continue
@@ -330,11 +336,13 @@ def main() -> None:
                         help="Spike sizes (the spike-free run is always made; none = only the false-alert rate)")
     parser.add_argument("--detectors", nargs="+", choices=DETECTORS, default=list(DETECTORS),
                         help="Rows to run (e.g. only the oracles, over many seeds: they are cheap)")
+    parser.add_argument("--ewma-halflife", type=float, default=EWMA_HALFLIFE_MIN,
+                        help="Half-life (min) of the 'statistical ewma' row's exponentially weighted baseline")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "alerts"))
     args = parser.parse_args()
     started = time.perf_counter()
     rows, calibration = run(args.seeds, args.volumes, tuple(args.sizes), wander_sd=args.wander_sd,
-                            names=args.detectors)
+                            names=args.detectors, ewma_halflife_min=args.ewma_halflife)
     text = table(rows)
     print(text)
     out = Path(args.out)
@@ -342,7 +350,8 @@ def main() -> None:
     defaults = MonitorSettings()
     result = {
         "command": "python bench/alerts.py " + " ".join(sys.argv[1:]),
-        "seeds": args.seeds, "wander_sd": args.wander_sd, "weeks_scored_per_seed": 1, "spikes_per_week": SPIKES_PER_WEEK,
+        "seeds": args.seeds, "wander_sd": args.wander_sd, "ewma_halflife_min": args.ewma_halflife,
+        "weeks_scored_per_seed": 1, "spikes_per_week": SPIKES_PER_WEEK,
         "settings": {k: getattr(defaults, k) for k in (
             "alert_sensitivity", "alert_min_effect", "alert_windows_ms", "alert_baseline", "alert_min_volume",
             "alert_min_baseline_posts", "alert_cooldown_ms", "alert_window_ms", "alert_baseline_ms", "alert_ratio",

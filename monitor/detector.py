@@ -42,6 +42,13 @@ Baselines
   (60 min for the 5-, 15- and 30-min windows, 2 h for the 1-h window; 4 windows before made the 1-h window's baseline
   lag the daily rise of the share by 2.5 h, a bias the synthetic weeks turned into false alerts late in the morning); ``p0 = (Kb + 0.5) / (Nb + 1)`` (Jeffreys: a baseline with no
   angry post is not "zero anger") and ``var = p0 (1 - p0) / (Nb + 1) + tau2 p0^2``.
+* **rolling, exponentially weighted** (``alert_baseline_halflife_ms > 0``; off by default): the minutes before the
+  window weighted ``2^(-age / half-life)`` (the half-life x2 for the 1-h window, as its flat span), as effective
+  counts that the formulas above take unchanged (:func:`ewma_counts`); ``tau2`` is then measured against this
+  baseline. It follows the share's wander better (on the synthetic weeks of ``bench/alerts.py`` ``tau`` of the 5-min
+  window falls from 0.12 to 0.10 at 100 posts/min, 15 min half-life), which narrows the test little where the
+  window's own binomial noise dominates: with a 30-min half-life, recall and false alerts move by sampling noise
+  only (README "Spike alerts"). In the worker it reads per-minute counts (:func:`read_inputs`).
 * **seasonal**: the share in the same clock span (the window's own minutes of the day, widened evenly to at least
   15 min) on each of the previous ``alert_seasonal_days`` days (or the same hour of the week on previous weeks, when at
   least ``alert_seasonal_min_days`` weeks exist), counting only spans with at least ``alert_min_baseline_posts``
@@ -77,6 +84,7 @@ holds the posts counted so far), offline the arrays given to :func:`replay_detec
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -220,6 +228,7 @@ class DetectorParams:
     seasonal_days: int = 7
     seasonal_min_days: int = 3
     cooldown_min: int = 15
+    baseline_halflife_min: float = 0.0  # > 0: the rolling baseline is exponentially weighted (:func:`ewma_counts`)
 
     def alpha(self, window: int) -> float:
         return alpha_for(self.sensitivity, len(self.windows_min), window)
@@ -233,6 +242,21 @@ class DetectorParams:
     def rolling_min(self, window: int) -> int:
         """The rolling baseline of a window: at least ``baseline_min`` and 2 windows, in whole windows."""
         return math.ceil(max(self.baseline_min, 2 * window) / window) * window
+
+    def halflife(self, window: int) -> float:
+        """Half-life of a window's exponentially weighted baseline (0: flat): ``baseline_halflife_min``, stretched
+        as the flat baseline is for long windows (``x rolling_min / baseline_min``: x2 for the 1-h window)."""
+        return self.baseline_halflife_min * self.rolling_min(window) / self.baseline_min
+
+    def ewma_horizon(self, window: int) -> int:
+        """Minutes a window's exponentially weighted baseline reaches back (0: the flat rolling mean)."""
+        return ewma_horizon(self.halflife(window))
+
+    def history_minutes(self, window: int) -> int:
+        """Per-minute history one decision of a window with an exponentially weighted baseline needs: the window,
+        the earlier windows of :func:`_replay_tau2` (history, spike checks) and the baseline of the oldest."""
+        return (window * (2 + self.history_windows(window) + self.rolling_min(window) // window + SPIKE_LOCAL)
+                + self.ewma_horizon(window))
 
     def history_windows(self, window: int) -> int:
         return max(MIN_HISTORY_WINDOWS, HISTORY_MIN // window)
@@ -262,6 +286,7 @@ class DetectorParams:
             seasonal_days=settings.alert_seasonal_days,
             seasonal_min_days=settings.alert_seasonal_min_days,
             cooldown_min=math.ceil(cooldown_ms / 60_000),
+            baseline_halflife_min=getattr(settings, "alert_baseline_halflife_ms", 0) / 60_000,
         )
 
 
@@ -368,6 +393,48 @@ def _replay_tau2(k, n, kb, nb, window: int, history_windows: int, min_posts: int
         est = ((dispersion - 1).clip(lower=0) * med_var).where(count >= MIN_HISTORY_WINDOWS, 0.0)
         tau2[residue::window] = est.shift(1).fillna(0.0).to_numpy()  # earlier windows only, never the current one
     return tau2
+
+
+EWMA_HORIZON_HALFLIVES = 6  # an exponentially weighted baseline stops where its weight falls below 1/64
+
+
+def ewma_horizon(halflife_min: float) -> int:
+    """Minutes an exponentially weighted baseline of half-life ``halflife_min`` reaches back (0 for none)."""
+    return int(math.ceil(EWMA_HORIZON_HALFLIVES * halflife_min)) if halflife_min > 0 else 0
+
+
+def ewma_counts(k, n, window: int, halflife_min: float) -> tuple[np.ndarray, np.ndarray]:
+    """The exponentially weighted baseline of a ``window``-minute window at every minute, as *effective counts*
+    ``(kb, nb)`` that the flat rolling baseline's formulas take unchanged.
+
+    For the window ending at minute ``t`` the baseline weighs minute ``t - window - j`` (``j >= 0``, the window itself
+    excluded so a spike never raises its own baseline) by ``w_j = 2^(-j / halflife)``, up to
+    :func:`ewma_horizon` minutes back. Its share is ``p = sum w k / sum w n``; under binomial noise its variance is
+    ``p (1 - p) sum w^2 n / (sum w n)^2``, i.e. that of a flat baseline of ``nb = (sum w n)^2 / sum w^2 n`` posts
+    (Kish's effective size), with ``kb = p nb``. So ``p0 = (kb + 0.5) / (nb + 1)`` and its variance term in the
+    beta-binomial test stay honest, and the overdispersion history (:func:`_replay_tau2`) measures the window's
+    difference from *this* baseline: whatever it lags or misses of the share's wander becomes ``tau2``.
+    ``k``/``n``: per-minute counts, oldest first; minutes before the start count as nothing (as in Redis)."""
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    horizon = ewma_horizon(halflife_min)
+    if horizon == 0:
+        raise ValueError("ewma_counts needs a half-life > 0")
+    weights = 0.5 ** (np.arange(horizon) / halflife_min)
+    size = len(n)
+
+    def weighted(values, w):  # sum_j w_j values[t - j] at every t, then shifted past the window
+        total = np.convolve(values, w)[:size]
+        out = np.zeros(size)
+        if window < size:
+            out[window:] = total[:size - window]
+        return out
+
+    sum_k, sum_n, sum_n2 = weighted(k, weights), weighted(n, weights), weighted(n, weights ** 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nb = np.where(sum_n2 > 0, sum_n ** 2 / np.maximum(sum_n2, 1e-300), 0.0)
+        kb = np.where(sum_n > 0, sum_k / np.maximum(sum_n, 1e-300), 0.0) * nb
+    return kb, nb
 
 
 def seasonal_baseline(span_k: np.ndarray, span_n: np.ndarray, min_posts: int, min_spans: int):
@@ -533,13 +600,16 @@ def replay_inputs(posts_per_minute, emotion_per_minute, params: DetectorParams, 
 
     days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
     every = np.arange(len(n))
-    tau2 = _replay_tau2(_span_sums(cum_k, every, window), _span_sums(cum_n, every, window),
-                        _span_sums(cum_k, every - window, rolling), _span_sums(cum_n, every - window, rolling),
+    if params.baseline_halflife_min > 0:
+        kb, nb = ewma_counts(k, n, window, params.halflife(window))
+    else:
+        kb, nb = _span_sums(cum_k, every - window, rolling), _span_sums(cum_n, every - window, rolling)
+    tau2 = _replay_tau2(_span_sums(cum_k, every, window), _span_sums(cum_n, every, window), kb, nb,
                         window, params.history_windows(window), params.min_baseline_posts, rolling // window)
     return WindowInputs(
         window_min=window,
         k=_span_sums(cum_k, t, window), n=_span_sums(cum_n, t, window),
-        kb=_span_sums(cum_k, t - window, rolling), nb=_span_sums(cum_n, t - window, rolling),
+        kb=kb[t], nb=nb[t],
         span_k=lagged(cum_k, days + weeks, span, shift=-after), span_n=lagged(cum_n, days + weeks, span, shift=-after),
         tau2=tau2[t],
     )
@@ -646,6 +716,8 @@ async def read_inputs(store, count_key: str, posts_key: str, now_ms: int, params
     brand x emotion on the 2-core machine); in between only the window and its baseline are read. The offline replay
     re-estimates it every minute, so the two can differ by those minutes of history."""
     t_min = now_ms // 60_000
+    if params.baseline_halflife_min > 0:
+        return await _read_inputs_ewma(store, count_key, posts_key, t_min, params, tau2_cache)
     plans = []
     for window in params.windows_min:
         spans = dict(spans_for(t_min, window, params))
@@ -699,6 +771,65 @@ async def read_inputs(store, count_key: str, posts_key: str, now_ms: int, params
             span_k=np.array([[k] for k, _n in seasonal]).reshape(len(seasonal), 1),
             span_n=np.array([[n] for _k, n in seasonal]).reshape(len(seasonal), 1),
             tau2=np.array([tau2])))
+    return out
+
+
+async def _read_inputs_ewma(store, count_key: str, posts_key: str, t_min: int, params: DetectorParams,
+                            tau2_cache: dict | None) -> list[WindowInputs]:
+    """:func:`read_inputs` with an exponentially weighted baseline: the per-minute counts (one ``TS.RANGE`` per series
+    with 1-minute buckets) over the longest span a window needs — :meth:`DetectorParams.history_minutes` when
+    ``tau2`` is due, else the window and its baseline's horizon — then the replay's own code
+    (:func:`replay_inputs`, :func:`ewma_counts`) at the last minute, so the worker and the offline replay decide on
+    the same numbers; the seasonal spans are read as single buckets as with the flat baseline."""
+    rolling_only = dataclasses.replace(params, baseline="rolling")  # seasonal spans come from their own reads
+    plans, longest = [], 0
+    for window in params.windows_min:
+        cached = tau2_cache.get((count_key, window)) if tau2_cache is not None else None
+        fresh = cached is not None and 0 <= t_min - cached[0] < TAU2_REFRESH_MIN
+        minutes = window + params.ewma_horizon(window) if fresh else params.history_minutes(window)
+        span, after = params.seasonal_span(window)
+        days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
+        plans.append((window, minutes, cached[1] if fresh else None,
+                      [_minute_span(t_min - lag + after, span) for lag in days + weeks]))
+        longest = max(longest, minutes)
+    start, end = _minute_span(t_min, longest)
+    queries = [(key, start, end, 60_000, start) for key in (count_key, posts_key)]
+    for _window, _minutes, _tau2, seasonal in plans:
+        for lo, hi in seasonal:
+            queries += [(key, lo, hi, hi - lo + 1, lo) for key in (count_key, posts_key)]
+    replies = iter(await store.range_sums(queries))
+
+    def per_minute(reply) -> np.ndarray:
+        out = np.zeros(longest)
+        if not isinstance(reply, Exception):
+            for ts, value in reply:
+                i = (int(ts) - start) // 60_000
+                if 0 <= i < longest:
+                    out[i] += float(value)
+        return out
+
+    def total(reply) -> float:
+        return 0.0 if isinstance(reply, Exception) else float(sum(float(value) for _ts, value in reply))
+
+    minute_k, minute_n = per_minute(next(replies)), per_minute(next(replies))
+    out = []
+    for window, minutes, tau2, seasonal in plans:
+        k, n = minute_k[longest - minutes:], minute_n[longest - minutes:]
+        spans = [(total(next(replies)), total(next(replies))) for _ in seasonal]
+        if tau2 is None:
+            inp = replay_inputs(n, k, rolling_only, window, times=np.array([minutes - 1]))
+            if tau2_cache is not None:
+                if len(tau2_cache) > 100_000:  # brands come and go: a bounded cache
+                    tau2_cache.clear()
+                tau2_cache[(count_key, window)] = (t_min, float(inp.tau2[0]))
+        else:
+            kb, nb = ewma_counts(k, n, window, params.halflife(window))
+            inp = WindowInputs(window_min=window, k=np.array([k[-window:].sum()]), n=np.array([n[-window:].sum()]),
+                               kb=kb[-1:], nb=nb[-1:], span_k=np.zeros((0, 1)), span_n=np.zeros((0, 1)),
+                               tau2=np.array([tau2]))
+        out.append(dataclasses.replace(
+            inp, span_k=np.array([[sk] for sk, _sn in spans]).reshape(len(spans), 1),
+            span_n=np.array([[sn] for _sk, sn in spans]).reshape(len(spans), 1)))
     return out
 
 

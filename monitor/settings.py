@@ -200,6 +200,11 @@ class MonitorSettings(BaseSettings):
         "previous days (or weeks, with 3+ of them); rolling = the span just before the window; auto = seasonal when "
         "alert_seasonal_min_days such spans exist, else rolling"
     )
+    alert_baseline_halflife_ms: int = Field(
+        0, ge=0, description="Rolling baseline of the statistical detector: 0 = the flat share of the "
+        "alert_baseline_ms (2 W for a window W) before the window; > 0 = exponentially weighted over the minutes "
+        "before the window with this half-life (effective posts from the weights, monitor/detector.py ewma_counts)"
+    )
     alert_seasonal_days: int = Field(7, ge=1, le=28, description="Previous days (and weeks) the seasonal baseline "
                                      "looks back")
     alert_seasonal_min_days: int = Field(3, ge=1, description="Fewest earlier spans with enough posts for a "
