@@ -309,7 +309,7 @@ class BatchProcessor:
             result.duplicates = len(fresh) - result.counted
             if self.publish_classified:
                 topic = self.settings.classified_topic
-                rows = [(item.post.id.encode(), item.to_json().encode()) for item in classified]
+                rows = [(item.post.id.encode(), item.to_json_bytes()) for item in classified]
                 if self.publish_many is not None:
                     pending.extend(await self.publish_many(topic, rows))
                 else:
@@ -334,8 +334,7 @@ class BatchProcessor:
         METRICS.inference_seconds.observe(inference_s)
         clock = _lap("model", clock)  # the round trip: queue, pickling both ways, the model itself
         labels, thresholds, version = self.inference.labels, self.inference.thresholds, self.inference.version
-        classified = [ClassifiedPost.from_probabilities(post, row, labels, thresholds, version)
-                      for post, row in zip(posts, proba)]
+        classified = ClassifiedPost.many(posts, proba, labels, thresholds, version)
         _lap("build", clock)
         return classified
 

@@ -31,6 +31,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import compress
 
 import numpy as np
 import orjson
@@ -44,7 +45,7 @@ from monitor.retry import REDIS_OUTAGE_ERRORS, Backoff, is_redis_outage
 from monitor.settings import MonitorSettings
 from monitor.taxonomy import group_series
 
-__all__ = ["ClassifiedPost", "ClearRefused", "RecomputeInProgress", "RedisStore", "TIER_ORDER"]
+__all__ = ["ClassifiedPost", "ClearRefused", "RecomputeInProgress", "RedisStore", "TIER_ORDER", "round_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -305,20 +306,58 @@ class ClassifiedPost:
             model_version,
         )
 
+    @classmethod
+    def many(cls, posts: Sequence[Post], probabilities, emotions: Sequence[str], thresholds: Sequence[float],
+             model_version: str) -> list["ClassifiedPost"]:
+        """:meth:`from_probabilities` for a whole batch (row ``i`` of ``probabilities`` is ``posts[i]``), each post's
+        JSON built at once: the same objects and the same JSON, but the thresholds and the 4-digit rounding run once
+        over the batch's matrix instead of once per score in Python (which cost ~20 µs per post)."""
+        matrix = np.asarray(probabilities)
+        if matrix.ndim != 2 or len(matrix) != len(posts):
+            raise ValueError(f"probabilities of shape {matrix.shape} for {len(posts)} posts")
+        values = matrix.tolist()  # Python floats, exact copies of the float32 values (as from_probabilities)
+        above = (matrix >= np.asarray(thresholds)).tolist()  # float32 vs float32 (or exactly widened): the same
+        shown = round_scores(matrix)
+        items = []
+        for post, row, flags, rounded in zip(posts, values, above, shown):
+            item = cls(post, dict(zip(emotions, row)), list(compress(emotions, flags)), model_version)
+            item.__dict__["_json_bytes"] = item._encode(dict(zip(emotions, rounded)))  # what the cached_property holds
+            items.append(item)
+        return items
+
     def to_json(self) -> str:
         """The JSON of the recent-posts store and of ``posts.classified`` (built once: both use it)."""
-        return self._json
+        return self._json_bytes.decode()
+
+    def to_json_bytes(self) -> bytes:
+        """:meth:`to_json` as UTF-8 bytes, as Redis and the producer take it (no str round trip per post)."""
+        return self._json_bytes
 
     @cached_property
-    def _json(self) -> str:  # cached_property writes __dict__ directly, so it works on a frozen dataclass
+    def _json_bytes(self) -> bytes:  # cached_property writes __dict__ directly, so it works on a frozen dataclass
+        return self._encode({k: round(v, 4) for k, v in self.scores.items()})
+
+    def _encode(self, rounded_scores: dict[str, float]) -> bytes:
         body = self.post.to_dict()
-        body["scores"] = {k: round(v, 4) for k, v in self.scores.items()}
+        body["scores"] = rounded_scores
         body["labels"] = self.labels
         body["model_version"] = self.model_version
         try:  # orjson: the same compact UTF-8 JSON (shortest float repr) at a fraction of json.dumps' cost
-            return orjson.dumps(body).decode()
+            return orjson.dumps(body)
         except TypeError:  # what orjson refuses (an int beyond 64 bits): the standard encoder's output
-            return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+            return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def round_scores(matrix) -> list[list[float]]:
+    """``[[round(v, 4) for v in row] for row in matrix]``, exactly, at numpy speed: ``rint(x * 1e4) / 1e4`` is the
+    double nearest ``k / 10^4`` as ``round`` gives it, except where ``x * 1e4`` lies so near a half that its own
+    rounding error could pick the other ``k``; those few values go through ``round`` itself."""
+    x = np.asarray(matrix, dtype=np.float64)
+    scaled = x * 1e4
+    rows = (np.rint(scaled) / 1e4).tolist()
+    for i, j in zip(*np.nonzero(np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6)):
+        rows[i][j] = round(float(x[i, j]), 4)
+    return rows
 
 
 class RedisStore:
@@ -535,7 +574,7 @@ class RedisStore:
         packed["score"] = scores
         packed["above"] = np.where(above, ord("1"), ord("0"))
         for item, row in zip(posts, packed):
-            args += (item.post.created_at, item.to_json(), ",".join(number[b] for b in item.post.brands),
+            args += (item.post.created_at, item.to_json_bytes(), ",".join(number[b] for b in item.post.brands),
                      row.tobytes())
         return keys, args
 

@@ -1,0 +1,50 @@
+"""A batch's classified posts built at once (``ClassifiedPost.many``, the worker's path) are exactly what building them
+one at a time gives: the same scores, labels and JSON byte for byte, the 4-digit rounding included."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from monitor.post import Post
+from monitor.store import ClassifiedPost, round_scores
+
+EMOTIONS = ["anger", "joy", "neutral", "sadness", "fear"]
+
+
+def test_round_scores_is_pythons_round_including_near_halves():
+    rng = np.random.default_rng(7)
+    plain = rng.random((200, 28)).astype(np.float32)
+    # values at and around k + 0.5 ten-thousandths, where x * 1e4 itself rounds: the cases numpy alone can get wrong
+    halves = (np.arange(0, 10_000) * 2 + 1) / 20_000
+    near = np.concatenate([halves, np.nextafter(halves, 0), np.nextafter(halves, 1),
+                           halves.astype(np.float32).astype(np.float64)])
+    for matrix in (plain, near.reshape(-1, 4), np.array([[0.0, 1.0, 0.99995, 5e-05]])):
+        expected = [[round(float(v), 4) for v in row] for row in np.asarray(matrix, dtype=np.float64)]
+        assert round_scores(matrix) == expected
+
+
+def test_many_equals_one_at_a_time_byte_for_byte():
+    rng = np.random.default_rng(3)
+    thresholds = np.array([0.5, 0.4, 0.3, 0.35, 0.6], dtype=np.float32)
+    proba = rng.random((64, len(EMOTIONS))).astype(np.float32)
+    proba[0] = thresholds  # exactly at the threshold: counted as above, as one at a time
+    proba[1] = np.nextafter(thresholds, np.float32(0))
+    posts = [Post(id=f"p{i}", brands=["acme", "globex"][: 1 + i % 2], text=f"text é {i}", created_at=1_000 + i,
+                  source="test" if i % 3 else None) for i in range(len(proba))]
+    batch = ClassifiedPost.many(posts, proba, EMOTIONS, thresholds, "v1")
+    single = [ClassifiedPost.from_probabilities(p, row, EMOTIONS, thresholds, "v1") for p, row in zip(posts, proba)]
+    assert batch == single
+    assert [b.to_json_bytes() for b in batch] == [s.to_json_bytes() for s in single]
+    assert [b.to_json() for b in batch] == [s.to_json() for s in single]
+    assert batch[0].labels == EMOTIONS and batch[1].labels == []
+    body = json.loads(batch[5].to_json())
+    assert body["scores"] == {e: round(float(v), 4) for e, v in zip(EMOTIONS, proba[5])}
+
+
+def test_many_refuses_a_matrix_that_does_not_match_the_posts():
+    posts = [Post(id="p", brands=["acme"], text="t", created_at=1)]
+    with pytest.raises(ValueError, match="shape"):
+        ClassifiedPost.many(posts, np.zeros((2, len(EMOTIONS))), EMOTIONS, np.zeros(len(EMOTIONS)), "v1")
