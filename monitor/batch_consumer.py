@@ -18,6 +18,7 @@ hand are finished and committed; then, on SIGTERM, alert deliveries get ``alert_
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -102,6 +103,7 @@ class BatchConsumer(mode.Service):
         self.slots = asyncio.Semaphore(settings.pipeline_depth)
         self.acker = InOrderAcker(self.pending, self.slots)
         self.tasks = [asyncio.ensure_future(self._consume()), asyncio.ensure_future(self._commit_when_acked())]
+        gc.freeze()  # what Faust and the consumers built while starting lives as long as they do (see monitor/cli.py)
 
     async def on_stop(self) -> None:
         """SIGTERM: stop taking batches, finish and commit those in hand, leave the group, drain alert deliveries."""
