@@ -37,6 +37,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from monitor.alerts import AlertEngine
 from monitor.brands import IngestMatching
@@ -65,9 +66,9 @@ PROCESSING_FAILED = "processing_failed"
 _MAX_DETAIL_CHARS = 2000
 
 
-@dataclass(frozen=True)
-class Record:
-    """The parts of a Kafka record the pipeline needs (built from a Faust event or an aiokafka record)."""
+class Record(NamedTuple):
+    """The parts of a Kafka record the pipeline needs (built from a Faust event or an aiokafka record). A named tuple:
+    built once per post, it costs a quarter of a frozen dataclass."""
 
     value: bytes | None
     timestamp_ms: int | None

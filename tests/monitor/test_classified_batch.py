@@ -48,3 +48,16 @@ def test_many_refuses_a_matrix_that_does_not_match_the_posts():
     posts = [Post(id="p", brands=["acme"], text="t", created_at=1)]
     with pytest.raises(ValueError, match="shape"):
         ClassifiedPost.many(posts, np.zeros((2, len(EMOTIONS))), EMOTIONS, np.zeros(len(EMOTIONS)), "v1")
+
+
+def test_the_json_holds_the_posts_own_fields_as_to_dict_gives_them():
+    post = Post(id="p", brands=["acme"], text="t", created_at=5, url="https://example.org/p", lang=None)
+    post = post.model_copy(update={"matched": {"acme": "acme"}})  # set by brand matching at ingest
+    item = ClassifiedPost.many([post], np.array([[0.9, 0.1, 0.2, 0.3, 0.4]], dtype=np.float32), EMOTIONS,
+                               np.full(len(EMOTIONS), 0.5, dtype=np.float32), "v2")[0]
+    body = json.loads(item.to_json_bytes())
+    assert body == {**post.to_dict(), "scores": {e: round(float(np.float32(v)), 4) for e, v in
+                                                 zip(EMOTIONS, [0.9, 0.1, 0.2, 0.3, 0.4])},
+                    "labels": ["anger"], "model_version": "v2"}
+    assert "lang" not in body and body["matched"] == {"acme": "acme"}
+    assert item == ClassifiedPost(post, item.scores, ["anger"], "v2")
