@@ -166,9 +166,10 @@ class BatchConsumer(mode.Service):
                     continue
                 backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
                 records = [Record(r.value, r.timestamp, r.topic, r.partition, r.offset, r.key) for r in rows]
-                offsets: dict[TopicPartition, int] = {}
+                last: dict[tuple[str, int], int] = {}
                 for r in rows:  # the next offset to read per partition once this batch is done
-                    offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
+                    last[r.topic, r.partition] = r.offset + 1
+                offsets = {TopicPartition(topic, partition): offset for (topic, partition), offset in last.items()}
                 # from asking for a batch to holding its records (includes waiting for posts when the topic is idle)
                 consume.observe(time.perf_counter() - waiting_since)
                 await self.slots.acquire()

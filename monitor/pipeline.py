@@ -42,7 +42,7 @@ from typing import NamedTuple
 from monitor.alerts import AlertEngine
 from monitor.brands import IngestMatching
 from monitor.inference import Inference
-from monitor.metrics import METRICS
+from monitor.metrics import METRICS, observe_many
 from monitor.post import Post, PostRejected, parse_post, rejection_envelope
 from monitor.priors import PriorTracker
 from monitor.retry import Backoff, retry_transient
@@ -343,9 +343,8 @@ class BatchProcessor:
     def _observe_delay(written: list[Record]) -> None:
         """End-to-end delay of the posts this write counted: not of rejects, duplicates or earlier attempts' posts."""
         written_at_ms = time.time() * 1000
-        for record in written:
-            if record.timestamp_ms:
-                METRICS.delay_seconds.observe(max(0.0, written_at_ms - record.timestamp_ms) / 1000)
+        observe_many(METRICS.delay_seconds, [max(0.0, written_at_ms - record.timestamp_ms) / 1000
+                                             for record in written if record.timestamp_ms])
 
 
 def _counted(classified: list[ClassifiedPost], written: list[bool], counted_earlier: set[str]) -> list[bool]:

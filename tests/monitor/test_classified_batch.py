@@ -1,5 +1,6 @@
-"""A batch's classified posts built at once (``ClassifiedPost.many``, the worker's path) are exactly what building them
-one at a time gives: the same scores, labels and JSON byte for byte, the 4-digit rounding included."""
+"""Batch helpers of the pipeline equal their one-at-a-time originals: a batch's classified posts built at once
+(``ClassifiedPost.many``, the worker's path) — the same scores, labels and JSON byte for byte, the 4-digit rounding
+included — and a batch's delays observed at once (``observe_many``) — the same histogram."""
 
 from __future__ import annotations
 
@@ -61,3 +62,25 @@ def test_the_json_holds_the_posts_own_fields_as_to_dict_gives_them():
                     "labels": ["anger"], "model_version": "v2"}
     assert "lang" not in body and body["matched"] == {"acme": "acme"}
     assert item == ClassifiedPost(post, item.scores, ["anger"], "v2")
+
+
+def test_observe_many_counts_as_observe_one_at_a_time():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from monitor.metrics import observe_many
+
+    registry = CollectorRegistry()
+    bounds = (0.05, 0.1, 0.25, 0.5, 1, 2, 5)
+    one, many = (Histogram(name, "delay", buckets=bounds, registry=registry) for name in ("one", "many"))
+    amounts = [0.0, 0.05, 0.0500001, 0.1, 0.3, 0.3, 2.0, 4.99, 5.0, 7.5, 1e9]
+    for amount in amounts:
+        one.observe(amount)
+    observe_many(many, amounts)
+    observe_many(many, [])
+
+    got = {(s.name[len("many"):], s.labels.get("le")): s.value
+           for m in registry.collect() if m.name == "many" for s in m.samples if not s.name.endswith("_created")}
+    want = {(s.name[len("one"):], s.labels.get("le")): s.value
+            for m in registry.collect() if m.name == "one" for s in m.samples if not s.name.endswith("_created")}
+    assert got.keys() == want.keys() and got[("_count", None)] == len(amounts)
+    assert got == pytest.approx(want)
