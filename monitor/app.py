@@ -22,12 +22,14 @@ import asyncio
 import time
 
 import faust
+from aiokafka.partitioner import DefaultPartitioner
 
 from monitor.acker import InOrderAcker
 from monitor.batch_consumer import BatchConsumer
 from monitor.faust_tuning import MonitorApp
 from monitor.inference import Inference
 from monitor.metrics import METRICS, start_http
+from monitor.partitions import partitions_for_keys
 from monitor.pipeline import BatchProcessor, Record
 from monitor.settings import MonitorSettings
 from monitor.store import RedisStore
@@ -101,9 +103,15 @@ def create_app(settings: MonitorSettings, inference: Inference) -> faust.App:
         pipeline awaits them all before the batch's events are acked, so no offset is committed before."""
         producer = app.producer._ensure_producer()
         await producer.partitions_for(topic)  # the topic's metadata, which partitioning needs
+        keys = [key for key, _ in rows]
+        if isinstance(producer._partitioner, DefaultPartitioner) and None not in keys:
+            # the same partitions, hashed over the batch at once (monitor/partitions.py)
+            chosen = partitions_for_keys(keys, list(producer._metadata.partitions_for_topic(topic)))
+        else:
+            chosen = [producer._partition(topic, None, key, value, key, value) for key, value in rows]
         by_partition: dict[int, list] = {}
-        for key, value in rows:
-            by_partition.setdefault(producer._partition(topic, None, key, value, key, value), []).append((key, value))
+        for partition, row in zip(chosen, rows):
+            by_partition.setdefault(partition, []).append(row)
         acked = []
         for partition, records in by_partition.items():
             batch = producer.create_batch()

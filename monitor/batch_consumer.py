@@ -18,6 +18,7 @@ hand are finished and committed; then, on SIGTERM, alert deliveries get ``alert_
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -102,6 +103,7 @@ class BatchConsumer(mode.Service):
         self.slots = asyncio.Semaphore(settings.pipeline_depth)
         self.acker = InOrderAcker(self.pending, self.slots)
         self.tasks = [asyncio.ensure_future(self._consume()), asyncio.ensure_future(self._commit_when_acked())]
+        gc.freeze()  # what Faust and the consumers built while starting lives as long as they do (see monitor/cli.py)
 
     async def on_stop(self) -> None:
         """SIGTERM: stop taking batches, finish and commit those in hand, leave the group, drain alert deliveries."""
@@ -164,9 +166,10 @@ class BatchConsumer(mode.Service):
                     continue
                 backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
                 records = [Record(r.value, r.timestamp, r.topic, r.partition, r.offset, r.key) for r in rows]
-                offsets: dict[TopicPartition, int] = {}
+                last: dict[tuple[str, int], int] = {}
                 for r in rows:  # the next offset to read per partition once this batch is done
-                    offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
+                    last[r.topic, r.partition] = r.offset + 1
+                offsets = {TopicPartition(topic, partition): offset for (topic, partition), offset in last.items()}
                 # from asking for a batch to holding its records (includes waiting for posts when the topic is idle)
                 consume.observe(time.perf_counter() - waiting_since)
                 await self.slots.acquire()

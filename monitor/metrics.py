@@ -8,12 +8,30 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 
+import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["METRICS", "start_http"]
+__all__ = ["METRICS", "observe_many", "start_http"]
 
 log = logging.getLogger(__name__)
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe(a)`` for every amount: the same bucket counts and sum, with one bucket search over them all
+    (numpy) instead of a lock and a linear search per value (a batch's delays: ~1.5 µs per post). For a histogram
+    without labels (or one labelled child); relies on prometheus_client's ``_upper_bounds``, ``_buckets``, ``_sum``."""
+    if not len(amounts):
+        return
+    values = np.asarray(amounts, dtype=np.float64)
+    bounds = histogram._upper_bounds
+    # observe() counts a value in the first bucket whose upper bound is >= it, i.e. searchsorted's left side
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    histogram._sum.inc(float(values.sum()))
+    for bucket, count in zip(histogram._buckets, counts.tolist()):  # a NaN lands past the last bound: no bucket
+        if count:
+            bucket.inc(count)
 
 
 class _Metrics:

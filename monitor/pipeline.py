@@ -37,11 +37,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from monitor.alerts import AlertEngine
 from monitor.brands import IngestMatching
 from monitor.inference import Inference
-from monitor.metrics import METRICS
+from monitor.metrics import METRICS, observe_many
 from monitor.post import Post, PostRejected, parse_post, rejection_envelope
 from monitor.priors import PriorTracker
 from monitor.retry import Backoff, retry_transient
@@ -65,9 +66,9 @@ PROCESSING_FAILED = "processing_failed"
 _MAX_DETAIL_CHARS = 2000
 
 
-@dataclass(frozen=True)
-class Record:
-    """The parts of a Kafka record the pipeline needs (built from a Faust event or an aiokafka record)."""
+class Record(NamedTuple):
+    """The parts of a Kafka record the pipeline needs (built from a Faust event or an aiokafka record). A named tuple:
+    built once per post, it costs a quarter of a frozen dataclass."""
 
     value: bytes | None
     timestamp_ms: int | None
@@ -309,7 +310,7 @@ class BatchProcessor:
             result.duplicates = len(fresh) - result.counted
             if self.publish_classified:
                 topic = self.settings.classified_topic
-                rows = [(item.post.id.encode(), item.to_json().encode()) for item in classified]
+                rows = [(item.post.id.encode(), item.to_json_bytes()) for item in classified]
                 if self.publish_many is not None:
                     pending.extend(await self.publish_many(topic, rows))
                 else:
@@ -334,8 +335,7 @@ class BatchProcessor:
         METRICS.inference_seconds.observe(inference_s)
         clock = _lap("model", clock)  # the round trip: queue, pickling both ways, the model itself
         labels, thresholds, version = self.inference.labels, self.inference.thresholds, self.inference.version
-        classified = [ClassifiedPost.from_probabilities(post, row, labels, thresholds, version)
-                      for post, row in zip(posts, proba)]
+        classified = ClassifiedPost.many(posts, proba, labels, thresholds, version)
         _lap("build", clock)
         return classified
 
@@ -343,9 +343,8 @@ class BatchProcessor:
     def _observe_delay(written: list[Record]) -> None:
         """End-to-end delay of the posts this write counted: not of rejects, duplicates or earlier attempts' posts."""
         written_at_ms = time.time() * 1000
-        for record in written:
-            if record.timestamp_ms:
-                METRICS.delay_seconds.observe(max(0.0, written_at_ms - record.timestamp_ms) / 1000)
+        observe_many(METRICS.delay_seconds, [max(0.0, written_at_ms - record.timestamp_ms) / 1000
+                                             for record in written if record.timestamp_ms])
 
 
 def _counted(classified: list[ClassifiedPost], written: list[bool], counted_earlier: set[str]) -> list[bool]:

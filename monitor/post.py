@@ -29,6 +29,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -62,6 +63,7 @@ REASONS = ("oversize", "not_json", "not_object", "missing_field", "wrong_type", 
 MAX_ENVELOPE_BYTES = 900_000
 # a lone UTF-16 surrogate (JSON "\ud800" or CESU-style bytes): valid to json.loads, unencodable as UTF-8 later
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
 
 
 class PostRejected(ValueError):
@@ -95,6 +97,12 @@ def _normalised_brand(value: str) -> str:
             "(allowed: letters, digits, single spaces and _ - . & + ')"
         )
     return brand
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalised_brand_list(brands: tuple) -> tuple[str, ...]:
+    """The normalised, de-duplicated brands of a list (a refused name raises, and a raise is never cached)."""
+    return tuple(dict.fromkeys(normalise_brand(item) for item in brands))
 
 
 def to_epoch_ms(value: Any) -> int:
@@ -154,6 +162,10 @@ class Post(BaseModel):
         if not isinstance(value, list):
             raise PydanticCustomError("wrong_type", "must be a string or a list of strings, got {got}",
                                       {"got": type(value).__name__})
+        try:  # a stream names the same few brand lists over and over: one cached lookup instead of a call per brand
+            return list(_normalised_brand_list(tuple(value)))
+        except (TypeError, ValueError):  # unhashable, or refused: the same checks below, with the error pydantic wants
+            pass
         return list(dict.fromkeys(_checked(normalise_brand, item) for item in value))
 
     @field_validator("matched", mode="before")
@@ -229,12 +241,19 @@ def _parse_post(raw: bytes, record_timestamp_ms: int | None, max_bytes: int, req
         raw = raw.encode("utf-8")
     if len(raw) > max_bytes:
         raise PostRejected("oversize", f"record is {len(raw)} bytes, over the {max_bytes}-byte limit")
-    try:
-        data = json.loads(raw)
-    except RecursionError:
-        raise PostRejected("not_json", "JSON nested too deeply to parse") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
-        raise PostRejected("not_json", f"not valid UTF-8 JSON: {str(exc)[:200]}") from None
+    try:  # orjson for what it accepts (the same objects, ~4x faster); anything it refuses gets json's own verdict,
+        # so what is rejected and why stays the standard parser's (lone surrogates, NaN, BOMs, deep nesting). orjson
+        # reads an integer beyond 64 bits as a float: a record with 20 digits in a row goes to json too
+        if _LONG_DIGITS.search(raw):
+            raise orjson.JSONDecodeError("may hold an integer beyond 64 bits", "", 0)
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            data = json.loads(raw)
+        except RecursionError:
+            raise PostRejected("not_json", "JSON nested too deeply to parse") from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
+            raise PostRejected("not_json", f"not valid UTF-8 JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise PostRejected("not_object", f"expected a JSON object, got {type(data).__name__}")
     if data.get("created_at") is None:

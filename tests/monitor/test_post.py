@@ -152,3 +152,50 @@ def test_small_rejection_envelope_is_whole():
     envelope = json.loads(rejection_envelope(payload, PostRejected("not_json", "x")))
     assert envelope["original_truncated"] is False and envelope["original_text"] == "{broken"
     assert base64.b64decode(envelope["original_b64"]) == payload and envelope["original_size"] == 7
+
+
+PARSER_CASES = [
+    raw({"id": "p1", "brand": "Acme", "text": "caf\u00e9 \U0001f600 \"quoted\" \\ back"}),
+    raw({"id": "p2", "brands": ["Acme", "acme", "H&M"], "text": "x", "created_at": 1.7e12, "lang": "en"}),
+    b'{"id": "p3", "brand": "acme", "text": "first", "text": "last wins"}',
+    b'{"id": "p4", "brand": "acme", "text": "x", "created_at": NaN}',
+    b'{"id": "p5", "brand": "acme", "text": "lone \\ud800 surrogate"}',
+    b'\xef\xbb\xbf{"id": "p6", "brand": "acme", "text": "utf-8 bom"}',
+    '{"id": "p7", "brand": "acme", "text": "utf-16"}'.encode("utf-16"),
+    b'{"id": "p8", "brand": "acme", "text": "x", "created_at": ' + b"1" * 30 + b"}",
+    b'{"id": "p9", "brand": "acme", "text": "x", "created_at": 1e400}',
+    b'{"id": "p10", "brands": ["acme", ["nested"]], "text": "x"}',
+    b'{"id": "p11", "brands": ["acme", "a=b"], "text": "x"}',
+    b'{"id": "p12", "brands": ["acme", 7], "text": "x"}',
+    b"[" * 2000 + b"]" * 2000,
+    b'{"id": "p14", "brand": "acme", "text": "x", "created_at": 18446744073709551615}',
+    b'{"id": "p15", "brands": [100000000000000000000], "text": "x"}',
+    b"null",
+    b'{"id": "p13", "brand": "acme", "text": "x"} trailing',
+]
+
+
+def outcome(payload: bytes):
+    try:
+        return parse_post(payload, 1_000).model_dump()
+    except PostRejected as exc:
+        return (exc.reason, exc.detail)
+
+
+def test_the_fast_json_path_parses_and_rejects_exactly_as_the_standard_parser(monkeypatch):
+    """orjson parses what it accepts; whatever it refuses gets json's verdict: the same posts, reasons and details as
+    parsing with json alone (twice each: the cached brand lists give the same answers, refusals included)."""
+    import orjson
+
+    import monitor.post as post_module
+
+    fast = [outcome(p) for p in PARSER_CASES] + [outcome(p) for p in PARSER_CASES]
+
+    def refuse(_raw):
+        raise orjson.JSONDecodeError("forced", "", 0)
+
+    monkeypatch.setattr(post_module.orjson, "loads", refuse)
+    standard = [outcome(p) for p in PARSER_CASES] * 2
+    assert fast == standard
+    assert fast[1]["brands"] == ["acme", "h&m"] and fast[2]["text"] == "last wins"
+    assert {o[0] for o in fast if isinstance(o, tuple)} >= {"not_json", "invalid_value", "wrong_type"}

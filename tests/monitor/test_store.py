@@ -131,3 +131,23 @@ def test_recent_posts_keep_only_the_newest_per_brand(redis_server, redis_client)
     assert redis_client.zcard(schema.posts_key("globex")) == 3  # under its bound: all kept
     # every post was still counted: the bound trims the recent-posts store only
     assert sum(v for _, v in samples(redis_client, "acme", "_all", "posts")) == 6
+
+
+def test_each_posts_json_scores_and_brands_reach_redis_whole_from_the_packed_batch(redis_server, redis_client):
+    """The batch travels as a few packed arguments (JSONs back to back, brand lists, scores): each post's stored JSON
+    is exactly its own (lengths that differ, multi-byte UTF-8, a ';' and ',' in the text), its brands its own."""
+    texts = ["", "é" * 300, "a;b,c", "🙂 " * 50, "x" * 5000]
+    brand_lists = [["acme"], ["acme", "globex"], ["globex"], ["initech", "acme"], ["globex", "initech"]]
+    batch = [item(f"p{i}", brands, 20_000 + i, [0.9 - 0.2 * i, 0.1 * i, 0.5])
+             for i, brands in enumerate(brand_lists)]
+    batch = [ClassifiedPost(Post(id=b.post.id, brands=b.post.brands, text=t, created_at=b.post.created_at),
+                            b.scores, b.labels, b.model_version) for b, t in zip(batch, texts)]
+    assert write(redis_server.url, [batch]) == [[True] * 5]
+    for brand in ("acme", "globex", "initech"):
+        expected = [b.to_json() for b in batch if brand in b.post.brands]
+        assert redis_client.zrange(schema.posts_key(brand), 0, -1) == expected
+        assert samples(redis_client, brand, "_all", "posts") == [(20_000, float(len(expected)))]
+        anger = sum(b.scores["anger"] for b in batch if brand in b.post.brands)
+        assert samples(redis_client, brand, "anger", "score")[0][1] == pytest.approx(anger)
+        joy_counted = sum(1 for b in batch if brand in b.post.brands and "joy" in b.labels)
+        assert sum(v for _, v in samples(redis_client, brand, "joy", "count")) == joy_counted
