@@ -231,7 +231,8 @@ def tune_thresholds(model_path, precision, data, call_size) -> None:
     thresholds_<precision>.json into the artifact (load_classifier serves them in that precision)."""
     _setup_logging(verbose=False)
     from .data import DataError
-    from .precision_thresholds import fit_precision_thresholds, profile_path
+    from .precision_thresholds import profile_path
+    from .tune_thresholds import fit_precision_thresholds
 
     try:
         record = fit_precision_thresholds(model_path, precision, data, call_size, progress=True)

@@ -18,7 +18,8 @@ sigmoid scale like ``thresholds.json``)::
     roc               {"grid", "tpr", "fpr"}: the rule's rates at every grid threshold on these outputs
 
 ``trainer.artifact.load_classifier`` uses the file of the precision it really loads (``ArtifactClassifier.precision``)
-when the folder has one; fp32 always uses ``thresholds.json``. ``emotion-monitor tune-thresholds`` writes it.
+when the folder has one; fp32 always uses ``thresholds.json``. ``emotion-monitor tune-thresholds``
+(:mod:`trainer.tune_thresholds`) writes it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PRECISIONS", "profile_path", "fit_precision_thresholds", "load_precision_thresholds"]
+__all__ = ["PRECISIONS", "profile_path", "write_precision_thresholds", "load_precision_thresholds"]
 
 PRECISIONS = ("int8", "bf16")
 
@@ -40,50 +41,28 @@ def profile_path(folder: str | Path, precision: str) -> Path:
     return Path(folder) / f"thresholds_{precision}.json"
 
 
-def fit_precision_thresholds(folder: str | Path, precision: str = "int8", data: str | Path | None = None,
-                             call_size: int = 32, progress: bool = False) -> dict:
-    """Load the artifact in ``precision``, score the dataset's dev split in calls of ``call_size`` texts, tune the
-    thresholds on those outputs and write ``thresholds_<precision>.json`` into the folder. Returns what it wrote.
-
-    ``int8`` runs on this CPU; ``bf16`` needs CUDA (RuntimeError otherwise)."""
-    import torch
-
+def write_precision_thresholds(folder: str | Path, precision: str, labels: list[str], raw: np.ndarray, y: np.ndarray,
+                               json_thresholds: np.ndarray, call_size: int, data: str) -> dict:
+    """Tune per-label thresholds for F1 on ``raw`` (dev sigmoid outputs of ``precision``, ``[n, labels]``) against
+    ``y``, and write them with the rule's rates as ``thresholds_<precision>.json``; returns what it wrote.
+    ``json_thresholds``: the folder's ``thresholds.json`` values, scored for the record."""
     from .adaptation import rates_at_thresholds
-    from .artifact import load_classifier
     from .calibration import ROC_GRID, _roc
-    from .data import load_dataset_splits
     from .metrics import macro_f1, tune_thresholds
-    from .settings import default_data_dir
 
     path = profile_path(folder, precision)
-    if call_size < 1:
-        raise ValueError(f"call_size must be >= 1, got {call_size}")
-    if precision == "bf16" and not torch.cuda.is_available():
-        raise RuntimeError("bf16 thresholds need a CUDA device (bf16 is what the worker serves on a GPU)")
-    classifier = load_classifier(folder, device="cuda" if precision == "bf16" else "cpu", int8=precision == "int8",
-                                 precision_thresholds=False)
-    if classifier.precision != precision:
-        raise RuntimeError(f"{folder}: loaded in {classifier.precision}, not {precision}")
-    source = str(data or classifier.config.get("data") or default_data_dir())
-    if not data and not Path(source).exists():
-        source = str(default_data_dir())
-    dataset = load_dataset_splits(source, classifier.config.get("taxonomy", "goemotions"))
-    if dataset.labels != classifier.labels:
-        raise ValueError(f"model labels {classifier.labels} differ from the dataset's {dataset.labels}")
-    raw = classifier.predict_proba(dataset.dev.texts, batch_size=call_size, progress=progress, calibrated=False)
-    y = np.asarray(dataset.dev.labels, dtype=np.uint8)
+    raw = np.asarray(raw, dtype=np.float32)
+    y = np.asarray(y, dtype=np.uint8)
     tuned = tune_thresholds(y, raw)
     tpr, fpr = rates_at_thresholds(raw, y, tuned, smoothing=0.5)
     roc_tpr, roc_fpr = _roc(raw, y)
-    labels = classifier.labels
 
     def per_label(values, digits):
         return {name: round(float(v), digits) for name, v in zip(labels, values)}
 
     record = {"precision": precision, "call_size": int(call_size),
-              "fitted_on": {"data": f"{Path(source).name} dev", "rows": len(y),
-                            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-              "dev_macro_f1": {"at_thresholds_json": round(macro_f1(y, raw >= classifier.raw_thresholds), 4),
+              "fitted_on": {"data": data, "rows": len(y), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+              "dev_macro_f1": {"at_thresholds_json": round(macro_f1(y, raw >= json_thresholds), 4),
                                "tuned": round(macro_f1(y, raw >= tuned), 4)},
               "thresholds": per_label(tuned, 4), "tpr": per_label(tpr, 4), "fpr": per_label(fpr, 5),
               "roc": {"grid": [float(g) for g in ROC_GRID],
