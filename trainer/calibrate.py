@@ -273,9 +273,9 @@ def _subset(calibration: Calibration, idx: np.ndarray) -> Calibration:
                    roc_tpr=calibration.roc_tpr[idx], roc_fpr=calibration.roc_fpr[idx])
 
 
-def fit_dev_calibration(classifier, data: str | Path | None = None, progress: bool = False) -> Calibration:
-    """Fit the Platt calibration of a loaded classifier on a GoEmotions-layout dataset's dev split (default: the
-    artifact's training data / this machine's GoEmotions folder)."""
+def dev_dataset(classifier, data: str | Path | None = None):
+    """``(dataset, folder name)``: a GoEmotions-layout dataset for a loaded classifier (default: the artifact's
+    training data when this machine has it, else this machine's GoEmotions folder), its labels checked."""
     from .data import load_dataset_splits
     from .settings import default_data_dir
 
@@ -285,9 +285,16 @@ def fit_dev_calibration(classifier, data: str | Path | None = None, progress: bo
     dataset = load_dataset_splits(source, classifier.config.get("taxonomy", "goemotions"))
     if dataset.labels != classifier.labels:
         raise ValueError(f"model labels {classifier.labels} differ from the dataset's {dataset.labels}")
+    return dataset, Path(source).name
+
+
+def fit_dev_calibration(classifier, data: str | Path | None = None, progress: bool = False) -> Calibration:
+    """Fit the Platt calibration of a loaded classifier on a GoEmotions-layout dataset's dev split (default: the
+    artifact's training data / this machine's GoEmotions folder)."""
+    dataset, name = dev_dataset(classifier, data)
     raw = classifier.predict_proba(dataset.dev.texts, progress=progress, calibrated=False)
     return fit_calibration(classifier.labels, raw, dataset.dev.labels, classifier.raw_thresholds,
-                           {"data": f"{Path(source).name} dev", "precision": classifier.precision})
+                           {"data": f"{name} dev", "precision": classifier.precision})
 
 
 def calibrate_artifact(model: str | Path | None, out: str | Path, unlabelled: str | Path | None = None,

@@ -174,11 +174,22 @@ class Calibration:
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / CALIBRATION_FILE
-        text = json.dumps(self.to_json(), indent=1)
-        # one line per list of numbers (the ROC rows), one line per scalar elsewhere: small and still diffable
-        text = re.sub(r"\[\s*([-0-9.eE,\s]+?)\s*\]", lambda m: "[" + re.sub(r"\s+", "", m.group(1)) + "]", text)
-        path.write_text(text + "\n")
+        path.write_text(compact_json(self.to_json()))
         return path
+
+
+def compact_json(data: dict) -> str:
+    """JSON with one line per list of numbers (ROC rows) and one line per scalar elsewhere: small and still diffable."""
+    text = json.dumps(data, indent=1)
+    return re.sub(r"\[\s*([-0-9.eE,\s]+?)\s*\]", lambda m: "[" + re.sub(r"\s+", "", m.group(1)) + "]", text) + "\n"
+
+
+def read_json(path: Path):
+    """Parsed JSON; a corrupt file fails naming the file and the position."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: corrupt JSON file: {exc}") from None
 
 
 def load_calibration(folder: str | Path, labels: list[str]) -> Calibration | None:
@@ -187,10 +198,7 @@ def load_calibration(folder: str | Path, labels: list[str]) -> Calibration | Non
     path = Path(folder) / CALIBRATION_FILE
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: corrupt JSON file: {exc}") from None
+    data = read_json(path)
     if data.get("method") != "platt":
         raise ValueError(f"{path}: unknown calibration method {data.get('method')!r} (expected 'platt')")
 

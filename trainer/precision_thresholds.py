@@ -24,7 +24,6 @@ when the folder has one; fp32 always uses ``thresholds.json``. ``emotion-monitor
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -47,7 +46,7 @@ def write_precision_thresholds(folder: str | Path, precision: str, labels: list[
     ``y``, and write them with the rule's rates as ``thresholds_<precision>.json``; returns what it wrote.
     ``json_thresholds``: the folder's ``thresholds.json`` values, scored for the record."""
     from .adaptation import rates_at_thresholds
-    from .calibration import ROC_GRID, _roc
+    from .calibration import ROC_GRID, _roc, compact_json
     from .metrics import macro_f1, tune_thresholds
 
     path = profile_path(folder, precision)
@@ -68,7 +67,7 @@ def write_precision_thresholds(folder: str | Path, precision: str, labels: list[
               "roc": {"grid": [float(g) for g in ROC_GRID],
                       "tpr": {n: [round(float(v), 4) for v in row] for n, row in zip(labels, roc_tpr)},
                       "fpr": {n: [round(float(v), 5) for v in row] for n, row in zip(labels, roc_fpr)}}}
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    path.write_text(compact_json(record))
     return record
 
 
@@ -78,13 +77,12 @@ def load_precision_thresholds(folder: str | Path, precision: str, labels: list[s
     not cover every label fails naming the file and the label."""
     if precision not in PRECISIONS:
         return None
+    from .calibration import read_json
+
     path = profile_path(folder, precision)
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: corrupt JSON file: {exc}") from None
+    data = read_json(path)
     if data.get("precision") != precision:
         raise ValueError(f"{path}: made for precision {data.get('precision')!r}, not {precision!r}")
 

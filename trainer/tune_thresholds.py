@@ -21,8 +21,7 @@ def fit_precision_thresholds(folder: str | Path, precision: str = "int8", data: 
     import torch
 
     from .artifact import load_classifier
-    from .data import load_dataset_splits
-    from .settings import default_data_dir
+    from .calibrate import dev_dataset
 
     profile_path(folder, precision)  # refuses a precision without profiles before any loading
     if call_size < 1:
@@ -33,12 +32,7 @@ def fit_precision_thresholds(folder: str | Path, precision: str = "int8", data: 
                                  precision_thresholds=False)
     if classifier.precision != precision:
         raise RuntimeError(f"{folder}: loaded in {classifier.precision}, not {precision}")
-    source = str(data or classifier.config.get("data") or default_data_dir())
-    if not data and not Path(source).exists():
-        source = str(default_data_dir())
-    dataset = load_dataset_splits(source, classifier.config.get("taxonomy", "goemotions"))
-    if dataset.labels != classifier.labels:
-        raise ValueError(f"model labels {classifier.labels} differ from the dataset's {dataset.labels}")
+    dataset, name = dev_dataset(classifier, data)
     raw = classifier.predict_proba(dataset.dev.texts, batch_size=call_size, progress=progress, calibrated=False)
     return write_precision_thresholds(folder, precision, classifier.labels, raw, np.asarray(dataset.dev.labels),
-                                      classifier.raw_thresholds, call_size, f"{Path(source).name} dev")
+                                      classifier.raw_thresholds, call_size, f"{name} dev")
