@@ -69,7 +69,9 @@ def test_shipped_model_serves_calibrated_probabilities(shipped_int8):
     assert np.allclose(served, clf.calibration.apply(raw), atol=1e-6) and not np.allclose(served, raw, atol=1e-2)
     assert np.allclose(clf.thresholds, clf.calibration.apply(clf.raw_thresholds), atol=1e-6)
     assert ((served >= clf.thresholds) == (raw >= clf.raw_thresholds)).all()
-    stored = json.loads((clf.path / "thresholds.json").read_text())
+    # in int8 the shipped model serves the thresholds tuned on its int8 dev outputs (trainer.precision_thresholds)
+    assert clf.thresholds_source == "thresholds_int8.json"
+    stored = json.loads((clf.path / "thresholds_int8.json").read_text())["thresholds"]
     assert clf.raw_thresholds.tolist() == pytest.approx([stored[n] for n in clf.labels], abs=1e-6)
 
 
