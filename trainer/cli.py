@@ -99,8 +99,11 @@ def train(stage2_from: str | None, stage2_method: str, quiet: bool, **overrides)
 @click.option("--retune-thresholds", is_flag=True,
               help="Re-tune the per-label thresholds on the (limited) dev rows instead of using the artifact's stored "
                    "ones (what classify and the worker apply).")
+@click.option("--int8", is_flag=True,
+              help="As the CPU worker serves it: int8 backbone, the artifact's thresholds_int8.json when it has one, "
+                   "model calls of 32 texts (--batch-size overrides).")
 def evaluate(model_path, data, taxonomy, out_dir, eval_limit, batch_size, labelled, label_map,
-             retune_thresholds) -> None:
+             retune_thresholds, int8) -> None:
     """Evaluate a model artifact: per-label P/R/F1 on test at its stored thresholds (or re-tuned on dev), groupings,
     PNG."""
     _setup_logging()
@@ -111,7 +114,7 @@ def evaluate(model_path, data, taxonomy, out_dir, eval_limit, batch_size, labell
         raise click.UsageError("--label-map applies to --labelled")
     if labelled:
         try:
-            report = evaluate_labelled_file(model_path, labelled, label_map, batch_size)
+            report = evaluate_labelled_file(model_path, labelled, label_map, batch_size, int8=int8)
         except DataError as exc:
             raise click.ClickException(str(exc)) from None
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -121,7 +124,7 @@ def evaluate(model_path, data, taxonomy, out_dir, eval_limit, batch_size, labell
 
     try:
         report = evaluate_artifact(model_path, data=data, taxonomy=taxonomy, out_dir=out_dir, eval_limit=eval_limit,
-                                   batch_size=batch_size, retune_thresholds=retune_thresholds)
+                                   batch_size=batch_size, retune_thresholds=retune_thresholds, int8=int8)
     except DataError as exc:  # e.g. no ../shared and the Hub unreachable: the message says what to do
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({k: report["summary"][k] for k in sorted(report["summary"])}))

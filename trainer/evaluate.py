@@ -103,18 +103,25 @@ def report_markdown(metrics: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: texts per model call of the CPU worker in int8 (``monitor.inference.inference_batch``'s default): int8 activation
+#: scales are per call, so ``evaluate --int8`` scores in calls of this size unless told otherwise
+WORKER_INT8_CALL = 32
+
+
 def evaluate_artifact(model_path: str | Path | None = None, data: str | None = None, taxonomy: str | None = None,
                       out_dir: str | Path = "runs/eval", eval_limit: int | None = None,
-                      batch_size: int | None = None, progress: bool = True, retune_thresholds: bool = False) -> dict:
+                      batch_size: int | None = None, progress: bool = True, retune_thresholds: bool = False,
+                      int8: bool = False) -> dict:
     """Evaluate an artifact (default: the shipped one) at its stored thresholds, or at thresholds re-tuned on dev
-    with ``retune_thresholds``; returns the metrics plus a ``summary``."""
+    with ``retune_thresholds``; returns the metrics plus a ``summary``. ``int8``: as the CPU worker serves it (int8
+    backbone, its ``thresholds_int8.json`` when it has one, calls of ``WORKER_INT8_CALL`` texts)."""
     from .artifact import load_classifier
     from .data import HF_DATASET_ID, load_dataset_splits
     from .settings import default_data_dir
 
-    classifier = load_classifier(model_path)
-    if batch_size:
-        classifier.batch_size = batch_size
+    classifier = load_classifier(model_path, device="cpu" if int8 else None, int8=int8)
+    if batch_size or int8:
+        classifier.batch_size = batch_size or WORKER_INT8_CALL
     source = data or classifier.config.get("data") or default_data_dir()
     if not data and not Path(source).exists() and source != HF_DATASET_ID:
         source = default_data_dir()  # the artifact was trained elsewhere; use this machine's copy (never for --data)
@@ -129,9 +136,13 @@ def evaluate_artifact(model_path: str | Path | None = None, data: str | None = N
     metrics["artifact_thresholds"] = stored
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    title = f"Evaluation of {classifier.version}"
+    version = classifier.version + ("+int8" if classifier.precision == "int8" else "")  # as the worker names it
+    title = f"Evaluation of {version}"
     metrics["summary"] = {
-        "model": classifier.version,
+        "model": version,
+        "precision": classifier.precision,
+        "thresholds_file": classifier.thresholds_source,
+        "call_size": classifier.batch_size,
         "thresholds": _thresholds_name(metrics),
         "test_macro_f1_tuned": round(metrics["test"]["macro_f1_tuned"], 4),
         "test_macro_f1_at_0.5": round(metrics["test"]["macro_f1_at_0.5"], 4),

@@ -111,6 +111,11 @@ def render_model_card(config: dict, labels: list[str], metrics: dict, thresholds
                 lines.append(f"- {key[5:]} grouping (test): macro-F1 {_fmt(metrics[key].get('macro_f1'))}")
         if metrics.get("stage1_test"):
             lines.append(f"- before stage 2 (test): {metrics['stage1_test']}")
+        if isinstance(metrics.get("served_int8"), dict):
+            s8 = metrics["served_int8"]
+            lines.append(f"- test as the CPU worker serves it (int8, calls of {s8.get('call_size')}, "
+                         f"`{s8.get('thresholds')}`): macro-F1 {_fmt(s8.get('test_macro_f1'))}, "
+                         f"micro-F1 {_fmt(s8.get('test_micro_f1'))}")
         if "note" in metrics:
             lines.append(f"- {metrics['note']}")
     else:

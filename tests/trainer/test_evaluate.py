@@ -78,3 +78,24 @@ def test_evaluate_retunes_on_dev_only_when_asked(thresholded_artifact, goemotion
     assert summary["thresholds_changed"] == changed > 0
     assert "Thresholds: per-label thresholds re-tuned on these dev rows" in md
     assert "## Per label (test, thresholds re-tuned on dev)" in md
+
+
+def test_evaluate_int8_scores_as_the_cpu_worker_serves(thresholded_artifact, goemotions_dir, tmp_path):
+    """--int8: the int8 backbone and the artifact's thresholds_int8.json (when it has one); without the flag, fp32 and
+    thresholds.json."""
+    folder, stored = thresholded_artifact
+    int8_folder = tmp_path / "model"
+    shutil.copytree(folder, int8_folder)
+    labels = list(stored)
+    int8_values = {name: round(0.60 + 0.01 * j, 2) for j, name in enumerate(labels)}
+    rates = {name: 0.5 for name in labels}
+    (int8_folder / "thresholds_int8.json").write_text(json.dumps(
+        {"precision": "int8", "call_size": 16, "thresholds": int8_values, "tpr": rates, "fpr": rates,
+         "roc": {"grid": [0.5], "tpr": {n: [0.5] for n in labels}, "fpr": {n: [0.5] for n in labels}}}))
+    summary, report, md = _evaluate(int8_folder, tmp_path / "ev8", goemotions_dir, "--int8")
+    assert summary["precision"] == "int8" and summary["thresholds_file"] == "thresholds_int8.json"
+    assert summary["model"].endswith("+int8") and md.startswith(f"# Evaluation of {summary['model']}")
+    assert {name: m["threshold"] for name, m in report["test"]["per_label"].items()} == pytest.approx(int8_values)
+    plain, report32, _ = _evaluate(int8_folder, tmp_path / "ev32", goemotions_dir)
+    assert plain["precision"] == "fp32" and plain["thresholds_file"] == "thresholds.json"
+    assert {name: m["threshold"] for name, m in report32["test"]["per_label"].items()} == pytest.approx(stored)

@@ -28,3 +28,11 @@ def test_a_precision_profile_is_named_with_its_dev_score_and_thresholds():
             "(`thresholds_int8.json`): dev macro-F1 0.550, vs 0.535 at `thresholds.json`") in card
     assert "| label | threshold | int8 |" in card and "| joy | 0.50 | 0.61 |" in card
     assert "int8" not in render_model_card({"name": "m"}, ["joy"], {}, {"joy": 0.5})
+
+
+def test_the_served_int8_figure_is_on_the_card():
+    metrics = {"served_int8": {"test_macro_f1": 0.52, "test_micro_f1": 0.5891, "call_size": 32,
+                               "thresholds": "thresholds_int8.json"}}
+    card = render_model_card({"name": "m"}, ["joy"], metrics, {"joy": 0.5})
+    assert ("- test as the CPU worker serves it (int8, calls of 32, `thresholds_int8.json`): macro-F1 0.520, "
+            "micro-F1 0.589") in card
