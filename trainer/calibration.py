@@ -192,6 +192,18 @@ def read_json(path: Path):
         raise ValueError(f"{path}: corrupt JSON file: {exc}") from None
 
 
+def label_column(path: Path, labels: list[str], record, key: str) -> np.ndarray:
+    """``record[key]`` (a ``{label: value}`` map) as a float64 array in ``labels`` order. A missing field or label
+    fails naming the file, the field and the labels, so a hand-edited or truncated artifact file is refused."""
+    values = record.get(key) if isinstance(record, dict) else None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: missing field {key!r}")
+    missing = [name for name in labels if name not in values]
+    if missing:
+        raise ValueError(f"{path}: field {key!r} has no value for {missing}")
+    return np.array([values[name] for name in labels], dtype=np.float64)
+
+
 def load_calibration(folder: str | Path, labels: list[str]) -> Calibration | None:
     """The artifact's calibration, or None when it has no ``calibration.json`` (raw sigmoid outputs are served).
     A file that does not cover every label fails naming the file and the label."""
@@ -203,13 +215,7 @@ def load_calibration(folder: str | Path, labels: list[str]) -> Calibration | Non
         raise ValueError(f"{path}: unknown calibration method {data.get('method')!r} (expected 'platt')")
 
     def column(key: str, source: dict | None = None) -> np.ndarray:
-        values = data.get(key) if source is None else source.get(key)
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: missing field {key!r}")
-        missing = [name for name in labels if name not in values]
-        if missing:
-            raise ValueError(f"{path}: field {key!r} has no value for {missing}")
-        return np.array([values[name] for name in labels], dtype=np.float64)
+        return label_column(path, labels, data if source is None else source, key)
 
     roc = data.get("roc")
     if not isinstance(roc, dict) or not all(k in roc for k in ("grid", "tpr", "fpr")):

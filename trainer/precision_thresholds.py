@@ -78,7 +78,7 @@ def load_precision_thresholds(folder: str | Path, precision: str, labels: list[s
     not cover every label fails naming the file and the label."""
     if precision not in PRECISIONS:
         return None
-    from .calibration import read_json
+    from .calibration import label_column, read_json
 
     path = profile_path(folder, precision)
     if not path.exists():
@@ -87,15 +87,10 @@ def load_precision_thresholds(folder: str | Path, precision: str, labels: list[s
     if data.get("precision") != precision:
         raise ValueError(f"{path}: made for precision {data.get('precision')!r}, not {precision!r}")
 
-    def column(values) -> np.ndarray:
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: a per-label field is missing")
-        missing = [name for name in labels if name not in values]
-        if missing:
-            raise ValueError(f"{path}: no value for {missing}")
-        return np.asarray([values[name] for name in labels], dtype=np.float64)
+    def column(key: str, record: dict = data) -> np.ndarray:
+        return label_column(path, labels, record, key)
 
     roc = data.get("roc") or {}
-    return {"thresholds": column(data.get("thresholds")).astype(np.float32), "tpr": column(data.get("tpr")),
-            "fpr": column(data.get("fpr")), "roc_tpr": column(roc.get("tpr")), "roc_fpr": column(roc.get("fpr")),
+    return {"thresholds": column("thresholds").astype(np.float32), "tpr": column("tpr"), "fpr": column("fpr"),
+            "roc_tpr": column("tpr", roc), "roc_fpr": column("fpr", roc),
             "roc_grid": np.asarray(roc.get("grid", []), dtype=np.float64)}

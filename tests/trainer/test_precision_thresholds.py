@@ -104,7 +104,7 @@ def test_a_profile_for_another_precision_or_missing_a_label_fails_naming_the_fil
     profile["precision"] = "int8"
     del profile["thresholds"]["grief"]
     (folder / "thresholds_int8.json").write_text(json.dumps(profile))
-    with pytest.raises(ValueError, match=r"thresholds_int8.json: no value for \['grief'\]"):
+    with pytest.raises(ValueError, match=r"thresholds_int8.json: field 'thresholds' has no value for \['grief'\]"):
         load_classifier(folder, device="cpu", int8=True)
 
 
