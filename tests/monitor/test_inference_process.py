@@ -59,7 +59,8 @@ def _session_members(sid: int) -> list[int]:
     return members
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+# SIGTERM (the polite end, which the worker handles itself) is slow: CI runs it with -m slow; kill -9 stays default
+@pytest.mark.parametrize("how", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGKILL])
 def test_the_inference_child_never_outlives_the_worker(kafka_broker, redis_server, small_model_dir, start_worker,
                                                       how):
     port = __import__("emotion_monitor.servers", fromlist=["free_port"]).free_port()

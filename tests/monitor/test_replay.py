@@ -149,6 +149,7 @@ def test_recompute_through_the_cli_keeps_totals_and_the_recent_posts(kafka_broke
         assert sorted(stored) == sorted(p["id"] for p in topic_with_posts if p["brand"] == brand)
 
 
+@pytest.mark.slow  # ~21 s; CI runs it with -m slow; the worker-reads-what-the-replay-reads tests (test_alert_rules) stay default
 def test_a_replay_fires_no_alert_where_the_worker_would(kafka_broker, redis_server, redis_client, small_model_dir):
     """History is not news: a replayed spike is counted but not alerted. The same counts make the worker's alert engine
     fire, so the replay's silence is its choice, not an absent spike."""

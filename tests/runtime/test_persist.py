@@ -82,7 +82,8 @@ async def _read_back(kafka_url: str) -> tuple[list[bytes], int]:
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("end", ["sigterm", "sigkill"])
+# the sigterm case is slow (CI runs it with -m slow); kill -9, the harder case for persistence, stays default
+@pytest.mark.parametrize("end", [pytest.param("sigterm", marks=pytest.mark.slow), "sigkill"])
 def test_broker_and_redis_data_survive_a_restart(tmp_path, end):
     persist = tmp_path / "data"
     kafka_port, redis_port = free_port(), free_port()

@@ -75,6 +75,9 @@ def _posts_total(client: redis.Redis) -> int:
     return int(sum(value for row in rows for _k, (_l, samples) in row.items() for _t, value in samples))
 
 
+# slow (~55 s, the default suite's longest): CI runs it with -m slow, and its bare-clone check runs `./em up` to the
+# demo's alert again (deploy/smoke_up.py), so the default run stays near its ~15-minute aim
+@pytest.mark.slow
 def test_up_runs_everything_fires_the_demo_alert_and_stops_cleanly(tmp_path, goemotions_dir):
     run_dir = tmp_path / "run"
     env = {
