@@ -131,6 +131,7 @@ def test_publish_retries_broker_send_errors_with_back_off(kafka_broker, redis_se
     assert consume_all(kafka_broker, "posts.dlq", 1, timeout=3) == []
 
 
+@pytest.mark.slow  # ~25 s; CI runs it with -m slow; the recompute itself stays default (the test above)
 def test_recompute_through_the_cli_keeps_totals_and_the_recent_posts(kafka_broker, redis_server, redis_client,
                                                                      small_model_dir, topic_with_posts):
     """`emotion-monitor replay --mode recompute` itself: the totals equal the first count, every tier's too, and the
