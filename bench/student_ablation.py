@@ -8,7 +8,7 @@ same 28 labels (the MPNet teacher from ``bench/train_teacher.sh``); ``--extra-te
 English files: only their text is read).
 
 Full run (CPU, shared 2 cores; a few hours: 5 rows x (--steps x ~0.4-1 s + teacher pass + full dev/test eval)):
-    python bench/student_ablation.py --teacher ~/.cache/emotion-monitor/runs/mpnet-teacher \\
+    python bench/student_ablation.py --teacher ~/.cache/emotion-monitor/runs/mpnet-teacher-asl \\
         --extra-texts ../shared/data/xed/en-annotated.tsv,../shared/data/xed/neu_en.txt \\
         --train-limit 8000 --steps 500 --time-bases all-MiniLM-L6-v2,all-mpnet-base-v2
 Proof on a tiny budget (minutes; the shipped model as a stand-in teacher):
