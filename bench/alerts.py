@@ -198,6 +198,66 @@ def calibrate_oracle(volume: float, wander_sd: float, windows, cooldown_min: int
     return 10 ** lo, false_per_week(lo)
 
 
+CALIBRATION_LEVELS = (1e-2, 1e-3, 1e-4)  # p-value levels whose null rate the calibration check reports
+
+
+def null_calibration(seeds, volume: float, wander_sd: float = 0.15, settings=None) -> list[dict]:
+    """Are the detector's p-values honest? On spike-free runs (the scored week of each seed), every minute and every
+    window: the share of tests whose p-value is below each level of ``CALIBRATION_LEVELS`` and below the window's own
+    alpha, against the level itself (a calibrated test gives ratio 1; above 1 the null is too narrow and the budget
+    is overspent). The p-value is the detector's own (:func:`monitor.detector.decide`'s beta-binomial against its
+    baseline and overdispersion) wherever the baseline and the window have posts, *without* the volume and
+    minimum-effect gates, which would hide the model's tail behind them."""
+    from monitor.detector import _baselines, beta_binomial_sf, replay_inputs
+
+    settings = settings or MonitorSettings()
+    params = DetectorParams.from_settings(settings)
+    out = []
+    for window in params.windows_min:
+        alpha = params.alpha(window)
+        levels = (*CALIBRATION_LEVELS, alpha)
+        below = np.zeros(len(levels))
+        tests = 0
+        for seed in seeds:
+            posts, angry, _spikes, _bursts, _busy = simulate(seed * 1000 + int(volume), volume, None,
+                                                             wander_sd=wander_sd)
+            times = np.arange(WEEK, len(posts))
+            inp = replay_inputs(posts, angry, params, window, times=times)
+            p_test, var, _p_effect, _seasonal, ok = _baselines(inp, params)
+            k, n = np.asarray(inp.k), np.asarray(inp.n)
+            ok = ok & (n > 0)
+            p_test = np.clip(np.nan_to_num(p_test), 1e-6, 1 - 1e-6)
+            # the exact tail only where it can be small: a normal z of the beta-binomial above 1 (p < 0.16)
+            sd = np.sqrt(n * p_test * (1 - p_test) + n * (n - 1) * var)
+            z = (k - n * p_test) / np.maximum(sd, 1e-12)
+            for i in np.flatnonzero(ok & (z > 1.0)):
+                p = beta_binomial_sf(int(k[i]), int(n[i]), float(p_test[i]), float(var[i]))
+                below += np.array([p < level for level in levels])
+            tests += int(ok.sum())
+        out.append({"volume": volume, "window_min": window, "tests": tests, "alpha": alpha,
+                    **{f"rate_below_{level:g}": below[j] / max(tests, 1) for j, level in enumerate(CALIBRATION_LEVELS)},
+                    "rate_below_alpha": below[-1] / max(tests, 1),
+                    **{f"ratio_{level:g}": below[j] / max(tests, 1) / level for j, level in enumerate(CALIBRATION_LEVELS)},
+                    "ratio_alpha": below[-1] / max(tests, 1) / alpha})
+        row = out[-1]
+        print(f"  {volume:>3}/min {window:>2}-min window: P(p<1e-2) {row['rate_below_0.01']:.2e} "
+              f"P(p<1e-3) {row['rate_below_0.001']:.2e} P(p<1e-4) {row['rate_below_0.0001']:.2e} "
+              f"P(p<alpha={alpha:.1e}) {row['rate_below_alpha']:.2e} (x{row['ratio_alpha']:.1f}; {tests} tests)",
+              file=sys.stderr)
+    return out
+
+
+def calibration_table(rows) -> str:
+    out = ["| peak volume | window | tests | P(p < 1e-2) / 1e-2 | P(p < 1e-3) / 1e-3 | P(p < 1e-4) / 1e-4 | "
+           "P(p < alpha) / alpha |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        out.append(f"| {r['volume']} posts/min | {r['window_min']} min | {r['tests']} | {r['ratio_0.01']:.2f} | "
+                   f"{r['ratio_0.001']:.2f} | {r['ratio_0.0001']:.1f} | {r['ratio_alpha']:.1f} (alpha "
+                   f"{r['alpha']:.1e}) |")
+    return "\n".join(out)
+
+
 def score(alerts: list[int], spikes, scored_from: int, busy=None):
     """``(spikes, found, delays, false alerts, busy spikes, busy found)``; ``busy``: per-minute flag of daytime
     volume (at least half the peak), to report recall where the volume is what the table's header says."""
