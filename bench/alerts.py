@@ -208,7 +208,7 @@ def null_calibration(seeds, volume: float, wander_sd: float = 0.15, settings=Non
     is overspent). The p-value is the detector's own (:func:`monitor.detector.decide`'s beta-binomial against its
     baseline and overdispersion) wherever the baseline and the window have posts, *without* the volume and
     minimum-effect gates, which would hide the model's tail behind them."""
-    from monitor.detector import _baselines, beta_binomial_sf, replay_inputs
+    from monitor.detector import _baselines, null_sf, replay_inputs
 
     settings = settings or MonitorSettings()
     params = DetectorParams.from_settings(settings)
@@ -227,11 +227,12 @@ def null_calibration(seeds, volume: float, wander_sd: float = 0.15, settings=Non
             k, n = np.asarray(inp.k), np.asarray(inp.n)
             ok = ok & (n > 0)
             p_test = np.clip(np.nan_to_num(p_test), 1e-6, 1 - 1e-6)
-            # the exact tail only where it can be small: a normal z of the beta-binomial above 1 (p < 0.16)
+            # the exact tail only where it can be below 1e-2: a normal z of the null above 1.5 (p < 0.07)
             sd = np.sqrt(n * p_test * (1 - p_test) + n * (n - 1) * var)
             z = (k - n * p_test) / np.maximum(sd, 1e-12)
-            for i in np.flatnonzero(ok & (z > 1.0)):
-                p = beta_binomial_sf(int(k[i]), int(n[i]), float(p_test[i]), float(var[i]))
+            tau2 = np.asarray(inp.tau2)
+            for i in np.flatnonzero(ok & (z > 1.5)):
+                p = null_sf(int(k[i]), int(n[i]), float(p_test[i]), float(var[i]), float(tau2[i]), params.wander)
                 below += np.array([p < level for level in levels])
             tests += int(ok.sum())
         out.append({"volume": volume, "window_min": window, "tests": tests, "alpha": alpha,

@@ -229,6 +229,11 @@ class DetectorParams:
     seasonal_min_days: int = 3
     cooldown_min: int = 15
     baseline_halflife_min: float = 0.0  # > 0: the rolling baseline is exponentially weighted (:func:`ewma_counts`)
+    wander: str = "lognormal"  # the law of the share's wander beyond binomial noise: lognormal | beta
+    daily_bias_min_window: int = 0  # windows at least this long (> 0) correct for the daily bias (:func:`daily_bias`)
+
+    def corrects_bias(self, window: int) -> bool:
+        return 0 < self.daily_bias_min_window <= window
 
     def alpha(self, window: int) -> float:
         return alpha_for(self.sensitivity, len(self.windows_min), window)
@@ -287,6 +292,8 @@ class DetectorParams:
             seasonal_min_days=settings.alert_seasonal_min_days,
             cooldown_min=math.ceil(cooldown_ms / 60_000),
             baseline_halflife_min=getattr(settings, "alert_baseline_halflife_ms", 0) / 60_000,
+            wander=getattr(settings, "alert_wander", "lognormal"),
+            daily_bias_min_window=math.ceil(getattr(settings, "alert_daily_bias_min_window_ms", 0) / 60_000),
         )
 
 
@@ -313,6 +320,37 @@ def beta_binomial_sf(k: int, n: int, p0: float, var_p: float) -> float:
     log_pmf = (special.gammaln(n + 1) - special.gammaln(j + 1) - special.gammaln(n - j + 1)
                + special.betaln(j + a, n - j + b) - special.betaln(a, b))
     return float(min(1.0, math.exp(special.logsumexp(log_pmf))))
+
+
+_WANDER_NODES, _WANDER_WEIGHTS = np.polynomial.hermite_e.hermegauss(32)  # E[f(Z)], Z ~ N(0, 1), by quadrature
+_WANDER_WEIGHTS = _WANDER_WEIGHTS / _WANDER_WEIGHTS.sum()
+_WANDER_USED = _WANDER_WEIGHTS > 1e-14  # nodes beyond ~7.5 sd weigh nothing at any alpha the detector uses
+
+
+def lognormal_wander_sf(k: int, n: int, p0: float, var_base: float, tau2: float) -> float:
+    """``P(K' >= k)`` when the window's share is the baseline's (beta: mean ``p0``, variance ``var_base``, the
+    baseline's own sampling noise) times a **lognormal** wander of mean 1 and variance ``tau2`` (the relative
+    overdispersion): the beta-binomial tail :func:`beta_binomial_sf` averaged over the wander by Gauss-Hermite
+    quadrature. Why lognormal: shares wander by a *fraction* of themselves (``tau2`` is relative), and a
+    multiplicative wander is right-skewed; a beta of the same mean and variance has a lighter upper tail (at a 5 %
+    share, 4 000 posts and ``tau2`` 0.02, the beta's tail at 8.7e-5, the 1-h window's alpha, is a third of the
+    lognormal's), which left the long windows' null too narrow where the wander dominates the binomial noise."""
+    if tau2 <= 0:
+        return beta_binomial_sf(k, n, p0, var_base)
+    s2 = math.log1p(tau2)  # log-variance of a mean-1 lognormal of variance tau2
+    factors = np.exp(math.sqrt(s2) * _WANDER_NODES[_WANDER_USED] - s2 / 2)
+    total = sum(w * beta_binomial_sf(k, n, min(p0 * f, 1 - 1e-9), var_base * f * f)
+                for w, f in zip(_WANDER_WEIGHTS[_WANDER_USED], factors))
+    return float(min(1.0, total))
+
+
+def null_sf(k: int, n: int, p0: float, var_p: float, tau2: float, wander: str = "lognormal") -> float:
+    """The test's p-value: ``P(K' >= k)`` under the null of mean share ``p0`` and share variance ``var_p``, of which
+    ``tau2 x p0^2`` is the relative wander (the rest the baseline's sampling noise). ``wander="beta"``: all of it one
+    beta (:func:`beta_binomial_sf`); ``"lognormal"``: the wander multiplicative (:func:`lognormal_wander_sf`)."""
+    if wander == "beta":
+        return beta_binomial_sf(k, n, p0, var_p)
+    return lognormal_wander_sf(k, n, p0, max(var_p - tau2 * p0 * p0, 0.0), tau2)
 
 
 def _difference(k, n, kb, nb, min_posts: int):
@@ -395,6 +433,67 @@ def _replay_tau2(k, n, kb, nb, window: int, history_windows: int, min_posts: int
     return tau2
 
 
+DAILY_BIAS_DAYS = 3  # earlier days (inside the overdispersion history's 72 h) the daily bias is read from
+DAILY_BIAS_SPAN_MIN = 120  # ... at the same clock time +- this (the rhythm is smooth; more samples, less noise)
+DAILY_BIAS_MIN_SAMPLES = 5  # fewer usable earlier windows: no correction
+DAILY_BIAS_LIMITS = (-0.5, 1.0)  # a relative bias outside this is no rhythm to extrapolate
+
+
+def daily_bias_lags(window: int) -> np.ndarray:
+    """The earlier windows (in windows before the current one) whose comparison with their own rolling baseline
+    estimates the daily bias: the same clock time +- ``DAILY_BIAS_SPAN_MIN`` on each of the ``DAILY_BIAS_DAYS``
+    previous days (a window that does not divide a day is rounded to the nearest whole window)."""
+    per_day = MINUTES_PER_DAY / window
+    half = DAILY_BIAS_SPAN_MIN // window
+    return np.array(sorted({int(round(day * per_day)) + s for day in range(1, DAILY_BIAS_DAYS + 1)
+                            for s in range(-half, half + 1)}), dtype=np.int64)
+
+
+def daily_bias(samples: np.ndarray) -> np.ndarray:
+    """The daily bias of a window's comparison with its rolling baseline, from ``samples`` (axis 0: the earlier
+    windows of :func:`daily_bias_lags`; their relative difference ``d`` from their own rolling baseline, NaN where
+    unusable): the median, clipped to ``DAILY_BIAS_LIMITS``, 0 with fewer than ``DAILY_BIAS_MIN_SAMPLES``.
+
+    Why: a rolling baseline lies *before* its window (for the 1-h window the centres are 1.5 h apart), so where the
+    share has a daily rhythm the window's expected share is not the baseline's. On the synthetic weeks of
+    ``bench/alerts.py`` (share +-20 % over the day) the 1-h window sat ~10 % above its baseline in the late
+    morning and ~10 % below after midnight, every day: its z-score's mean swung by +-0.5 sd with the clock, and
+    its spike-free p-values fell below 1e-4 15x too often. The same comparison at the same clock time on the last
+    days measures that bias without a model of the rhythm; the median keeps a spike on one of those days out."""
+    samples = np.asarray(samples, dtype=np.float64)
+    count = np.sum(np.isfinite(samples), axis=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(samples, axis=0) if len(samples) else np.zeros(samples.shape[1:])
+    return np.where(count >= DAILY_BIAS_MIN_SAMPLES, np.clip(np.nan_to_num(median), *DAILY_BIAS_LIMITS), 0.0)
+
+
+def history_daily_bias(bucket_k, bucket_n, baseline_windows: int, window: int, min_posts: int) -> float:
+    """:func:`daily_bias` from one evaluation's window-long buckets (newest first, ``[0]`` the window under test;
+    the worker's reads, as :func:`history_tau2`); buckets beyond the read count as empty (unusable)."""
+    bucket_k = np.asarray(bucket_k, dtype=np.float64)
+    bucket_n = np.asarray(bucket_n, dtype=np.float64)
+    rows = []
+    for i in daily_bias_lags(window):
+        base = slice(i + 1, i + 1 + baseline_windows)
+        rows.append((bucket_k[i], bucket_n[i], bucket_k[base].sum(), bucket_n[base].sum()) if i < len(bucket_k)
+                    else (0.0, 0.0, 0.0, 0.0))
+    k, n, kb, nb = np.array(rows).T
+    d, _var, usable = _difference(k, n, kb, nb, min_posts)
+    return float(daily_bias(np.where(usable, d, np.nan)[:, None])[0])
+
+
+def _replay_daily_bias(k, n, kb, nb, window: int, min_posts: int, times: np.ndarray) -> np.ndarray:
+    """:func:`history_daily_bias` at ``times`` from the window/baseline sums at every minute."""
+    d, _var, usable = _difference(k, n, kb, nb, min_posts)
+    d = np.where(usable, d, np.nan)
+    earlier = times[None, :] - daily_bias_lags(window)[:, None] * window
+    samples = np.where(earlier >= 0, d[np.clip(earlier, 0, None)], np.nan)
+    return daily_bias(samples)
+
+
 EWMA_HORIZON_HALFLIVES = 6  # an exponentially weighted baseline stops where its weight falls below 1/64
 
 
@@ -475,6 +574,7 @@ class WindowInputs:
     span_k: np.ndarray
     span_n: np.ndarray
     tau2: np.ndarray
+    bias: np.ndarray | None = None  # the daily bias of the rolling baseline (:func:`daily_bias`); None: none
 
 
 @dataclass(frozen=True)
@@ -506,10 +606,14 @@ def _baselines(inp: WindowInputs, params: DetectorParams):
     nb = np.asarray(inp.nb, dtype=np.float64)
     tau2 = np.asarray(inp.tau2, dtype=np.float64)
     p_roll = (kb + 0.5) / (nb + 1)
-    var_roll = p_roll * (1 - p_roll) / (nb + 1) + tau2 * p_roll ** 2
+    # the test's null: the share this window is expected to have given the daily rhythm (the minimum effect stays
+    # measured from the baseline itself)
+    p_null = p_roll if inp.bias is None else np.clip(p_roll * (1 + np.asarray(inp.bias, dtype=np.float64)),
+                                                     1e-6, 1 - 1e-6)
+    var_roll = p_null * (1 - p_null) / (nb + 1) + tau2 * p_null ** 2
     roll_ok = nb >= params.min_baseline_posts
     if params.baseline == "rolling" or np.size(inp.span_n) == 0:
-        return p_roll, var_roll, p_roll, np.zeros_like(roll_ok), roll_ok
+        return p_null, var_roll, p_roll, np.zeros_like(roll_ok), roll_ok
     days = params.seasonal_days
     span_k, span_n = np.asarray(inp.span_k), np.asarray(inp.span_n)
     p_day, var_day, day_ok = seasonal_baseline(span_k[:days], span_n[:days], params.min_baseline_posts,
@@ -524,7 +628,7 @@ def _baselines(inp: WindowInputs, params: DetectorParams):
         return p_seas, np.where(usable, var_seas, 1.0), p_seas, usable, usable
     # auto: the test against the rolling baseline (it knows today's level: a drifting share moves it), the effect
     # against the higher of rolling and seasonal (an hour that is angry every day is not a spike)
-    return p_roll, var_roll, np.where(usable, np.maximum(p_roll, p_seas), p_roll), usable, roll_ok
+    return p_null, var_roll, np.where(usable, np.maximum(p_roll, p_seas), p_roll), usable, roll_ok
 
 
 def decide(inp: WindowInputs, params: DetectorParams) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -539,8 +643,9 @@ def decide(inp: WindowInputs, params: DetectorParams) -> tuple[np.ndarray, np.nd
     effect_ok = (share >= params.min_effect.ratio * p_effect) & (share >= p_effect + params.min_effect.points)
     gates = (k >= params.min_volume) & baseline_ok & effect_ok
     p_value = np.ones_like(k)
+    tau2 = np.broadcast_to(np.asarray(inp.tau2, dtype=np.float64), k.shape)
     for i in np.flatnonzero(gates):
-        p_value[i] = beta_binomial_sf(int(k[i]), int(n[i]), float(p_test[i]), float(var[i]))
+        p_value[i] = null_sf(int(k[i]), int(n[i]), float(p_test[i]), float(var[i]), float(tau2[i]), params.wander)
     fired = gates & (p_value <= params.alpha(inp.window_min))
     details = {"share": share, "p0": p_effect, "seasonal": seasonal, "volume_ok": k >= params.min_volume,
                "baseline_ok": baseline_ok, "effect_ok": effect_ok}
@@ -604,14 +709,17 @@ def replay_inputs(posts_per_minute, emotion_per_minute, params: DetectorParams, 
         kb, nb = ewma_counts(k, n, window, params.halflife(window))
     else:
         kb, nb = _span_sums(cum_k, every - window, rolling), _span_sums(cum_n, every - window, rolling)
-    tau2 = _replay_tau2(_span_sums(cum_k, every, window), _span_sums(cum_n, every, window), kb, nb,
+    k_all, n_all = _span_sums(cum_k, every, window), _span_sums(cum_n, every, window)
+    tau2 = _replay_tau2(k_all, n_all, kb, nb,
                         window, params.history_windows(window), params.min_baseline_posts, rolling // window)
+    bias = (_replay_daily_bias(k_all, n_all, kb, nb, window, params.min_baseline_posts, t)
+            if params.corrects_bias(window) else None)
     return WindowInputs(
         window_min=window,
         k=_span_sums(cum_k, t, window), n=_span_sums(cum_n, t, window),
         kb=kb[t], nb=nb[t],
         span_k=lagged(cum_k, days + weeks, span, shift=-after), span_n=lagged(cum_n, days + weeks, span, shift=-after),
-        tau2=tau2[t],
+        tau2=tau2[t], bias=bias,
     )
 
 
