@@ -55,7 +55,17 @@ WEEK = 7 * DAY
 SIZES = (1.5, 2.0, 3.0, 5.0, 8.0)
 VOLUMES = (5, 20, 100)
 SPIKES_PER_WEEK = 12
-DETECTORS = ("threshold", "statistical", "statistical high", "statistical ewma", "oracle", "oracle, wander unknown")
+DETECTORS = ("threshold", "statistical", "statistical high", "statistical ewma", "statistical beta", "oracle",
+             "oracle, wander unknown")
+# the settings of each detector row (oracles apart); "statistical beta" is the detector before issue 18's calibration
+# fix: a beta wander, no daily-bias correction
+DETECTOR_SETTINGS = {
+    "threshold": {"alert_detector": "threshold"},
+    "statistical": {"alert_detector": "statistical"},
+    "statistical high": {"alert_detector": "statistical", "alert_sensitivity": "high"},
+    "statistical ewma": {"alert_detector": "statistical"},  # + the half-life (--ewma-halflife)
+    "statistical beta": {"alert_detector": "statistical", "alert_wander": "beta", "alert_daily_bias_min_window_ms": 0},
+}
 EWMA_HALFLIFE_MIN = 30  # the "statistical ewma" row: alert_baseline_halflife_ms (--ewma-halflife)
 ORACLES = {"oracle": True, "oracle, wander unknown": False}  # name -> knows the wander's path
 AFTER_MIN = 5  # an alert up to this long after a spike's end still found it
@@ -236,9 +246,11 @@ def null_calibration(seeds, volume: float, wander_sd: float = 0.15, settings=Non
                 below += np.array([p < level for level in levels])
             tests += int(ok.sum())
         out.append({"volume": volume, "window_min": window, "tests": tests, "alpha": alpha,
-                    **{f"rate_below_{level:g}": below[j] / max(tests, 1) for j, level in enumerate(CALIBRATION_LEVELS)},
+                    **{f"rate_below_{level:g}": below[j] / max(tests, 1)
+                       for j, level in enumerate(CALIBRATION_LEVELS)},
                     "rate_below_alpha": below[-1] / max(tests, 1),
-                    **{f"ratio_{level:g}": below[j] / max(tests, 1) / level for j, level in enumerate(CALIBRATION_LEVELS)},
+                    **{f"ratio_{level:g}": below[j] / max(tests, 1) / level
+                       for j, level in enumerate(CALIBRATION_LEVELS)},
                     "ratio_alpha": below[-1] / max(tests, 1) / alpha})
         row = out[-1]
         print(f"  {volume:>3}/min {window:>2}-min window: P(p<1e-2) {row['rate_below_0.01']:.2e} "
@@ -279,11 +291,9 @@ def score(alerts: list[int], spikes, scored_from: int, busy=None):
 
 def run(seeds, volumes=VOLUMES, sizes=SIZES, wander_sd: float = 0.15, names=DETECTORS,
         ewma_halflife_min: float = EWMA_HALFLIFE_MIN):
-    detectors = {"threshold": MonitorSettings(alert_detector="threshold"),
-                 "statistical": MonitorSettings(alert_detector="statistical"),
-                 "statistical high": MonitorSettings(alert_detector="statistical", alert_sensitivity="high"),
-                 "statistical ewma": MonitorSettings(alert_detector="statistical",
-                                                     alert_baseline_halflife_ms=int(ewma_halflife_min * 60_000))}
+    detectors = {name: MonitorSettings(**values) for name, values in DETECTOR_SETTINGS.items()}
+    detectors["statistical ewma"] = MonitorSettings(**{**DETECTOR_SETTINGS["statistical ewma"],
+                                                       "alert_baseline_halflife_ms": int(ewma_halflife_min * 60_000)})
     params = DetectorParams.from_settings(MonitorSettings())
     detectors = {name: settings for name, settings in detectors.items() if name in names}
     # without wander the two oracles are one
@@ -366,7 +376,7 @@ def plot(rows, path: Path) -> None:
     volumes = sorted({r["volume"] for r in rows})
     fig, axes = plt.subplots(1, len(volumes), figsize=(4.2 * len(volumes), 3.6), sharey=True)
     for ax, volume in zip(np.atleast_1d(axes), volumes):
-        for name, style in zip(DETECTORS, ("o--", "s-", "^:", "d-", "k*-", "x-.")):
+        for name, style in zip(DETECTORS, ("o--", "s-", "^:", "d-", "v--", "k*-", "x-.")):
             mine = [r for r in rows if r["volume"] == volume and r["detector"] == name and r["size"] is not None]
             if not mine:
                 continue

@@ -103,8 +103,13 @@ __all__ = [
     "alpha_for",
     "upcrossings_per_week",
     "beta_binomial_sf",
+    "daily_bias",
+    "daily_bias_lags",
     "decide",
+    "history_daily_bias",
     "history_tau2",
+    "lognormal_wander_sf",
+    "null_sf",
     "parse_min_effect",
     "replay_detector",
     "replay_inputs",
@@ -260,8 +265,10 @@ class DetectorParams:
     def history_minutes(self, window: int) -> int:
         """Per-minute history one decision of a window with an exponentially weighted baseline needs: the window,
         the earlier windows of :func:`_replay_tau2` (history, spike checks) and the baseline of the oldest."""
-        return (window * (2 + self.history_windows(window) + self.rolling_min(window) // window + SPIKE_LOCAL)
-                + self.ewma_horizon(window))
+        earlier = self.history_windows(window) + SPIKE_LOCAL
+        if self.corrects_bias(window):
+            earlier = max(earlier, int(daily_bias_lags(window)[-1]))
+        return window * (2 + earlier + self.rolling_min(window) // window) + self.ewma_horizon(window)
 
     def history_windows(self, window: int) -> int:
         return max(MIN_HISTORY_WINDOWS, HISTORY_MIN // window)
@@ -316,10 +323,21 @@ def beta_binomial_sf(k: int, n: int, p0: float, var_p: float) -> float:
     if not math.isfinite(size) or n / (size + 1) < 1e-6:  # variance inflation below one in a million
         return float(stats.binom.sf(k - 1, n, p0))
     a, b = p0 * size, (1 - p0) * size
-    j = np.arange(k, n + 1, dtype=np.float64)
-    log_pmf = (special.gammaln(n + 1) - special.gammaln(j + 1) - special.gammaln(n - j + 1)
-               + special.betaln(j + a, n - j + b) - special.betaln(a, b))
-    return float(min(1.0, math.exp(special.logsumexp(log_pmf))))
+    # past the mode the pmf only falls: sum chunk by chunk until a chunk's last term is below 1e-18 of the largest
+    # (the rest cannot move the sum's 15th digit), instead of all n - k + 1 terms (6 000 for an hour at 100/min)
+    log_head = special.gammaln(n + 1) - special.betaln(a, b)
+    chunks, start, chunk = [], k, 512
+    while start <= n:
+        j = np.arange(start, min(n, start + chunk - 1) + 1, dtype=np.float64)
+        log_pmf = (log_head - special.gammaln(j + 1) - special.gammaln(n - j + 1)
+                   + special.betaln(j + a, n - j + b))
+        chunks.append(special.logsumexp(log_pmf))
+        start += chunk
+        top = max(chunks)
+        if log_pmf[-1] < top - 41.5 and log_pmf[-1] <= log_pmf[0]:  # e^-41.5 ~ 1e-18, and falling
+            break
+        chunk *= 2
+    return float(min(1.0, math.exp(special.logsumexp(chunks))))
 
 
 _WANDER_NODES, _WANDER_WEIGHTS = np.polynomial.hermite_e.hermegauss(32)  # E[f(Z)], Z ~ N(0, 1), by quadrature
@@ -338,9 +356,21 @@ def lognormal_wander_sf(k: int, n: int, p0: float, var_base: float, tau2: float)
     if tau2 <= 0:
         return beta_binomial_sf(k, n, p0, var_base)
     s2 = math.log1p(tau2)  # log-variance of a mean-1 lognormal of variance tau2
-    factors = np.exp(math.sqrt(s2) * _WANDER_NODES[_WANDER_USED] - s2 / 2)
-    total = sum(w * beta_binomial_sf(k, n, min(p0 * f, 1 - 1e-9), var_base * f * f)
-                for w, f in zip(_WANDER_WEIGHTS[_WANDER_USED], factors))
+    factors = np.exp(math.sqrt(s2) * _WANDER_NODES - s2 / 2)
+    p_min = min(max(p0 * float(factors[_WANDER_USED].min()), 1e-9), 1 - 1e-9)
+    if var_base <= 0 or n * var_base / (p_min * (1 - p_min) - var_base) < 1e-6:  # binomial at every node: at once
+        shares = np.clip(p0 * factors[_WANDER_USED], 1e-9, 1 - 1e-9)
+        return float(min(1.0, np.sum(_WANDER_WEIGHTS[_WANDER_USED] * stats.binom.sf(k - 1, n, shares))))
+    total, left = 0.0, 1.0
+    for i in np.argsort(-factors):  # the highest share first: the tail only falls with the share, so once the
+        if not _WANDER_USED[i]:     # weight left times the last tail is below 1e-7 of the sum, the rest is noise
+            left -= _WANDER_WEIGHTS[i]
+            continue
+        tail = beta_binomial_sf(k, n, min(p0 * factors[i], 1 - 1e-9), var_base * factors[i] ** 2)
+        total += _WANDER_WEIGHTS[i] * tail
+        left -= _WANDER_WEIGHTS[i]
+        if tail * left < 1e-7 * total:
+            break
     return float(min(1.0, total))
 
 
@@ -801,6 +831,8 @@ def spans_for(t_min: int, window: int, params: DetectorParams) -> dict:
     days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
     span, after = params.seasonal_span(window)
     count = 1 + params.history_windows(window) + 2 * (params.rolling_min(window) // window) + SPIKE_LOCAL
+    if params.corrects_bias(window):  # the daily bias's earlier windows and their baselines
+        count = max(count, 1 + int(daily_bias_lags(window)[-1]) + params.rolling_min(window) // window)
     return {
         "buckets": ((t_min + 1 - window * count) * 60_000, (t_min + 1) * 60_000 - 1, count),
         "seasonal": [_minute_span(t_min - lag + after, span) for lag in days + weeks],
@@ -835,9 +867,9 @@ async def read_inputs(store, count_key: str, posts_key: str, now_ms: int, params
             start, end, _count = spans["buckets"]
             count = 1 + params.rolling_min(window) // window
             spans["buckets"] = (end + 1 - window * count * 60_000, end, count)
-        plans.append((window, spans, cached[1] if fresh else None))
+        plans.append((window, spans, cached[1:] if fresh else None))
     queries = []
-    for window, spans, _tau2 in plans:
+    for window, spans, _cached in plans:
         start, end, _count = spans["buckets"]
         queries += [(key, start, end, window * 60_000, end + 1) for key in (count_key, posts_key)]
         for start, end in spans["seasonal"]:
@@ -860,25 +892,29 @@ async def read_inputs(store, count_key: str, posts_key: str, now_ms: int, params
         return out
 
     out = []
-    for window, spans, tau2 in plans:
+    for window, spans, cached in plans:
         _start, end, count = spans["buckets"]
         bucket_k = newest_first(next(replies), end, window, count)
         bucket_n = newest_first(next(replies), end, window, count)
         seasonal = [(total(next(replies)), total(next(replies))) for _ in spans["seasonal"]]
         base = slice(1, 1 + params.rolling_min(window) // window)
-        if tau2 is None:
+        if cached is None:
             tau2 = history_tau2(bucket_k, bucket_n, params.rolling_min(window) // window,
                                 params.history_windows(window), params.min_baseline_posts)
+            bias = (history_daily_bias(bucket_k, bucket_n, params.rolling_min(window) // window, window,
+                                       params.min_baseline_posts) if params.corrects_bias(window) else None)
             if tau2_cache is not None:
                 if len(tau2_cache) > 100_000:  # brands come and go: a bounded cache
                     tau2_cache.clear()
-                tau2_cache[(count_key, window)] = (t_min, tau2)
+                tau2_cache[(count_key, window)] = (t_min, tau2, bias)
+        else:
+            tau2, bias = cached
         out.append(WindowInputs(
             window_min=window, k=bucket_k[:1], n=bucket_n[:1],
             kb=np.array([bucket_k[base].sum()]), nb=np.array([bucket_n[base].sum()]),
             span_k=np.array([[k] for k, _n in seasonal]).reshape(len(seasonal), 1),
             span_n=np.array([[n] for _k, n in seasonal]).reshape(len(seasonal), 1),
-            tau2=np.array([tau2])))
+            tau2=np.array([tau2]), bias=None if bias is None else np.array([bias])))
     return out
 
 
@@ -897,7 +933,7 @@ async def _read_inputs_ewma(store, count_key: str, posts_key: str, t_min: int, p
         minutes = window + params.ewma_horizon(window) if fresh else params.history_minutes(window)
         span, after = params.seasonal_span(window)
         days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
-        plans.append((window, minutes, cached[1] if fresh else None,
+        plans.append((window, minutes, cached[1:] if fresh else None,
                       [_minute_span(t_min - lag + after, span) for lag in days + weeks]))
         longest = max(longest, minutes)
     start, end = _minute_span(t_min, longest)
@@ -921,20 +957,22 @@ async def _read_inputs_ewma(store, count_key: str, posts_key: str, t_min: int, p
 
     minute_k, minute_n = per_minute(next(replies)), per_minute(next(replies))
     out = []
-    for window, minutes, tau2, seasonal in plans:
+    for window, minutes, cached, seasonal in plans:
         k, n = minute_k[longest - minutes:], minute_n[longest - minutes:]
         spans = [(total(next(replies)), total(next(replies))) for _ in seasonal]
-        if tau2 is None:
+        if cached is None:
             inp = replay_inputs(n, k, rolling_only, window, times=np.array([minutes - 1]))
             if tau2_cache is not None:
                 if len(tau2_cache) > 100_000:  # brands come and go: a bounded cache
                     tau2_cache.clear()
-                tau2_cache[(count_key, window)] = (t_min, float(inp.tau2[0]))
+                tau2_cache[(count_key, window)] = (t_min, float(inp.tau2[0]),
+                                                   None if inp.bias is None else float(inp.bias[0]))
         else:
+            tau2, bias = cached
             kb, nb = ewma_counts(k, n, window, params.halflife(window))
             inp = WindowInputs(window_min=window, k=np.array([k[-window:].sum()]), n=np.array([n[-window:].sum()]),
                                kb=kb[-1:], nb=nb[-1:], span_k=np.zeros((0, 1)), span_n=np.zeros((0, 1)),
-                               tau2=np.array([tau2]))
+                               tau2=np.array([tau2]), bias=None if bias is None else np.array([bias]))
         out.append(dataclasses.replace(
             inp, span_k=np.array([[sk] for sk, _sn in spans]).reshape(len(spans), 1),
             span_n=np.array([[sn] for _sk, sn in spans]).reshape(len(spans), 1)))
