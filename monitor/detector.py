@@ -10,7 +10,13 @@ itself estimated from a finite number of posts, and real shares wander from wind
 p)`` with ``p ~ Beta`` of mean ``p0`` and variance ``var_p = var(baseline estimate) + tau2 x p0^2``, where ``tau2``
 is the between-window variance of the share beyond binomial noise *relative to the share* (a squared coefficient of
 variation), estimated from the brand's own history (below). The
-p-value is the one-sided upper tail ``P(K' >= K)``. Why this and not the alternatives:
+p-value is the one-sided upper tail ``P(K' >= K)``. By default (``alert_wander="lognormal"``) the wander part is
+multiplicative: the share is the baseline's (a beta for its sampling noise) times a mean-1 **lognormal** of variance
+``tau2``, the tail averaged over it by quadrature (:func:`lognormal_wander_sf`). Shares wander by a fraction of
+themselves, which is right-skewed; a beta of the same variance has a thinner upper tail (a third of the lognormal's
+at the 1-h window's alpha with ``tau2`` 0.02), and on spike-free synthetic weeks the 1-h window's p-values fell below
+its alpha ~17x too often at 100 posts/min, where the wander dominates (README "Spike alerts"). Why this and not the
+alternatives:
 
 * a plain **binomial** test (``tau2 = 0`` and an exactly known ``p0``) is what the beta-binomial reduces to when the
   history shows no extra variance; on real streams it cries wolf at high volume, where tiny true drifts become
@@ -55,6 +61,11 @@ Baselines
   posts; used when at least ``alert_seasonal_min_days`` such spans exist. Robust: ``p0`` = their **median**, and the
   spread ``(1.4826 x MAD)^2`` (the normal-consistent MAD, at least the binomial variance of one span) plus ``tau2 p0^2`` is
   ``var``, so a brand whose share varies a lot day to day needs a bigger jump.
+* **daily bias** (windows of at least ``alert_daily_bias_min_window_ms``; 0 = off): a rolling baseline lies before
+  its window (the 1-h window's centre 1.5 h after its baseline's), so a share with a daily rhythm sits above it every
+  morning and below it every night. The window's null share is the baseline's times ``1 + b``, ``b`` the median
+  relative difference of the same comparison at the same clock time +- 2 h on the 3 previous days
+  (:func:`daily_bias`; read from the overdispersion history's buckets, cached with ``tau2``).
 * **auto** (default): the p-value against the rolling baseline, the minimum effect against the higher of the rolling
   and (when enough history) the seasonal share. A seasonal median over a week lags a drifting share (3 % to 6 % over
   a week) and its day-to-day spread made the test too wide to find x3 spikes at 100 posts/min, while the rolling
