@@ -55,7 +55,17 @@ WEEK = 7 * DAY
 SIZES = (1.5, 2.0, 3.0, 5.0, 8.0)
 VOLUMES = (5, 20, 100)
 SPIKES_PER_WEEK = 12
-DETECTORS = ("threshold", "statistical", "statistical high", "statistical ewma", "oracle", "oracle, wander unknown")
+DETECTORS = ("threshold", "statistical", "statistical high", "statistical ewma", "statistical beta", "oracle",
+             "oracle, wander unknown")
+# the settings of each detector row (oracles apart); "statistical beta" is the detector before issue 18's calibration
+# fix: a beta wander, no daily-bias correction
+DETECTOR_SETTINGS = {
+    "threshold": {"alert_detector": "threshold"},
+    "statistical": {"alert_detector": "statistical"},
+    "statistical high": {"alert_detector": "statistical", "alert_sensitivity": "high"},
+    "statistical ewma": {"alert_detector": "statistical"},  # + the half-life (--ewma-halflife)
+    "statistical beta": {"alert_detector": "statistical", "alert_wander": "beta", "alert_daily_bias_min_window_ms": 0},
+}
 EWMA_HALFLIFE_MIN = 30  # the "statistical ewma" row: alert_baseline_halflife_ms (--ewma-halflife)
 ORACLES = {"oracle": True, "oracle, wander unknown": False}  # name -> knows the wander's path
 AFTER_MIN = 5  # an alert up to this long after a spike's end still found it
@@ -198,6 +208,70 @@ def calibrate_oracle(volume: float, wander_sd: float, windows, cooldown_min: int
     return 10 ** lo, false_per_week(lo)
 
 
+CALIBRATION_LEVELS = (1e-2, 1e-3, 1e-4)  # p-value levels whose null rate the calibration check reports
+
+
+def null_calibration(seeds, volume: float, wander_sd: float = 0.15, settings=None) -> list[dict]:
+    """Are the detector's p-values honest? On spike-free runs (the scored week of each seed), every minute and every
+    window: the share of tests whose p-value is below each level of ``CALIBRATION_LEVELS`` and below the window's own
+    alpha, against the level itself (a calibrated test gives ratio 1; above 1 the null is too narrow and the budget
+    is overspent). The p-value is the detector's own (:func:`monitor.detector.decide`'s beta-binomial against its
+    baseline and overdispersion) wherever the baseline and the window have posts, *without* the volume and
+    minimum-effect gates, which would hide the model's tail behind them."""
+    from monitor.detector import _baselines, null_sf, replay_inputs
+
+    settings = settings or MonitorSettings()
+    params = DetectorParams.from_settings(settings)
+    out = []
+    for window in params.windows_min:
+        alpha = params.alpha(window)
+        levels = (*CALIBRATION_LEVELS, alpha)
+        below = np.zeros(len(levels))
+        tests = 0
+        for seed in seeds:
+            posts, angry, _spikes, _bursts, _busy = simulate(seed * 1000 + int(volume), volume, None,
+                                                             wander_sd=wander_sd)
+            times = np.arange(WEEK, len(posts))
+            inp = replay_inputs(posts, angry, params, window, times=times)
+            p_test, var, _p_effect, _seasonal, ok = _baselines(inp, params)
+            k, n = np.asarray(inp.k), np.asarray(inp.n)
+            ok = ok & (n > 0)
+            p_test = np.clip(np.nan_to_num(p_test), 1e-6, 1 - 1e-6)
+            # the exact tail only where it can be below 1e-2: a normal z of the null above 1.5 (p < 0.07)
+            sd = np.sqrt(n * p_test * (1 - p_test) + n * (n - 1) * var)
+            z = (k - n * p_test) / np.maximum(sd, 1e-12)
+            tau2 = np.asarray(inp.tau2)
+            for i in np.flatnonzero(ok & (z > 1.5)):
+                p = null_sf(int(k[i]), int(n[i]), float(p_test[i]), float(var[i]), float(tau2[i]), params.wander)
+                below += np.array([p < level for level in levels])
+            tests += int(ok.sum())
+        out.append({"volume": volume, "window_min": window, "tests": tests, "alpha": alpha,
+                    **{f"rate_below_{level:g}": below[j] / max(tests, 1)
+                       for j, level in enumerate(CALIBRATION_LEVELS)},
+                    "rate_below_alpha": below[-1] / max(tests, 1),
+                    **{f"ratio_{level:g}": below[j] / max(tests, 1) / level
+                       for j, level in enumerate(CALIBRATION_LEVELS)},
+                    "ratio_alpha": below[-1] / max(tests, 1) / alpha})
+        row = out[-1]
+        print(f"  {volume:>3}/min {window:>2}-min window: P(p<1e-2) {row['rate_below_0.01']:.2e} "
+              f"P(p<1e-3) {row['rate_below_0.001']:.2e} P(p<1e-4) {row['rate_below_0.0001']:.2e} "
+              f"P(p<alpha={alpha:.1e}) {row['rate_below_alpha']:.2e} (x{row['ratio_alpha']:.1f}; {tests} tests)",
+              file=sys.stderr)
+    return out
+
+
+def calibration_table(rows) -> str:
+    out = ["| peak volume | detector | window | tests | P(p < 1e-2) / 1e-2 | P(p < 1e-3) / 1e-3 | P(p < 1e-4) / 1e-4 | "
+           "P(p < alpha) / alpha |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        out.append(f"| {r['volume']} posts/min | {r.get('detector', 'statistical')} | {r['window_min']} min | "
+                   f"{r['tests']} | {r['ratio_0.01']:.2f} | "
+                   f"{r['ratio_0.001']:.2f} | {r['ratio_0.0001']:.1f} | {r['ratio_alpha']:.1f} (alpha "
+                   f"{r['alpha']:.1e}) |")
+    return "\n".join(out)
+
+
 def score(alerts: list[int], spikes, scored_from: int, busy=None):
     """``(spikes, found, delays, false alerts, busy spikes, busy found)``; ``busy``: per-minute flag of daytime
     volume (at least half the peak), to report recall where the volume is what the table's header says."""
@@ -218,11 +292,9 @@ def score(alerts: list[int], spikes, scored_from: int, busy=None):
 
 def run(seeds, volumes=VOLUMES, sizes=SIZES, wander_sd: float = 0.15, names=DETECTORS,
         ewma_halflife_min: float = EWMA_HALFLIFE_MIN):
-    detectors = {"threshold": MonitorSettings(alert_detector="threshold"),
-                 "statistical": MonitorSettings(alert_detector="statistical"),
-                 "statistical high": MonitorSettings(alert_detector="statistical", alert_sensitivity="high"),
-                 "statistical ewma": MonitorSettings(alert_detector="statistical",
-                                                     alert_baseline_halflife_ms=int(ewma_halflife_min * 60_000))}
+    detectors = {name: MonitorSettings(**values) for name, values in DETECTOR_SETTINGS.items()}
+    detectors["statistical ewma"] = MonitorSettings(**{**DETECTOR_SETTINGS["statistical ewma"],
+                                                       "alert_baseline_halflife_ms": int(ewma_halflife_min * 60_000)})
     params = DetectorParams.from_settings(MonitorSettings())
     detectors = {name: settings for name, settings in detectors.items() if name in names}
     # without wander the two oracles are one
@@ -305,7 +377,7 @@ def plot(rows, path: Path) -> None:
     volumes = sorted({r["volume"] for r in rows})
     fig, axes = plt.subplots(1, len(volumes), figsize=(4.2 * len(volumes), 3.6), sharey=True)
     for ax, volume in zip(np.atleast_1d(axes), volumes):
-        for name, style in zip(DETECTORS, ("o--", "s-", "^:", "d-", "k*-", "x-.")):
+        for name, style in zip(DETECTORS, ("o--", "s-", "^:", "d-", "v--", "k*-", "x-.")):
             mine = [r for r in rows if r["volume"] == volume and r["detector"] == name and r["size"] is not None]
             if not mine:
                 continue
@@ -338,6 +410,9 @@ def main() -> None:
                         help="Rows to run (e.g. only the oracles, over many seeds: they are cheap)")
     parser.add_argument("--ewma-halflife", type=float, default=EWMA_HALFLIFE_MIN,
                         help="Half-life (min) of the 'statistical ewma' row's exponentially weighted baseline")
+    parser.add_argument("--calibration-seeds", type=int, nargs="*", default=[],
+                        help="Spike-free seeds for the p-value calibration check of the statistical rows (none: "
+                        "skipped; slow: the exact tail of every test that could fall below 1e-2)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "alerts"))
     args = parser.parse_args()
     started = time.perf_counter()
@@ -345,6 +420,15 @@ def main() -> None:
                             names=args.detectors, ewma_halflife_min=args.ewma_halflife)
     text = table(rows)
     print(text)
+    null_rows = []
+    for name in args.detectors if args.calibration_seeds else ():
+        if name in ("statistical", "statistical beta"):
+            for volume in args.volumes:
+                null_rows += [{"detector": name, **row} for row in null_calibration(
+                    args.calibration_seeds, volume, args.wander_sd, MonitorSettings(**DETECTOR_SETTINGS[name]))]
+    null_text = calibration_table(null_rows) if null_rows else ""
+    if null_text:
+        print(null_text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     defaults = MonitorSettings()
@@ -355,8 +439,9 @@ def main() -> None:
         "settings": {k: getattr(defaults, k) for k in (
             "alert_sensitivity", "alert_min_effect", "alert_windows_ms", "alert_baseline", "alert_min_volume",
             "alert_min_baseline_posts", "alert_cooldown_ms", "alert_window_ms", "alert_baseline_ms", "alert_ratio",
-            "alert_min_share")},
+            "alert_min_share", "alert_wander", "alert_daily_bias_min_window_ms")},
         "oracle_calibration": calibration,
+        "null_calibration": {"seeds": args.calibration_seeds, "rows": null_rows, "table_markdown": null_text},
         "rows": rows, "table_markdown": text, "seconds": round(time.perf_counter() - started, 1),
         "machine": platform.platform(),
     }

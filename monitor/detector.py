@@ -10,7 +10,13 @@ itself estimated from a finite number of posts, and real shares wander from wind
 p)`` with ``p ~ Beta`` of mean ``p0`` and variance ``var_p = var(baseline estimate) + tau2 x p0^2``, where ``tau2``
 is the between-window variance of the share beyond binomial noise *relative to the share* (a squared coefficient of
 variation), estimated from the brand's own history (below). The
-p-value is the one-sided upper tail ``P(K' >= K)``. Why this and not the alternatives:
+p-value is the one-sided upper tail ``P(K' >= K)``. By default (``alert_wander="lognormal"``) the wander part is
+multiplicative: the share is the baseline's (a beta for its sampling noise) times a mean-1 **lognormal** of variance
+``tau2``, the tail averaged over it by quadrature (:func:`lognormal_wander_sf`). Shares wander by a fraction of
+themselves, which is right-skewed; a beta of the same variance has a thinner upper tail (a third of the lognormal's
+at the 1-h window's alpha with ``tau2`` 0.02), and on spike-free synthetic weeks the 1-h window's p-values fell below
+its alpha ~17x too often at 100 posts/min, where the wander dominates (README "Spike alerts"). Why this and not the
+alternatives:
 
 * a plain **binomial** test (``tau2 = 0`` and an exactly known ``p0``) is what the beta-binomial reduces to when the
   history shows no extra variance; on real streams it cries wolf at high volume, where tiny true drifts become
@@ -55,6 +61,11 @@ Baselines
   posts; used when at least ``alert_seasonal_min_days`` such spans exist. Robust: ``p0`` = their **median**, and the
   spread ``(1.4826 x MAD)^2`` (the normal-consistent MAD, at least the binomial variance of one span) plus ``tau2 p0^2`` is
   ``var``, so a brand whose share varies a lot day to day needs a bigger jump.
+* **daily bias** (windows of at least ``alert_daily_bias_min_window_ms``; 0 = off): a rolling baseline lies before
+  its window (the 1-h window's centre 1.5 h after its baseline's), so a share with a daily rhythm sits above it every
+  morning and below it every night. The window's null share is the baseline's times ``1 + b``, ``b`` the median
+  relative difference of the same comparison at the same clock time +- 2 h on the 3 previous days
+  (:func:`daily_bias`; read from the overdispersion history's buckets, cached with ``tau2``).
 * **auto** (default): the p-value against the rolling baseline, the minimum effect against the higher of the rolling
   and (when enough history) the seasonal share. A seasonal median over a week lags a drifting share (3 % to 6 % over
   a week) and its day-to-day spread made the test too wide to find x3 spikes at 100 posts/min, while the rolling
@@ -103,8 +114,13 @@ __all__ = [
     "alpha_for",
     "upcrossings_per_week",
     "beta_binomial_sf",
+    "daily_bias",
+    "daily_bias_lags",
     "decide",
+    "history_daily_bias",
     "history_tau2",
+    "lognormal_wander_sf",
+    "null_sf",
     "parse_min_effect",
     "replay_detector",
     "replay_inputs",
@@ -229,6 +245,11 @@ class DetectorParams:
     seasonal_min_days: int = 3
     cooldown_min: int = 15
     baseline_halflife_min: float = 0.0  # > 0: the rolling baseline is exponentially weighted (:func:`ewma_counts`)
+    wander: str = "lognormal"  # the law of the share's wander beyond binomial noise: lognormal | beta
+    daily_bias_min_window: int = 0  # windows at least this long (> 0) correct for the daily bias (:func:`daily_bias`)
+
+    def corrects_bias(self, window: int) -> bool:
+        return 0 < self.daily_bias_min_window <= window
 
     def alpha(self, window: int) -> float:
         return alpha_for(self.sensitivity, len(self.windows_min), window)
@@ -255,8 +276,10 @@ class DetectorParams:
     def history_minutes(self, window: int) -> int:
         """Per-minute history one decision of a window with an exponentially weighted baseline needs: the window,
         the earlier windows of :func:`_replay_tau2` (history, spike checks) and the baseline of the oldest."""
-        return (window * (2 + self.history_windows(window) + self.rolling_min(window) // window + SPIKE_LOCAL)
-                + self.ewma_horizon(window))
+        earlier = self.history_windows(window) + SPIKE_LOCAL
+        if self.corrects_bias(window):
+            earlier = max(earlier, int(daily_bias_lags(window)[-1]))
+        return window * (2 + earlier + self.rolling_min(window) // window) + self.ewma_horizon(window)
 
     def history_windows(self, window: int) -> int:
         return max(MIN_HISTORY_WINDOWS, HISTORY_MIN // window)
@@ -287,6 +310,8 @@ class DetectorParams:
             seasonal_min_days=settings.alert_seasonal_min_days,
             cooldown_min=math.ceil(cooldown_ms / 60_000),
             baseline_halflife_min=getattr(settings, "alert_baseline_halflife_ms", 0) / 60_000,
+            wander=getattr(settings, "alert_wander", "lognormal"),
+            daily_bias_min_window=math.ceil(getattr(settings, "alert_daily_bias_min_window_ms", 0) / 60_000),
         )
 
 
@@ -309,10 +334,64 @@ def beta_binomial_sf(k: int, n: int, p0: float, var_p: float) -> float:
     if not math.isfinite(size) or n / (size + 1) < 1e-6:  # variance inflation below one in a million
         return float(stats.binom.sf(k - 1, n, p0))
     a, b = p0 * size, (1 - p0) * size
-    j = np.arange(k, n + 1, dtype=np.float64)
-    log_pmf = (special.gammaln(n + 1) - special.gammaln(j + 1) - special.gammaln(n - j + 1)
-               + special.betaln(j + a, n - j + b) - special.betaln(a, b))
-    return float(min(1.0, math.exp(special.logsumexp(log_pmf))))
+    # past the mode the pmf only falls: sum chunk by chunk until a chunk's last term is below 1e-18 of the largest
+    # (the rest cannot move the sum's 15th digit), instead of all n - k + 1 terms (6 000 for an hour at 100/min)
+    log_head = special.gammaln(n + 1) - special.betaln(a, b)
+    chunks, start, chunk = [], k, 512
+    while start <= n:
+        j = np.arange(start, min(n, start + chunk - 1) + 1, dtype=np.float64)
+        log_pmf = (log_head - special.gammaln(j + 1) - special.gammaln(n - j + 1)
+                   + special.betaln(j + a, n - j + b))
+        chunks.append(special.logsumexp(log_pmf))
+        start += chunk
+        top = max(chunks)
+        if log_pmf[-1] < top - 41.5 and log_pmf[-1] <= log_pmf[0]:  # e^-41.5 ~ 1e-18, and falling
+            break
+        chunk *= 2
+    return float(min(1.0, math.exp(special.logsumexp(chunks))))
+
+
+_WANDER_NODES, _WANDER_WEIGHTS = np.polynomial.hermite_e.hermegauss(32)  # E[f(Z)], Z ~ N(0, 1), by quadrature
+_WANDER_WEIGHTS = _WANDER_WEIGHTS / _WANDER_WEIGHTS.sum()
+_WANDER_USED = _WANDER_WEIGHTS > 1e-14  # nodes beyond ~7.5 sd weigh nothing at any alpha the detector uses
+
+
+def lognormal_wander_sf(k: int, n: int, p0: float, var_base: float, tau2: float) -> float:
+    """``P(K' >= k)`` when the window's share is the baseline's (beta: mean ``p0``, variance ``var_base``, the
+    baseline's own sampling noise) times a **lognormal** wander of mean 1 and variance ``tau2`` (the relative
+    overdispersion): the beta-binomial tail :func:`beta_binomial_sf` averaged over the wander by Gauss-Hermite
+    quadrature. Why lognormal: shares wander by a *fraction* of themselves (``tau2`` is relative), and a
+    multiplicative wander is right-skewed; a beta of the same mean and variance has a lighter upper tail (at a 5 %
+    share, 4 000 posts and ``tau2`` 0.02, the beta's tail at 8.7e-5, the 1-h window's alpha, is a third of the
+    lognormal's), which left the long windows' null too narrow where the wander dominates the binomial noise."""
+    if tau2 <= 0:
+        return beta_binomial_sf(k, n, p0, var_base)
+    s2 = math.log1p(tau2)  # log-variance of a mean-1 lognormal of variance tau2
+    factors = np.exp(math.sqrt(s2) * _WANDER_NODES - s2 / 2)
+    p_min = min(max(p0 * float(factors[_WANDER_USED].min()), 1e-9), 1 - 1e-9)
+    if var_base <= 0 or n * var_base / (p_min * (1 - p_min) - var_base) < 1e-6:  # binomial at every node: at once
+        shares = np.clip(p0 * factors[_WANDER_USED], 1e-9, 1 - 1e-9)
+        return float(min(1.0, np.sum(_WANDER_WEIGHTS[_WANDER_USED] * stats.binom.sf(k - 1, n, shares))))
+    total, left = 0.0, 1.0
+    for i in np.argsort(-factors):  # the highest share first: the tail only falls with the share, so once the
+        if not _WANDER_USED[i]:     # weight left times the last tail is below 1e-7 of the sum, the rest is noise
+            left -= _WANDER_WEIGHTS[i]
+            continue
+        tail = beta_binomial_sf(k, n, min(p0 * factors[i], 1 - 1e-9), var_base * factors[i] ** 2)
+        total += _WANDER_WEIGHTS[i] * tail
+        left -= _WANDER_WEIGHTS[i]
+        if tail * left < 1e-7 * total:
+            break
+    return float(min(1.0, total))
+
+
+def null_sf(k: int, n: int, p0: float, var_p: float, tau2: float, wander: str = "lognormal") -> float:
+    """The test's p-value: ``P(K' >= k)`` under the null of mean share ``p0`` and share variance ``var_p``, of which
+    ``tau2 x p0^2`` is the relative wander (the rest the baseline's sampling noise). ``wander="beta"``: all of it one
+    beta (:func:`beta_binomial_sf`); ``"lognormal"``: the wander multiplicative (:func:`lognormal_wander_sf`)."""
+    if wander == "beta":
+        return beta_binomial_sf(k, n, p0, var_p)
+    return lognormal_wander_sf(k, n, p0, max(var_p - tau2 * p0 * p0, 0.0), tau2)
 
 
 def _difference(k, n, kb, nb, min_posts: int):
@@ -395,6 +474,67 @@ def _replay_tau2(k, n, kb, nb, window: int, history_windows: int, min_posts: int
     return tau2
 
 
+DAILY_BIAS_DAYS = 3  # earlier days (inside the overdispersion history's 72 h) the daily bias is read from
+DAILY_BIAS_SPAN_MIN = 120  # ... at the same clock time +- this (the rhythm is smooth; more samples, less noise)
+DAILY_BIAS_MIN_SAMPLES = 5  # fewer usable earlier windows: no correction
+DAILY_BIAS_LIMITS = (-0.5, 1.0)  # a relative bias outside this is no rhythm to extrapolate
+
+
+def daily_bias_lags(window: int) -> np.ndarray:
+    """The earlier windows (in windows before the current one) whose comparison with their own rolling baseline
+    estimates the daily bias: the same clock time +- ``DAILY_BIAS_SPAN_MIN`` on each of the ``DAILY_BIAS_DAYS``
+    previous days (a window that does not divide a day is rounded to the nearest whole window)."""
+    per_day = MINUTES_PER_DAY / window
+    half = DAILY_BIAS_SPAN_MIN // window
+    return np.array(sorted({int(round(day * per_day)) + s for day in range(1, DAILY_BIAS_DAYS + 1)
+                            for s in range(-half, half + 1)}), dtype=np.int64)
+
+
+def daily_bias(samples: np.ndarray) -> np.ndarray:
+    """The daily bias of a window's comparison with its rolling baseline, from ``samples`` (axis 0: the earlier
+    windows of :func:`daily_bias_lags`; their relative difference ``d`` from their own rolling baseline, NaN where
+    unusable): the median, clipped to ``DAILY_BIAS_LIMITS``, 0 with fewer than ``DAILY_BIAS_MIN_SAMPLES``.
+
+    Why: a rolling baseline lies *before* its window (for the 1-h window the centres are 1.5 h apart), so where the
+    share has a daily rhythm the window's expected share is not the baseline's. On the synthetic weeks of
+    ``bench/alerts.py`` (share +-20 % over the day) the 1-h window sat ~10 % above its baseline in the late
+    morning and ~10 % below after midnight, every day: its z-score's mean swung by +-0.5 sd with the clock, and
+    its spike-free p-values fell below 1e-4 15x too often. The same comparison at the same clock time on the last
+    days measures that bias without a model of the rhythm; the median keeps a spike on one of those days out."""
+    samples = np.asarray(samples, dtype=np.float64)
+    count = np.sum(np.isfinite(samples), axis=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(samples, axis=0) if len(samples) else np.zeros(samples.shape[1:])
+    return np.where(count >= DAILY_BIAS_MIN_SAMPLES, np.clip(np.nan_to_num(median), *DAILY_BIAS_LIMITS), 0.0)
+
+
+def history_daily_bias(bucket_k, bucket_n, baseline_windows: int, window: int, min_posts: int) -> float:
+    """:func:`daily_bias` from one evaluation's window-long buckets (newest first, ``[0]`` the window under test;
+    the worker's reads, as :func:`history_tau2`); buckets beyond the read count as empty (unusable)."""
+    bucket_k = np.asarray(bucket_k, dtype=np.float64)
+    bucket_n = np.asarray(bucket_n, dtype=np.float64)
+    rows = []
+    for i in daily_bias_lags(window):
+        base = slice(i + 1, i + 1 + baseline_windows)
+        rows.append((bucket_k[i], bucket_n[i], bucket_k[base].sum(), bucket_n[base].sum()) if i < len(bucket_k)
+                    else (0.0, 0.0, 0.0, 0.0))
+    k, n, kb, nb = np.array(rows).T
+    d, _var, usable = _difference(k, n, kb, nb, min_posts)
+    return float(daily_bias(np.where(usable, d, np.nan)[:, None])[0])
+
+
+def _replay_daily_bias(k, n, kb, nb, window: int, min_posts: int, times: np.ndarray) -> np.ndarray:
+    """:func:`history_daily_bias` at ``times`` from the window/baseline sums at every minute."""
+    d, _var, usable = _difference(k, n, kb, nb, min_posts)
+    d = np.where(usable, d, np.nan)
+    earlier = times[None, :] - daily_bias_lags(window)[:, None] * window
+    samples = np.where(earlier >= 0, d[np.clip(earlier, 0, None)], np.nan)
+    return daily_bias(samples)
+
+
 EWMA_HORIZON_HALFLIVES = 6  # an exponentially weighted baseline stops where its weight falls below 1/64
 
 
@@ -475,6 +615,7 @@ class WindowInputs:
     span_k: np.ndarray
     span_n: np.ndarray
     tau2: np.ndarray
+    bias: np.ndarray | None = None  # the daily bias of the rolling baseline (:func:`daily_bias`); None: none
 
 
 @dataclass(frozen=True)
@@ -506,10 +647,14 @@ def _baselines(inp: WindowInputs, params: DetectorParams):
     nb = np.asarray(inp.nb, dtype=np.float64)
     tau2 = np.asarray(inp.tau2, dtype=np.float64)
     p_roll = (kb + 0.5) / (nb + 1)
-    var_roll = p_roll * (1 - p_roll) / (nb + 1) + tau2 * p_roll ** 2
+    # the test's null: the share this window is expected to have given the daily rhythm (the minimum effect stays
+    # measured from the baseline itself)
+    p_null = p_roll if inp.bias is None else np.clip(p_roll * (1 + np.asarray(inp.bias, dtype=np.float64)),
+                                                     1e-6, 1 - 1e-6)
+    var_roll = p_null * (1 - p_null) / (nb + 1) + tau2 * p_null ** 2
     roll_ok = nb >= params.min_baseline_posts
     if params.baseline == "rolling" or np.size(inp.span_n) == 0:
-        return p_roll, var_roll, p_roll, np.zeros_like(roll_ok), roll_ok
+        return p_null, var_roll, p_roll, np.zeros_like(roll_ok), roll_ok
     days = params.seasonal_days
     span_k, span_n = np.asarray(inp.span_k), np.asarray(inp.span_n)
     p_day, var_day, day_ok = seasonal_baseline(span_k[:days], span_n[:days], params.min_baseline_posts,
@@ -524,7 +669,7 @@ def _baselines(inp: WindowInputs, params: DetectorParams):
         return p_seas, np.where(usable, var_seas, 1.0), p_seas, usable, usable
     # auto: the test against the rolling baseline (it knows today's level: a drifting share moves it), the effect
     # against the higher of rolling and seasonal (an hour that is angry every day is not a spike)
-    return p_roll, var_roll, np.where(usable, np.maximum(p_roll, p_seas), p_roll), usable, roll_ok
+    return p_null, var_roll, np.where(usable, np.maximum(p_roll, p_seas), p_roll), usable, roll_ok
 
 
 def decide(inp: WindowInputs, params: DetectorParams) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -539,8 +684,9 @@ def decide(inp: WindowInputs, params: DetectorParams) -> tuple[np.ndarray, np.nd
     effect_ok = (share >= params.min_effect.ratio * p_effect) & (share >= p_effect + params.min_effect.points)
     gates = (k >= params.min_volume) & baseline_ok & effect_ok
     p_value = np.ones_like(k)
+    tau2 = np.broadcast_to(np.asarray(inp.tau2, dtype=np.float64), k.shape)
     for i in np.flatnonzero(gates):
-        p_value[i] = beta_binomial_sf(int(k[i]), int(n[i]), float(p_test[i]), float(var[i]))
+        p_value[i] = null_sf(int(k[i]), int(n[i]), float(p_test[i]), float(var[i]), float(tau2[i]), params.wander)
     fired = gates & (p_value <= params.alpha(inp.window_min))
     details = {"share": share, "p0": p_effect, "seasonal": seasonal, "volume_ok": k >= params.min_volume,
                "baseline_ok": baseline_ok, "effect_ok": effect_ok}
@@ -604,14 +750,17 @@ def replay_inputs(posts_per_minute, emotion_per_minute, params: DetectorParams, 
         kb, nb = ewma_counts(k, n, window, params.halflife(window))
     else:
         kb, nb = _span_sums(cum_k, every - window, rolling), _span_sums(cum_n, every - window, rolling)
-    tau2 = _replay_tau2(_span_sums(cum_k, every, window), _span_sums(cum_n, every, window), kb, nb,
+    k_all, n_all = _span_sums(cum_k, every, window), _span_sums(cum_n, every, window)
+    tau2 = _replay_tau2(k_all, n_all, kb, nb,
                         window, params.history_windows(window), params.min_baseline_posts, rolling // window)
+    bias = (_replay_daily_bias(k_all, n_all, kb, nb, window, params.min_baseline_posts, t)
+            if params.corrects_bias(window) else None)
     return WindowInputs(
         window_min=window,
         k=_span_sums(cum_k, t, window), n=_span_sums(cum_n, t, window),
         kb=kb[t], nb=nb[t],
         span_k=lagged(cum_k, days + weeks, span, shift=-after), span_n=lagged(cum_n, days + weeks, span, shift=-after),
-        tau2=tau2[t],
+        tau2=tau2[t], bias=bias,
     )
 
 
@@ -693,6 +842,8 @@ def spans_for(t_min: int, window: int, params: DetectorParams) -> dict:
     days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
     span, after = params.seasonal_span(window)
     count = 1 + params.history_windows(window) + 2 * (params.rolling_min(window) // window) + SPIKE_LOCAL
+    if params.corrects_bias(window):  # the daily bias's earlier windows and their baselines
+        count = max(count, 1 + int(daily_bias_lags(window)[-1]) + params.rolling_min(window) // window)
     return {
         "buckets": ((t_min + 1 - window * count) * 60_000, (t_min + 1) * 60_000 - 1, count),
         "seasonal": [_minute_span(t_min - lag + after, span) for lag in days + weeks],
@@ -727,9 +878,9 @@ async def read_inputs(store, count_key: str, posts_key: str, now_ms: int, params
             start, end, _count = spans["buckets"]
             count = 1 + params.rolling_min(window) // window
             spans["buckets"] = (end + 1 - window * count * 60_000, end, count)
-        plans.append((window, spans, cached[1] if fresh else None))
+        plans.append((window, spans, cached[1:] if fresh else None))
     queries = []
-    for window, spans, _tau2 in plans:
+    for window, spans, _cached in plans:
         start, end, _count = spans["buckets"]
         queries += [(key, start, end, window * 60_000, end + 1) for key in (count_key, posts_key)]
         for start, end in spans["seasonal"]:
@@ -752,25 +903,29 @@ async def read_inputs(store, count_key: str, posts_key: str, now_ms: int, params
         return out
 
     out = []
-    for window, spans, tau2 in plans:
+    for window, spans, cached in plans:
         _start, end, count = spans["buckets"]
         bucket_k = newest_first(next(replies), end, window, count)
         bucket_n = newest_first(next(replies), end, window, count)
         seasonal = [(total(next(replies)), total(next(replies))) for _ in spans["seasonal"]]
         base = slice(1, 1 + params.rolling_min(window) // window)
-        if tau2 is None:
+        if cached is None:
             tau2 = history_tau2(bucket_k, bucket_n, params.rolling_min(window) // window,
                                 params.history_windows(window), params.min_baseline_posts)
+            bias = (history_daily_bias(bucket_k, bucket_n, params.rolling_min(window) // window, window,
+                                       params.min_baseline_posts) if params.corrects_bias(window) else None)
             if tau2_cache is not None:
                 if len(tau2_cache) > 100_000:  # brands come and go: a bounded cache
                     tau2_cache.clear()
-                tau2_cache[(count_key, window)] = (t_min, tau2)
+                tau2_cache[(count_key, window)] = (t_min, tau2, bias)
+        else:
+            tau2, bias = cached
         out.append(WindowInputs(
             window_min=window, k=bucket_k[:1], n=bucket_n[:1],
             kb=np.array([bucket_k[base].sum()]), nb=np.array([bucket_n[base].sum()]),
             span_k=np.array([[k] for k, _n in seasonal]).reshape(len(seasonal), 1),
             span_n=np.array([[n] for _k, n in seasonal]).reshape(len(seasonal), 1),
-            tau2=np.array([tau2])))
+            tau2=np.array([tau2]), bias=None if bias is None else np.array([bias])))
     return out
 
 
@@ -789,7 +944,7 @@ async def _read_inputs_ewma(store, count_key: str, posts_key: str, t_min: int, p
         minutes = window + params.ewma_horizon(window) if fresh else params.history_minutes(window)
         span, after = params.seasonal_span(window)
         days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
-        plans.append((window, minutes, cached[1] if fresh else None,
+        plans.append((window, minutes, cached[1:] if fresh else None,
                       [_minute_span(t_min - lag + after, span) for lag in days + weeks]))
         longest = max(longest, minutes)
     start, end = _minute_span(t_min, longest)
@@ -813,20 +968,22 @@ async def _read_inputs_ewma(store, count_key: str, posts_key: str, t_min: int, p
 
     minute_k, minute_n = per_minute(next(replies)), per_minute(next(replies))
     out = []
-    for window, minutes, tau2, seasonal in plans:
+    for window, minutes, cached, seasonal in plans:
         k, n = minute_k[longest - minutes:], minute_n[longest - minutes:]
         spans = [(total(next(replies)), total(next(replies))) for _ in seasonal]
-        if tau2 is None:
+        if cached is None:
             inp = replay_inputs(n, k, rolling_only, window, times=np.array([minutes - 1]))
             if tau2_cache is not None:
                 if len(tau2_cache) > 100_000:  # brands come and go: a bounded cache
                     tau2_cache.clear()
-                tau2_cache[(count_key, window)] = (t_min, float(inp.tau2[0]))
+                tau2_cache[(count_key, window)] = (t_min, float(inp.tau2[0]),
+                                                   None if inp.bias is None else float(inp.bias[0]))
         else:
+            tau2, bias = cached
             kb, nb = ewma_counts(k, n, window, params.halflife(window))
             inp = WindowInputs(window_min=window, k=np.array([k[-window:].sum()]), n=np.array([n[-window:].sum()]),
                                kb=kb[-1:], nb=nb[-1:], span_k=np.zeros((0, 1)), span_n=np.zeros((0, 1)),
-                               tau2=np.array([tau2]))
+                               tau2=np.array([tau2]), bias=None if bias is None else np.array([bias]))
         out.append(dataclasses.replace(
             inp, span_k=np.array([[sk] for sk, _sn in spans]).reshape(len(spans), 1),
             span_n=np.array([[sn] for _sk, sn in spans]).reshape(len(spans), 1)))

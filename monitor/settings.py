@@ -205,6 +205,16 @@ class MonitorSettings(BaseSettings):
         "alert_baseline_ms (2 W for a window W) before the window; > 0 = exponentially weighted over the minutes "
         "before the window with this half-life (effective posts from the weights, monitor/detector.py ewma_counts)"
     )
+    alert_wander: Literal["lognormal", "beta"] = Field(
+        "lognormal", description="Law of an emotion share's wander beyond binomial noise in the statistical "
+        "detector's null: lognormal = multiplicative (right-skewed, heavier upper tail), beta = a beta of the same "
+        "mean and variance (monitor/detector.py null_sf)"
+    )
+    alert_daily_bias_min_window_ms: int = Field(
+        0, ge=0, description="Windows of the statistical detector at least this long expect their share to differ "
+        "from their rolling baseline as it did at the same clock time on the previous 3 days (median; the daily "
+        "rhythm a lagging baseline misses, monitor/detector.py daily_bias); 0 = no window"
+    )
     alert_seasonal_days: int = Field(7, ge=1, le=28, description="Previous days (and weeks) the seasonal baseline "
                                      "looks back")
     alert_seasonal_min_days: int = Field(3, ge=1, description="Fewest earlier spans with enough posts for a "

@@ -87,6 +87,11 @@ def _write_minutes(client, brand: str, emotion: str, n, k, first_min: int) -> No
             client.ts().madd(ts_count[start:start + 5000])
 
 
+# rolling baseline (0: flat, else the half-life) x the daily-bias correction (windows from this length; 0: none)
+_BASELINE_VARIANTS = [(0, 0), (30 * 60_000, 0), (0, 5 * 60_000), (30 * 60_000, 30 * 60_000)]
+_BASELINE_VARIANT_IDS = ["flat", "ewma", "flat-daily-bias", "ewma-daily-bias"]
+
+
 def _engine(cfg):
     async def publish(topic, key, value):
         pass
@@ -95,8 +100,8 @@ def _engine(cfg):
     return store, AlertEngine(cfg, store, publish, "test")
 
 
-@pytest.mark.parametrize("halflife_ms", [0, 30 * 60_000], ids=["flat", "ewma"])
-def test_the_worker_reads_the_same_counts_as_the_replay(redis_server, redis_client, halflife_ms):
+@pytest.mark.parametrize("halflife_ms, bias_ms", _BASELINE_VARIANTS, ids=_BASELINE_VARIANT_IDS)
+def test_the_worker_reads_the_same_counts_as_the_replay(redis_server, redis_client, halflife_ms, bias_ms):
     """Eight days in the 1-minute tier: the engine's Detection at several minutes (seasonal spans, rolling baseline
     — flat, or exponentially weighted from per-minute reads —, 72 hours of history for overdispersion, both windows)
     equals the replay's from the same arrays."""
@@ -104,7 +109,8 @@ def test_the_worker_reads_the_same_counts_as_the_replay(redis_server, redis_clie
     spike = 7 * DAY + 600
     n, k = _history(11, days, spike_at=spike)
     _write_minutes(redis_client, "acme", "anger", n, k, T0_MIN)
-    cfg = MonitorSettings(redis_url=redis_server.url, alert_baseline_halflife_ms=halflife_ms)
+    cfg = MonitorSettings(redis_url=redis_server.url, alert_baseline_halflife_ms=halflife_ms,
+                          alert_daily_bias_min_window_ms=bias_ms)
     params = DetectorParams.from_settings(cfg)
     minutes = [spike - 30, spike + 3, spike + 12]
 
@@ -136,15 +142,17 @@ def test_the_worker_reads_the_same_counts_as_the_replay(redis_server, redis_clie
     assert worker[1][0].baseline_kind == "seasonal"  # seven earlier days at this hour
 
 
-@pytest.mark.parametrize("halflife_ms", [0, 30 * 60_000], ids=["flat", "ewma"])
-def test_the_worker_reuses_its_overdispersion_estimate_for_a_few_minutes(redis_server, redis_client, halflife_ms):
+@pytest.mark.parametrize("halflife_ms, bias_ms", _BASELINE_VARIANTS, ids=_BASELINE_VARIANT_IDS)
+def test_the_worker_reuses_its_overdispersion_estimate_for_a_few_minutes(redis_server, redis_client, halflife_ms,
+                                                                          bias_ms):
     """With a cache, the 72 h of history are read once per TAU2_REFRESH_MIN; the window, baseline and seasonal
     counts are still read fresh every time (they equal the replay's)."""
     from monitor.detector import TAU2_REFRESH_MIN, read_inputs
 
     n, k = _history(13, 4)
     _write_minutes(redis_client, "acme", "anger", n, k, T0_MIN)
-    cfg = MonitorSettings(redis_url=redis_server.url, alert_baseline_halflife_ms=halflife_ms)
+    cfg = MonitorSettings(redis_url=redis_server.url, alert_baseline_halflife_ms=halflife_ms,
+                          alert_daily_bias_min_window_ms=bias_ms)
     params = DetectorParams.from_settings(cfg)
     first, later = 3 * DAY + 100, 3 * DAY + 100 + TAU2_REFRESH_MIN - 1
     cache: dict = {}
@@ -167,6 +175,12 @@ def test_the_worker_reuses_its_overdispersion_estimate_for_a_few_minutes(redis_s
         assert (b.kb[0], b.nb[0]) == pytest.approx((replay_later.kb[0], replay_later.nb[0]), rel=1e-12)
         assert np.array_equal(b.span_n[:, 0], replay_later.span_n[:, 0])
         assert c.tau2[0] == pytest.approx(replay_refreshed.tau2[0], rel=1e-9, abs=1e-15)  # re-estimated
+        if params.corrects_bias(window):  # the daily bias is cached with tau2, re-estimated with it
+            assert b.bias[0] == a.bias[0]
+            assert c.bias[0] == pytest.approx(replay_refreshed.bias[0], rel=1e-9, abs=1e-15)
+            assert replay_refreshed.bias[0] != 0.0  # estimated from the previous days, not the fallback
+        else:
+            assert b.bias is None and replay_later.bias is None
 
 
 def test_rules_edited_at_runtime_reach_the_running_engine(redis_server, redis_client):

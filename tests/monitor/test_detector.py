@@ -3,6 +3,7 @@ in words, the seasonal baseline, the cooldown, and the old threshold rule throug
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -21,6 +22,7 @@ from monitor.detector import (
     history_tau2,
     parse_min_effect,
     replay_detector,
+    replay_inputs,
     seasonal_baseline,
     upcrossings_per_week,
     windows_fired,
@@ -278,9 +280,95 @@ def test_overdispersion_is_relative_to_the_share():
         estimates.append(history_tau2(k, n, 12, 580, 20))
     assert estimates[0] == pytest.approx(estimates[1], rel=0.25)
     assert math.sqrt(estimates[0]) == pytest.approx(0.2 * math.sqrt(1 + 1 / 12), rel=0.2)
-    params = DetectorParams(windows_min=(5,), baseline="rolling")
+    params = DetectorParams(windows_min=(5,), baseline="rolling", wander="beta")
     inp = WindowInputs(5, np.array([130.0]), np.array([1000.0]), np.array([800.0]), np.array([10_000.0]),
                        np.zeros((0, 1)), np.zeros((0, 1)), np.array([0.04]))
     _fired, p_value, _d = decide(inp, params)
     p0 = 800.5 / 10_001
     assert p_value[0] == pytest.approx(beta_binomial_sf(130, 1000, p0, p0 * (1 - p0) / 10_001 + 0.04 * p0 ** 2))
+
+
+def test_lognormal_wander_tail_by_numerical_integration():
+    """The lognormal null (the default): the binomial tail averaged over a mean-1 lognormal wander of variance tau2,
+    against scipy's quadrature of the same integral; no wander is the plain beta-binomial; and at the 1-h window's
+    alpha its upper tail is several times the beta's of the same mean and variance (what left the long windows'
+    null too narrow)."""
+    from scipy import integrate
+
+    from monitor.detector import lognormal_wander_sf, null_sf
+
+    for k, n, p0, tau2 in [(320, 4000, 0.045, 0.02), (30, 300, 0.05, 0.05), (12, 100, 0.04, 0.1)]:
+        s2 = math.log1p(tau2)
+
+        def integrand(z):
+            share = min(p0 * math.exp(math.sqrt(s2) * z - s2 / 2), 1 - 1e-12)
+            return stats.binom.sf(k - 1, n, share) * stats.norm.pdf(z)
+
+        expected = integrate.quad(integrand, -12, 12, points=[0, 2, 4], limit=200, epsabs=0, epsrel=1e-10)[0]
+        assert lognormal_wander_sf(k, n, p0, 0.0, tau2) == pytest.approx(expected, rel=1e-4)
+    assert lognormal_wander_sf(40, 400, 0.05, 1e-5, 0.0) == beta_binomial_sf(40, 400, 0.05, 1e-5)
+    lognormal = null_sf(320, 4000, 0.045, 0.02 * 0.045 ** 2, 0.02)
+    beta = null_sf(320, 4000, 0.045, 0.02 * 0.045 ** 2, 0.02, wander="beta")
+    assert beta == beta_binomial_sf(320, 4000, 0.045, 0.02 * 0.045 ** 2)
+    assert 1e-6 < beta < 1e-4 and lognormal > 2.5 * beta
+    # the baseline's own sampling noise widens the null further
+    assert null_sf(320, 4000, 0.045, 0.02 * 0.045 ** 2 + 1e-5, 0.02) > lognormal
+
+
+def _rhythmic(days: int, seed: int, amplitude: float = 0.3, posts: int = 200):
+    """Per-minute posts and angry posts: a share of 5 % x (1 + amplitude sin(day phase)), binomial noise only."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * DAY)
+    share = 0.05 * (1 + amplitude * np.sin(2 * np.pi * t / DAY))
+    n = rng.poisson(posts, size=len(t))
+    return n, rng.binomial(n, share), share
+
+
+def test_the_daily_bias_recovers_what_a_lagging_baseline_misses_and_the_long_window_stays_calibrated():
+    """A share with a strong daily rhythm (+-30 %), no spikes: the 1-h window's rolling baseline (the 2 h before it)
+    lags it, so the window's expected share differs from the baseline's by up to ~12 %, in step with the clock.
+    The daily bias read from the previous 3 days follows that difference through day 5, the corrected test
+    is not inflated (fewer than 2 % of minutes below p = 0.01), and one x3 hour on an earlier day at the same clock
+    time hardly moves the bias (a median)."""
+    n, k, share = _rhythmic(5, 3)
+    params = DetectorParams(windows_min=(60,), baseline="rolling", daily_bias_min_window=60)
+    times = np.arange(4 * DAY, 5 * DAY)
+    inp = replay_inputs(n, k, params, 60, times=times)
+    # the truth: the window's expected share over its baseline's, from the known share and volume
+    cum_kn = np.concatenate([[0.0], np.cumsum(n * share)])
+    cum_n = np.concatenate([[0.0], np.cumsum(n)])
+    window = (cum_kn[times + 1] - cum_kn[times - 59]) / (cum_n[times + 1] - cum_n[times - 59])
+    base = (cum_kn[times - 59] - cum_kn[times - 179]) / (cum_n[times - 59] - cum_n[times - 179])
+    truth = window / base - 1
+    assert truth.max() > 0.1 and truth.min() < -0.1  # the bias is real and swings with the clock
+    # within a few points everywhere (the +-2 h span flattens the extremes a little, binomial noise the rest)
+    assert np.max(np.abs(inp.bias - truth)) < 0.06 and np.mean(np.abs(inp.bias - truth)) < 0.025
+    _fired, p_value, _d = decide(inp, dataclasses.replace(params, min_effect=MinEffect(1.0, 0.0), min_volume=1))
+    assert np.mean(p_value < 0.01) < 0.02
+    uncorrected = replay_inputs(n, k, dataclasses.replace(params, daily_bias_min_window=0), 60, times=times)
+    assert uncorrected.bias is None
+    # a x3 hour at 10:00 two days before the tested minute: the median of 15 earlier windows shrugs it off
+    spiky = k.copy()
+    spike = 2 * DAY + 600
+    spiky[spike:spike + 60] = np.minimum(n[spike:spike + 60], 3 * k[spike:spike + 60])
+    at = np.array([4 * DAY + 630])
+    assert replay_inputs(n, spiky, params, 60, times=at).bias[0] == pytest.approx(
+        replay_inputs(n, k, params, 60, times=at).bias[0], abs=0.03)
+
+
+def test_the_workers_daily_bias_equals_the_replays():
+    """:func:`history_daily_bias` on one evaluation's window-long buckets (the worker's reads) gives the replay's
+    value at that minute, for a window that divides a day and one that does not."""
+    from monitor.detector import history_daily_bias
+
+    n, k, _share = _rhythmic(4, 5, posts=30)
+    for window in (30, 7):
+        params = DetectorParams(windows_min=(window,), baseline="rolling", daily_bias_min_window=5)
+        t = 4 * DAY - 1
+        replayed = replay_inputs(n, k, params, window, times=np.array([t])).bias[0]
+        count = t // window
+        ends = t - window * np.arange(count)  # newest first: bucket i ends at t - i window
+        bucket_k = np.array([k[e - window + 1:e + 1].sum() for e in ends], dtype=float)
+        bucket_n = np.array([n[e - window + 1:e + 1].sum() for e in ends], dtype=float)
+        worker = history_daily_bias(bucket_k, bucket_n, params.rolling_min(window) // window, window, 20)
+        assert worker == pytest.approx(replayed, rel=1e-12, abs=1e-15) and worker != 0.0
