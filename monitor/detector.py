@@ -853,6 +853,20 @@ def spans_for(t_min: int, window: int, params: DetectorParams) -> dict:
 TAU2_REFRESH_MIN = 10
 
 
+def _cached_history(cache: dict | None, key: tuple, t_min: int) -> tuple | None:
+    """``(tau2, bias)`` of a series x window from the caller's cache while younger than ``TAU2_REFRESH_MIN``, else
+    None (the history is due to be read and estimated again)."""
+    cached = cache.get(key) if cache is not None else None
+    return cached[1:] if cached is not None and 0 <= t_min - cached[0] < TAU2_REFRESH_MIN else None
+
+
+def _remember_history(cache: dict | None, key: tuple, t_min: int, tau2: float, bias: float | None) -> None:
+    if cache is not None:
+        if len(cache) > 100_000:  # brands come and go: a bounded cache
+            cache.clear()
+        cache[key] = (t_min, tau2, bias)
+
+
 async def read_inputs(store, count_key: str, posts_key: str, now_ms: int, params: DetectorParams,
                       tau2_cache: dict | None = None) -> list[WindowInputs]:
     """The worker's :class:`WindowInputs` (one per window, length 1) from the 1-minute tier of a brand's count and
@@ -872,13 +886,12 @@ async def read_inputs(store, count_key: str, posts_key: str, now_ms: int, params
     plans = []
     for window in params.windows_min:
         spans = dict(spans_for(t_min, window, params))
-        cached = tau2_cache.get((count_key, window)) if tau2_cache is not None else None
-        fresh = cached is not None and 0 <= t_min - cached[0] < TAU2_REFRESH_MIN
-        if fresh:  # only the window and its rolling baseline
+        cached = _cached_history(tau2_cache, (count_key, window), t_min)
+        if cached is not None:  # only the window and its rolling baseline
             start, end, _count = spans["buckets"]
             count = 1 + params.rolling_min(window) // window
             spans["buckets"] = (end + 1 - window * count * 60_000, end, count)
-        plans.append((window, spans, cached[1:] if fresh else None))
+        plans.append((window, spans, cached))
     queries = []
     for window, spans, _cached in plans:
         start, end, _count = spans["buckets"]
@@ -914,10 +927,7 @@ async def read_inputs(store, count_key: str, posts_key: str, now_ms: int, params
                                 params.history_windows(window), params.min_baseline_posts)
             bias = (history_daily_bias(bucket_k, bucket_n, params.rolling_min(window) // window, window,
                                        params.min_baseline_posts) if params.corrects_bias(window) else None)
-            if tau2_cache is not None:
-                if len(tau2_cache) > 100_000:  # brands come and go: a bounded cache
-                    tau2_cache.clear()
-                tau2_cache[(count_key, window)] = (t_min, tau2, bias)
+            _remember_history(tau2_cache, (count_key, window), t_min, tau2, bias)
         else:
             tau2, bias = cached
         out.append(WindowInputs(
@@ -939,12 +949,11 @@ async def _read_inputs_ewma(store, count_key: str, posts_key: str, t_min: int, p
     rolling_only = dataclasses.replace(params, baseline="rolling")  # seasonal spans come from their own reads
     plans, longest = [], 0
     for window in params.windows_min:
-        cached = tau2_cache.get((count_key, window)) if tau2_cache is not None else None
-        fresh = cached is not None and 0 <= t_min - cached[0] < TAU2_REFRESH_MIN
-        minutes = window + params.ewma_horizon(window) if fresh else params.history_minutes(window)
+        cached = _cached_history(tau2_cache, (count_key, window), t_min)
+        minutes = window + params.ewma_horizon(window) if cached is not None else params.history_minutes(window)
         span, after = params.seasonal_span(window)
         days, weeks = seasonal_lags(params) if params.baseline != "rolling" else ([], [])
-        plans.append((window, minutes, cached[1:] if fresh else None,
+        plans.append((window, minutes, cached,
                       [_minute_span(t_min - lag + after, span) for lag in days + weeks]))
         longest = max(longest, minutes)
     start, end = _minute_span(t_min, longest)
@@ -973,11 +982,8 @@ async def _read_inputs_ewma(store, count_key: str, posts_key: str, t_min: int, p
         spans = [(total(next(replies)), total(next(replies))) for _ in seasonal]
         if cached is None:
             inp = replay_inputs(n, k, rolling_only, window, times=np.array([minutes - 1]))
-            if tau2_cache is not None:
-                if len(tau2_cache) > 100_000:  # brands come and go: a bounded cache
-                    tau2_cache.clear()
-                tau2_cache[(count_key, window)] = (t_min, float(inp.tau2[0]),
-                                                   None if inp.bias is None else float(inp.bias[0]))
+            _remember_history(tau2_cache, (count_key, window), t_min, float(inp.tau2[0]),
+                              None if inp.bias is None else float(inp.bias[0]))
         else:
             tau2, bias = cached
             kb, nb = ewma_counts(k, n, window, params.halflife(window))
