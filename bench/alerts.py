@@ -215,7 +215,7 @@ def null_calibration(seeds, volume: float, wander_sd: float = 0.15, settings=Non
     """Are the detector's p-values honest? On spike-free runs (the scored week of each seed), every minute and every
     window: the share of tests whose p-value is below each level of ``CALIBRATION_LEVELS`` and below the window's own
     alpha, against the level itself (a calibrated test gives ratio 1; above 1 the null is too narrow and the budget
-    is overspent). The p-value is the detector's own (:func:`monitor.detector.decide`'s beta-binomial against its
+    is overspent). The p-value is the detector's own (:func:`monitor.detector.decide`'s ``null_sf`` against its
     baseline and overdispersion) wherever the baseline and the window have posts, *without* the volume and
     minimum-effect gates, which would hide the model's tail behind them."""
     from monitor.detector import _baselines, null_sf, replay_inputs

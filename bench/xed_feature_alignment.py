@@ -20,7 +20,6 @@ transform. Sentence vectors are cached under ``$EM_CACHE_DIR/bench`` (~50 MB, ne
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -38,9 +37,7 @@ import calibration as xed_bench  # noqa: E402  (the XED reader, split seed and s
 
 def _vectors(classifier, name: str, texts: list[str]) -> np.ndarray:
     cache = Path(os.environ.get("EM_CACHE_DIR", Path.home() / ".cache" / "emotion-monitor")) / "bench"
-    key = hashlib.sha256(("\n".join(texts) + xed_bench.weights_digest(classifier.path)
-                          + classifier.precision).encode()).hexdigest()[:12]
-    path = cache / f"vectors-{name}-{key}.npy"
+    path = cache / f"vectors-{name}-{xed_bench.cache_key(classifier, texts)}.npy"
     if path.exists():
         return np.load(path)
     started = time.time()
