@@ -134,6 +134,14 @@ class TrainerSettings(BaseSettings):
     checkpoint_every: int = Field(default=200, ge=1, description="Save a resumable checkpoint every N steps.")
     resume: bool = Field(default=True, description="Resume from the output's checkpoint when one exists.")
     log_every: int = Field(default=50, ge=1, description="Log the running loss every N steps.")
+    divergence_factor: float = Field(
+        default=1.5, ge=0.0,
+        description="Divergence guard (trainer.divergence): a logged loss above this x the run's best windowed mean "
+        "holds back the checkpoint; a window mean above it, or a non-finite loss, rolls back to the last checkpoint "
+        "with half the learning rate. 0 = off.")
+    divergence_window: int = Field(default=10, ge=1, description="Divergence guard: logged losses per window mean.")
+    divergence_retries: int = Field(default=3, ge=0,
+                                    description="Divergence guard: rollbacks before the run fails naming its checkpoint.")
     # --- output -----------------------------------------------------------------------------------------
     output: str = Field(default="runs/model", description="Artifact folder to write.")
     name: str = Field(default="emotion-minilm-lora", description="Model name recorded in the artifact.")
@@ -143,6 +151,14 @@ class TrainerSettings(BaseSettings):
     def _non_empty_modules(cls, value: str) -> str:
         if not [m for m in value.split(",") if m.strip()]:
             raise ValueError("lora_target_modules needs at least one module name")
+        return value
+
+    @field_validator("divergence_factor")
+    @classmethod
+    def _factor_above_one(cls, value: float) -> float:
+        if 0 < value <= 1:
+            raise ValueError(f"divergence_factor must be 0 (off) or above 1 (a loss that many times its best), got "
+                             f"{value}")
         return value
 
     @property

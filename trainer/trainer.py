@@ -29,6 +29,7 @@ import torch
 from .artifact import ArtifactClassifier, save_classifier
 from .calibration import write_calibration
 from .data import DatasetSplits, prepare_data
+from .divergence import DivergenceGuard, TrainingDiverged
 from .evaluate import evaluate_classifier
 from .losses import DistillationLoss, loss_for_labels
 from .modeling import autocast, build_classifier, pick_device
@@ -99,6 +100,8 @@ class _Stage1:
     step: int = 0
     loss_history: list[dict] = field(default_factory=list)
     epoch_seconds: dict[str, float] = field(default_factory=dict)
+    #: the divergence guard's rollbacks: {"step" it diverged at, "to_step" it resumed from, "lr_scale" after it}
+    rollbacks: list[dict] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -135,7 +138,7 @@ def train(settings: TrainerSettings, progress: bool = True, command: str | None 
         "label_weight_values": None if weights is None else [round(float(w), 4) for w in weights],
         "hardware": _hardware(device), "command": command or " ".join(sys.argv),
         "stage1_seconds": round(stage1.seconds, 1), "seconds_per_epoch": round(stage1.seconds_per_epoch, 1),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "divergence_rollbacks": stage1.rollbacks,
     }
     classifier = ArtifactClassifier(model, tokenizer, data.labels, np.full(len(data.labels), 0.5), config,
                                     device=device)
@@ -181,9 +184,11 @@ def _fit(settings: TrainerSettings, model, tokenizer, labels: list[str], inputs:
 
     from tqdm.auto import tqdm
 
+    guard = _guard(settings, run)
     model.train()
     bar = tqdm(total=run.total_steps, initial=run.step, desc="stage 1 (LoRA)", disable=not progress, mininterval=5)
     epoch_start, running = time.time(), []
+    verdict = "healthy"  # the guard's verdict on the last logged loss: a checkpoint is written only while healthy
     while run.step < run.total_steps:
         epoch, position = divmod(run.step, steps_per_epoch)
         batches = _batch_order(lengths, settings.batch_size, settings.seed, epoch, settings.length_bucketing)
@@ -198,26 +203,83 @@ def _fit(settings: TrainerSettings, model, tokenizer, labels: list[str], inputs:
             else:
                 loss = loss_fn(logits.float(), inputs.targets[index].to(device),
                                inputs.teacher_proba[index].to(device), inputs.labelled[index].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            run.step += 1
-            running.append(loss.item())
-            bar.update(1)
-            if run.step % settings.log_every == 0 or run.step == run.total_steps:
-                run.loss_history.append({"step": run.step, "loss": float(np.mean(running))})
-                bar.set_postfix(loss=f"{run.loss_history[-1]['loss']:.4f}")
-                log.info("step %d/%d loss %.4f lr %.2e", run.step, run.total_steps, run.loss_history[-1]["loss"],
-                         scheduler.get_last_lr()[0])
-                running = []
-            if run.step % settings.checkpoint_every == 0:
+            value = loss.item()
+            if not math.isfinite(value) and guard.enabled:
+                verdict = "diverged"  # never step on it: one NaN gradient makes every weight NaN
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                run.step += 1
+                running.append(value)
+                bar.update(1)
+                if run.step % settings.log_every == 0 or run.step == run.total_steps:
+                    run.loss_history.append({"step": run.step, "loss": float(np.mean(running))})
+                    bar.set_postfix(loss=f"{run.loss_history[-1]['loss']:.4f}")
+                    log.info("step %d/%d loss %.4f lr %.2e", run.step, run.total_steps,
+                             run.loss_history[-1]["loss"], scheduler.get_last_lr()[0])
+                    running = []
+                    verdict = guard.observe(run.loss_history[-1]["loss"])
+            if verdict == "diverged":
+                epoch_seconds = dict(run.epoch_seconds)
+                _roll_back(settings, checkpoint_dir, run, labels, model, optimizer, scheduler, device, guard, value)
+                run.epoch_seconds = epoch_seconds  # the lost steps' time was spent all the same
+                guard, running, verdict = _guard(settings, run), [], "healthy"
+                bar.reset(total=run.total_steps)
+                bar.update(run.step)
+                break  # the batch order restarts at the restored step
+            if run.step % settings.checkpoint_every == 0 and verdict == "healthy":
                 _save_checkpoint(checkpoint_dir, run, labels, model, optimizer, scheduler)
         run.epoch_seconds[str(epoch)] = run.epoch_seconds.get(str(epoch), 0.0) + time.time() - epoch_start
         epoch_start = time.time()
     bar.close()
     return run
+
+
+def _guard(settings: TrainerSettings, run: _Stage1) -> DivergenceGuard:
+    """The divergence guard as it stands after ``run``'s logged history (a resumed or rolled-back run's verdicts
+    continue as an uninterrupted run's would)."""
+    return DivergenceGuard.from_history(settings.divergence_factor, settings.divergence_window,
+                                        [entry["loss"] for entry in run.loss_history])
+
+
+def _roll_back(settings: TrainerSettings, checkpoint_dir: Path, run: _Stage1, labels: list[str], model, optimizer,
+               scheduler, device, guard: DivergenceGuard, last_loss: float) -> None:
+    """Return ``run`` to its checkpoint (written before the divergence: suspect steps write none) with the learning
+    rate halved for the rest of the schedule; fail when the rollbacks are used up or there is no checkpoint."""
+    diverged_at = run.step
+    window = guard.last_window_mean
+    why = (f"loss {last_loss} is not a number" if not math.isfinite(last_loss) else
+           f"the mean of the last {guard.window} logged losses, {window:.4f}, exceeds {guard.factor} x the run's "
+           f"best, {guard.best:.4f}")
+    checkpoint = checkpoint_dir / "state.pt"
+    if not checkpoint.exists():
+        raise TrainingDiverged(f"stage 1 diverged at step {diverged_at}: {why}; there is no checkpoint to return to "
+                               f"(lower --lr, or --divergence-factor 0 to train on regardless)")
+    if len(run.rollbacks) >= settings.divergence_retries:
+        raise TrainingDiverged(f"stage 1 diverged at step {diverged_at}: {why}, after {len(run.rollbacks)} "
+                               f"rollback(s); the checkpoint {checkpoint} is from before it: resume it with a lower "
+                               f"--lr, or --divergence-factor 0 to train on regardless")
+    rollbacks = run.rollbacks
+    scale = _lr_scale(rollbacks) * 0.5
+    _resume(checkpoint_dir, run, labels, model, optimizer, scheduler, device)
+    # every quantity the one-cycle schedule derives the lr from, relative to the checkpoint's own scale (it may
+    # predate earlier rollbacks), so the rest of the schedule runs at `scale` x the planned rate; the optimizer's
+    # param groups hold them, so a later checkpoint and its resume keep it
+    for group in optimizer.param_groups:
+        for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+            if key in group:
+                group[key] *= scale / _lr_scale(run.rollbacks)
+    run.rollbacks = rollbacks + [{"step": diverged_at, "to_step": run.step, "lr_scale": scale, "why": why}]
+    log.warning("stage 1 diverged at step %d (%s): rolled back to the checkpoint at step %d, learning rate x%g "
+                "from here", diverged_at, why, run.step, scale)
+
+
+def _lr_scale(rollbacks: list[dict]) -> float:
+    """The learning-rate scale a run with these rollbacks trains at (1 without any)."""
+    return rollbacks[-1]["lr_scale"] if rollbacks else 1.0
 
 
 def _resume(checkpoint_dir: Path, run: _Stage1, labels: list[str], model, optimizer, scheduler, device) -> None:
@@ -232,6 +294,7 @@ def _resume(checkpoint_dir: Path, run: _Stage1, labels: list[str], model, optimi
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     run.step, run.loss_history, run.epoch_seconds = state["step"], state["loss_history"], state["epoch_seconds"]
+    run.rollbacks = state.get("rollbacks", [])
     if "torch_rng" in state:  # same dropout masks as an uninterrupted run
         torch.set_rng_state(state["torch_rng"])
     log.info("resumed from %s at step %d/%d", checkpoint_dir, run.step, run.total_steps)
@@ -243,6 +306,7 @@ def _save_checkpoint(checkpoint_dir: Path, run: _Stage1, labels: list[str], mode
     torch.save({"trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": run.step, "total_steps": run.total_steps,
                 "labels": labels, "loss_history": run.loss_history, "epoch_seconds": run.epoch_seconds,
+                "rollbacks": run.rollbacks,
                 "torch_rng": torch.get_rng_state()}, tmp)
     os.replace(tmp, checkpoint_dir / "state.pt")  # atomic: a crash never leaves a half-written checkpoint
 
