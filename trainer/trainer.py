@@ -89,6 +89,7 @@ class _FitInputs:
     targets: torch.Tensor
     teacher_proba: torch.Tensor | None = None
     labelled: torch.Tensor | None = None
+    teacher_version: str | None = None
 
 
 @dataclass
@@ -102,6 +103,8 @@ class _Stage1:
     epoch_seconds: dict[str, float] = field(default_factory=dict)
     #: the divergence guard's rollbacks: {"step" it diverged at, "to_step" it resumed from, "lr_scale" after it}
     rollbacks: list[dict] = field(default_factory=list)
+    #: the version of the teacher whose probabilities stage 1 learns from (None: no distillation)
+    teacher: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -158,7 +161,7 @@ def _fit_inputs(settings: TrainerSettings, data: DatasetSplits, records: dict, c
     if settings.teacher:
         teacher_proba, labelled, texts, targets, records["distillation"] = _distillation_inputs(
             settings, data, checkpoint_dir, progress)
-        return _FitInputs(texts, targets, teacher_proba, labelled)
+        return _FitInputs(texts, targets, teacher_proba, labelled, records["distillation"]["teacher_version"])
     if settings.distill_texts:
         raise ValueError("distill_texts needs a teacher (--teacher PATH): only a teacher can label them")
     return _FitInputs(list(data.train.texts), torch.tensor(data.train.labels, dtype=torch.float32))
@@ -172,7 +175,7 @@ def _fit(settings: TrainerSettings, model, tokenizer, labels: list[str], inputs:
     lengths = [len(ids) for ids in encoded]
     steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
     run = _Stage1(total_steps=settings.max_steps or max(1, math.ceil(settings.epochs * steps_per_epoch)),
-                  steps_per_epoch=steps_per_epoch)
+                  steps_per_epoch=steps_per_epoch, teacher=inputs.teacher_version)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -290,6 +293,10 @@ def _resume(checkpoint_dir: Path, run: _Stage1, labels: list[str], model, optimi
     if state["total_steps"] != run.total_steps or state["labels"] != labels:
         raise RuntimeError(f"{checkpoint_dir}: checkpoint is from a different run (steps/labels differ); "
                            "delete it or set resume=false")
+    # a distilled run resumed with another teacher would learn from two teachers' probabilities without a trace
+    if state.get("teacher", run.teacher) != run.teacher:
+        raise RuntimeError(f"{checkpoint_dir}: checkpoint learnt from teacher {state['teacher']}, this run from "
+                           f"{run.teacher}; resume with the same --teacher, or delete the checkpoint")
     model.load_state_dict(state["trainable"], strict=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -306,7 +313,7 @@ def _save_checkpoint(checkpoint_dir: Path, run: _Stage1, labels: list[str], mode
     torch.save({"trainable": _trainable_state(model), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": run.step, "total_steps": run.total_steps,
                 "labels": labels, "loss_history": run.loss_history, "epoch_seconds": run.epoch_seconds,
-                "rollbacks": run.rollbacks,
+                "rollbacks": run.rollbacks, "teacher": run.teacher,
                 "torch_rng": torch.get_rng_state()}, tmp)
     os.replace(tmp, checkpoint_dir / "state.pt")  # atomic: a crash never leaves a half-written checkpoint
 

@@ -134,3 +134,21 @@ def test_distillation_loss_pulls_only_toward_the_teacher_on_unlabelled_rows():
     # row 0 labelled 1 and teacher 0.9; row 1 unlabelled, its (zero) target must be ignored, teacher 0.9
     kd(logits, torch.tensor([[1.0], [0.0]]), torch.tensor([[0.9], [0.9]]), torch.tensor([True, False])).backward()
     assert logits.grad[1, 0] < 0  # pushed up toward the teacher, not down toward the placeholder target 0
+
+
+def test_a_distilled_run_refuses_a_checkpoint_that_learnt_from_another_teacher(tmp_path):
+    """Resuming `bench/train_student.sh` with another TEACHER used to continue from the checkpoint and mix two
+    teachers' probabilities; the checkpoint now records the teacher's version and a resume checks it first."""
+    from trainer.trainer import _resume, _Stage1
+
+    labels = ["positive", "negative"]
+    (tmp_path / "ckpt").mkdir()
+    torch.save({"total_steps": 10, "labels": labels, "teacher": "emotion-mpnet-lora-aaaa"},
+               tmp_path / "ckpt" / "state.pt")
+    run = _Stage1(total_steps=10, steps_per_epoch=5, teacher="emotion-mpnet-lora-bbbb")
+    with pytest.raises(RuntimeError, match="learnt from teacher emotion-mpnet-lora-aaaa, this run from "
+                                           "emotion-mpnet-lora-bbbb"):
+        _resume(tmp_path / "ckpt", run, labels, None, None, None, "cpu")
+    plain = _Stage1(total_steps=10, steps_per_epoch=5)  # no distillation: a teacher's checkpoint is refused too
+    with pytest.raises(RuntimeError, match="this run from None"):
+        _resume(tmp_path / "ckpt", plain, labels, None, None, None, "cpu")
