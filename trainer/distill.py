@@ -7,7 +7,8 @@ text beyond GoEmotions' training rows. Only the *text* of an extra file is read;
 is dropped on reading, so no other dataset's labels ever reach training.
 
 Computing the teacher's probabilities is the expensive part (a full inference pass of a larger model), so they are
-cached next to the run's checkpoint and reused on resume when the teacher, texts and labels are the same.
+cached next to the run's checkpoint, the training texts and the extra texts apart, and each is reused (on resume,
+or when only the extra texts change) while the teacher, labels and its texts are the same.
 """
 
 from __future__ import annotations
@@ -90,10 +91,13 @@ def _fingerprint(teacher_version: str, labels: list[str], texts: list[str]) -> s
 
 
 def teacher_probabilities(teacher_path: str | Path, texts: list[str], labels: list[str],
-                          cache_dir: Path | None = None, device=None, progress: bool = True) -> tuple[np.ndarray, dict]:
-    """The teacher artifact's sigmoid probabilities ``float32 [len(texts), len(labels)]`` and a record for the
-    student's config. The teacher must predict exactly ``labels`` (same names, same order). With ``cache_dir``, the
-    result is stored there and reused when teacher version, labels and texts are unchanged."""
+                          cache_dir: Path | None = None, device=None, progress: bool = True,
+                          extra: list[str] | None = None) -> tuple[np.ndarray, dict]:
+    """The teacher artifact's sigmoid probabilities ``float32 [len(texts) + len(extra), len(labels)]`` (``texts``
+    first) and a record for the student's config. The teacher must predict exactly ``labels`` (same names, same
+    order). With ``cache_dir``, each of ``texts`` and ``extra`` is stored there apart and reused when teacher
+    version, labels and that part's texts are unchanged: adding or changing the extra texts does not re-label the
+    training texts (on CPU the teacher's pass over GoEmotions' training texts is the run's most expensive part)."""
     import torch
 
     from .artifact import load_classifier
@@ -103,23 +107,29 @@ def teacher_probabilities(teacher_path: str | Path, texts: list[str], labels: li
     if list(teacher.labels) != list(labels):
         raise ValueError(f"teacher {teacher_path} predicts {teacher.labels}, but the student trains on {labels}; "
                          "train the teacher on the same taxonomy")
+    parts = [texts] + ([extra] if extra else [])
     record = {"teacher": str(teacher_path), "teacher_version": teacher.version,
-              "teacher_base_model": teacher.config.get("base_model"), "texts": len(texts)}
-    fingerprint = _fingerprint(teacher.version, list(labels), texts)
-    cache = cache_dir / f"teacher_proba_{fingerprint}.npy" if cache_dir is not None else None
-    if cache is not None and cache.exists():
-        proba = np.load(cache)
-        log.info("teacher probabilities for %d texts from the cache %s", len(texts), cache)
-    else:
-        log.info("teacher %s labels %d texts", teacher.version, len(texts))
-        proba = teacher.predict_proba(texts, progress=progress).astype(np.float32)
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npy")
-            np.save(tmp, proba)
-            tmp.replace(cache)
+              "teacher_base_model": teacher.config.get("base_model"), "texts": sum(len(part) for part in parts),
+              "texts_from_cache": 0}
+    probas = []
+    for part in parts:
+        fingerprint = _fingerprint(teacher.version, list(labels), part)
+        cache = cache_dir / f"teacher_proba_{fingerprint}.npy" if cache_dir is not None else None
+        if cache is not None and cache.exists():
+            proba = np.load(cache)
+            record["texts_from_cache"] += len(part)
+            log.info("teacher probabilities for %d texts from the cache %s", len(part), cache)
+        else:
+            log.info("teacher %s labels %d texts", teacher.version, len(part))
+            proba = teacher.predict_proba(part, progress=progress).astype(np.float32)
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_suffix(".tmp.npy")
+                np.save(tmp, proba)
+                tmp.replace(cache)
+        probas.append(proba)
     del teacher
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     record["teacher_seconds"] = round(time.time() - started, 1)
-    return proba, record
+    return np.concatenate(probas) if len(probas) > 1 else probas[0], record

@@ -342,8 +342,8 @@ def _distillation_inputs(settings: TrainerSettings, data: DatasetSplits, cache_d
 
     extra = distill_texts(settings.distill_texts, data.train.texts, settings.distill_texts_limit, settings.seed)
     texts = list(data.train.texts) + extra
-    proba, record = teacher_probabilities(settings.teacher, texts, data.labels, cache_dir=cache_dir,
-                                          progress=progress)
+    proba, record = teacher_probabilities(settings.teacher, list(data.train.texts), data.labels,
+                                          cache_dir=cache_dir, progress=progress, extra=extra)
     n_labelled = len(data.train)
     labelled = torch.zeros(len(texts), dtype=torch.bool)
     labelled[:n_labelled] = True
