@@ -6,6 +6,11 @@
 # frozen encoder's real embeddings, as the shipped model), then thresholds for int8 (the CPU worker's precision) and
 # the served evaluation. Candidates are compared with `python bench/student_select.py`.
 #
+# EXTRA_TEXTS=FILES (comma-separated; e.g. .carry/xed/xed-en-adaptation-half.txt, XED English's adaptation half,
+# texts only) adds unlabelled texts that only the teacher term sees: the ablation's "+distillation+extra_texts" row,
+# into runs/minilm-asl-distilled-extra*. The teacher's pass over the training texts is cached apart from the extra
+# texts' (copy teacher_proba_*.npy from a finished plain run's checkpoint folder to reuse it).
+#
 # Rerunning this exact script resumes (checkpoint every 100 steps; keep every flag unchanged).
 # Cost measured on the shared 2-core CPU: ~0.8 s/step for MiniLM, so ~28 min for stage 1 on an idle machine, plus
 # the teacher's pass over the ~22k (undersampled) training texts.
@@ -16,9 +21,11 @@ set -euo pipefail
 
 RUNS="${EM_RUNS_DIR:-$HOME/.cache/emotion-monitor/runs}"
 TEACHER="${TEACHER:-$RUNS/mpnet-teacher-asl}"
-OUT="${STUDENT_OUT:-$RUNS/minilm-asl-distilled-stage1}"
-OUT2="${STUDENT_STAGE2_OUT:-$RUNS/minilm-asl-distilled}"
-LOG="${STUDENT_LOG:-$RUNS/minilm-asl-distilled.log}"
+EXTRA="${EXTRA_TEXTS:-}"
+TAG=$([ -n "$EXTRA" ] && echo minilm-asl-distilled-extra || echo minilm-asl-distilled)
+OUT="${STUDENT_OUT:-$RUNS/$TAG-stage1}"
+OUT2="${STUDENT_STAGE2_OUT:-$RUNS/$TAG}"
+LOG="${STUDENT_LOG:-$RUNS/$TAG.log}"
 EM="${EMOTION_MONITOR:-emotion-monitor}"   # the CLI of the checkout to train with
 NICE="${STUDENT_NICE:-10}"
 mkdir -p "$RUNS"
@@ -28,8 +35,8 @@ if [ ! -f "$OUT/config.json" ]; then
   echo "== $(date -u +%FT%TZ) stage 1 start/resume (teacher $TEACHER)" >>"$LOG"
   nice -n "$NICE" "$EM" train --max-steps 2084 --undersample-ratio 1.0 --loss asl --label-weights sqrt_inverse \
       --lr 5e-4 --batch-size 32 --pooling mean --seed 42 --threads 2 --teacher "$TEACHER" --distill-alpha 0.5 \
-      --distill-temperature 2 --checkpoint-every 100 --log-every 10 --name emotion-minilm-lora --output "$OUT" \
-      --quiet >>"$LOG" 2>&1
+      --distill-temperature 2 ${EXTRA:+--distill-texts "$EXTRA"} --checkpoint-every 100 --log-every 10 \
+      --name emotion-minilm-lora --output "$OUT" --quiet >>"$LOG" 2>&1
 fi
 if [ ! -f "$OUT2/config.json" ]; then
   echo "== $(date -u +%FT%TZ) stage 2 (head on real embeddings)" >>"$LOG"
