@@ -11,6 +11,9 @@
 # into runs/minilm-asl-distilled-extra*. The teacher's pass over the training texts is cached apart from the extra
 # texts' (copy teacher_proba_*.npy from a finished plain run's checkpoint folder to reuse it).
 #
+# DISTILL_TARGET=auto|raw|calibrated (default auto: the asl teacher's raw outputs for this asl student; stop 15's
+# first run learnt its calibrated probabilities, which fight the asl loss, into runs/minilm-asl-distilled-calibrated).
+#
 # Rerunning this exact script resumes (checkpoint every 100 steps; keep every flag unchanged).
 # Cost measured on the shared 2-core CPU: ~0.8 s/step for MiniLM, so ~28 min for stage 1 on an idle machine, plus
 # the teacher's pass over the ~22k (undersampled) training texts.
@@ -22,7 +25,9 @@ set -euo pipefail
 RUNS="${EM_RUNS_DIR:-$HOME/.cache/emotion-monitor/runs}"
 TEACHER="${TEACHER:-$RUNS/mpnet-teacher-asl}"
 EXTRA="${EXTRA_TEXTS:-}"
-TAG=$([ -n "$EXTRA" ] && echo minilm-asl-distilled-extra || echo minilm-asl-distilled)
+TARGET="${DISTILL_TARGET:-auto}"
+TAG=minilm-asl-distilled${EXTRA:+-extra}
+[ "$TARGET" = auto ] || TAG="$TAG-$TARGET"
 OUT="${STUDENT_OUT:-$RUNS/$TAG-stage1}"
 OUT2="${STUDENT_STAGE2_OUT:-$RUNS/$TAG}"
 LOG="${STUDENT_LOG:-$RUNS/$TAG.log}"
@@ -35,8 +40,8 @@ if [ ! -f "$OUT/config.json" ]; then
   echo "== $(date -u +%FT%TZ) stage 1 start/resume (teacher $TEACHER)" >>"$LOG"
   nice -n "$NICE" "$EM" train --max-steps 2084 --undersample-ratio 1.0 --loss asl --label-weights sqrt_inverse \
       --lr 5e-4 --batch-size 32 --pooling mean --seed 42 --threads 2 --teacher "$TEACHER" --distill-alpha 0.5 \
-      --distill-temperature 2 ${EXTRA:+--distill-texts "$EXTRA"} --checkpoint-every 100 --log-every 10 \
-      --name emotion-minilm-lora --output "$OUT" --quiet >>"$LOG" 2>&1
+      --distill-temperature 2 --distill-target "$TARGET" ${EXTRA:+--distill-texts "$EXTRA"} \
+      --checkpoint-every 100 --log-every 10 --name emotion-minilm-lora --output "$OUT" --quiet >>"$LOG" 2>&1
 fi
 if [ ! -f "$OUT2/config.json" ]; then
   echo "== $(date -u +%FT%TZ) stage 2 (head on real embeddings)" >>"$LOG"

@@ -24,7 +24,7 @@ import numpy as np
 
 from .data import DataError
 
-__all__ = ["read_texts", "distill_texts", "teacher_probabilities"]
+__all__ = ["read_texts", "distill_texts", "distill_target", "teacher_probabilities"]
 
 log = logging.getLogger("trainer.distill")
 
@@ -82,7 +82,9 @@ def distill_texts(files: str | None, exclude: list[str], limit: int | None, seed
 
 
 def _fingerprint(teacher_version: str, labels: list[str], texts: list[str]) -> str:
-    h = hashlib.sha256(teacher_version.encode())
+    # "raw": the cache holds the head's raw outputs (calibration is applied after reading); a cache from before,
+    # which held calibrated probabilities, is thus never read as raw
+    h = hashlib.sha256(teacher_version.encode() + b"\x1fraw")
     h.update("\x1f".join(labels).encode())
     for text in texts:
         h.update(text.encode("utf-8", "replace"))
@@ -90,14 +92,31 @@ def _fingerprint(teacher_version: str, labels: list[str], texts: list[str]) -> s
     return h.hexdigest()[:16]
 
 
+def distill_target(teacher_path: str | Path, student_loss: str, target: str = "auto") -> str:
+    """``raw`` or ``calibrated``: which of the teacher's outputs a student learns. ``auto`` is ``raw`` when the
+    teacher was trained with the student's loss and ``calibrated`` otherwise.
+
+    Why: a loss sets the scale of a model's raw outputs. The asymmetric loss hardly pushes negatives down (the MPNet
+    asl teacher's raw negatives average ~0.4, its Platt-calibrated ones ~0.02), so an asl student pulled toward
+    calibrated targets fights its own loss on every negative cell, while a BCE student would learn the asl scale
+    from raw ones. Calibrated probabilities are the loss-independent scale; the same loss shares the raw one."""
+    if target != "auto":
+        return target
+    config = json.loads((Path(teacher_path) / "config.json").read_text(encoding="utf-8"))
+    return "raw" if config.get("loss", "bce") == student_loss else "calibrated"
+
+
 def teacher_probabilities(teacher_path: str | Path, texts: list[str], labels: list[str],
                           cache_dir: Path | None = None, device=None, progress: bool = True,
-                          extra: list[str] | None = None) -> tuple[np.ndarray, dict]:
-    """The teacher artifact's sigmoid probabilities ``float32 [len(texts) + len(extra), len(labels)]`` (``texts``
-    first) and a record for the student's config. The teacher must predict exactly ``labels`` (same names, same
-    order). With ``cache_dir``, each of ``texts`` and ``extra`` is stored there apart and reused when teacher
+                          extra: list[str] | None = None, target: str = "calibrated") -> tuple[np.ndarray, dict]:
+    """The teacher artifact's probabilities ``float32 [len(texts) + len(extra), len(labels)]`` (``texts`` first),
+    ``target`` ``raw`` (its head's sigmoid) or ``calibrated`` (its calibration applied, when it has one), and a
+    record for the student's config. The teacher must predict exactly ``labels`` (same names, same order). With
+    ``cache_dir``, the raw outputs of each of ``texts`` and ``extra`` are stored there apart and reused when teacher
     version, labels and that part's texts are unchanged: adding or changing the extra texts does not re-label the
     training texts (on CPU the teacher's pass over GoEmotions' training texts is the run's most expensive part)."""
+    if target not in ("raw", "calibrated"):
+        raise ValueError(f"distillation target must be raw or calibrated, not {target!r}")
     import torch
 
     from .artifact import load_classifier
@@ -108,8 +127,10 @@ def teacher_probabilities(teacher_path: str | Path, texts: list[str], labels: li
         raise ValueError(f"teacher {teacher_path} predicts {teacher.labels}, but the student trains on {labels}; "
                          "train the teacher on the same taxonomy")
     parts = [texts] + ([extra] if extra else [])
+    calibrate = target == "calibrated" and teacher.calibration is not None
     record = {"teacher": str(teacher_path), "teacher_version": teacher.version,
-              "teacher_base_model": teacher.config.get("base_model"), "texts": sum(len(part) for part in parts),
+              "teacher_base_model": teacher.config.get("base_model"), "teacher_loss": teacher.config.get("loss"),
+              "target": "calibrated" if calibrate else "raw", "texts": sum(len(part) for part in parts),
               "texts_from_cache": 0}
     probas = []
     for part in parts:
@@ -121,13 +142,13 @@ def teacher_probabilities(teacher_path: str | Path, texts: list[str], labels: li
             log.info("teacher probabilities for %d texts from the cache %s", len(part), cache)
         else:
             log.info("teacher %s labels %d texts", teacher.version, len(part))
-            proba = teacher.predict_proba(part, progress=progress).astype(np.float32)
+            proba = teacher.predict_proba(part, progress=progress, calibrated=False).astype(np.float32)
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cache.with_suffix(".tmp.npy")
                 np.save(tmp, proba)
                 tmp.replace(cache)
-        probas.append(proba)
+        probas.append(teacher.calibration.apply(proba) if calibrate else proba)
     del teacher
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -92,6 +92,11 @@ class TrainerSettings(BaseSettings):
         default=0.5, ge=0.0, le=1.0,
         description="Distillation: weight of the true-label loss; 1 - alpha weighs the teacher term.")
     distill_temperature: float = Field(default=2.0, gt=0.0, description="Distillation temperature T.")
+    distill_target: Literal["auto", "raw", "calibrated"] = Field(
+        default="auto",
+        description="Distillation: learn the teacher's raw outputs (its head's sigmoid, on the scale its loss "
+        "trained) or its calibrated probabilities; auto: raw when the teacher was trained with the student's loss, "
+        "calibrated otherwise.")
     distill_texts: str | None = Field(
         default=None,
         description="Distillation: extra unlabelled texts (comma-separated files: plain lines, JSONL with 'text', "

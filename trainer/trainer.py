@@ -161,7 +161,10 @@ def _fit_inputs(settings: TrainerSettings, data: DatasetSplits, records: dict, c
     if settings.teacher:
         teacher_proba, labelled, texts, targets, records["distillation"] = _distillation_inputs(
             settings, data, checkpoint_dir, progress)
-        return _FitInputs(texts, targets, teacher_proba, labelled, records["distillation"]["teacher_version"])
+        # the checkpoint's teacher identity includes the target: raw and calibrated outputs must not mix either
+        record = records["distillation"]
+        return _FitInputs(texts, targets, teacher_proba, labelled,
+                          f"{record['teacher_version']} ({record['target']})")
     if settings.distill_texts:
         raise ValueError("distill_texts needs a teacher (--teacher PATH): only a teacher can label them")
     return _FitInputs(list(data.train.texts), torch.tensor(data.train.labels, dtype=torch.float32))
@@ -338,12 +341,13 @@ def _evaluate_and_save(classifier: ArtifactClassifier, data: DatasetSplits, loss
 def _distillation_inputs(settings: TrainerSettings, data: DatasetSplits, cache_dir: Path, progress: bool):
     """(teacher probabilities, labelled mask, texts, targets, record) over the training texts followed by the extra
     unlabelled texts; the extra rows get all-zero targets that the loss never reads (``labelled`` is False)."""
-    from .distill import distill_texts, teacher_probabilities
+    from .distill import distill_target, distill_texts, teacher_probabilities
 
     extra = distill_texts(settings.distill_texts, data.train.texts, settings.distill_texts_limit, settings.seed)
     texts = list(data.train.texts) + extra
+    target = distill_target(settings.teacher, settings.loss, settings.distill_target)
     proba, record = teacher_probabilities(settings.teacher, list(data.train.texts), data.labels,
-                                          cache_dir=cache_dir, progress=progress, extra=extra)
+                                          cache_dir=cache_dir, progress=progress, extra=extra, target=target)
     n_labelled = len(data.train)
     labelled = torch.zeros(len(texts), dtype=torch.bool)
     labelled[:n_labelled] = True
@@ -351,8 +355,8 @@ def _distillation_inputs(settings: TrainerSettings, data: DatasetSplits, cache_d
     targets[:n_labelled] = torch.as_tensor(data.train.labels, dtype=torch.float32)
     record |= {"labelled_texts": n_labelled, "extra_texts": len(extra), "alpha": settings.distill_alpha,
                "temperature": settings.distill_temperature}
-    log.info("distillation: %d labelled + %d extra texts, alpha %.2f, T %.1f", n_labelled, len(extra),
-             settings.distill_alpha, settings.distill_temperature)
+    log.info("distillation: %d labelled + %d extra texts, alpha %.2f, T %.1f, %s targets", n_labelled, len(extra),
+             settings.distill_alpha, settings.distill_temperature, record["target"])
     return torch.as_tensor(proba), labelled, texts, targets, record
 
 
