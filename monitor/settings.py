@@ -81,7 +81,7 @@ class MonitorSettings(BaseSettings):
     )
     model_path: str | None = Field(
         None, description="Model artifact folder; empty = the trainer's shipped default for the device (on CUDA the "
-        "MPNet artifact when it ships and emotion-monitor[mpnet] is installed, else the MiniLM one)")
+        "MPNet artifact, trainer/mpnet_model, when emotion-monitor[mpnet] is installed; else the MiniLM one)")
     model_loader: str = Field(
         "", description="Import path 'module:function' of a classifier loader used instead of the trainer's "
         "artifact loader, called as function(model_path, device, int8) in the inference process; empty = the "
