@@ -23,7 +23,7 @@
 set -euo pipefail
 
 RUNS="${EM_RUNS_DIR:-$HOME/.cache/emotion-monitor/runs}"
-TEACHER="${TEACHER:-$RUNS/mpnet-teacher-asl}"
+TEACHER="${TEACHER:-$(cd "$(dirname "$0")/.." && pwd)/trainer/mpnet_model}"   # the shipped MPNet teacher
 EXTRA="${EXTRA_TEXTS:-}"
 TARGET="${DISTILL_TARGET:-auto}"
 TAG=minilm-asl-distilled${EXTRA:+-extra}
