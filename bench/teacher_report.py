@@ -85,6 +85,9 @@ def main() -> None:
         "stage2": ({key: _round4(config["stage2"].get(key)) for key in ("method", "epochs", "best_epoch",
                                                                 "best_dev_macro_f1", "seconds")}
                    if config.get("stage2") else None),
+        "distillation": ({key: config["distillation"].get(key) for key in (
+            "teacher_version", "teacher_base_model", "target", "alpha", "temperature", "extra_texts")}
+            if config.get("distillation") else None),
         "note": (f"seconds per step: median over {len(rates)} log intervals of 10 steps, pauses over "
                  f"{args.max_gap:g} s left out; stage1_seconds_recorded includes time shared with other jobs"),
     }
