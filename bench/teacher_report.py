@@ -69,7 +69,8 @@ def main() -> None:
     report = {
         "what": (f"{config['base_model']} + LoRA r{config['lora_r']} {config['lora_target_modules']}, "
                  f"{config['pooling']} pooling, loss {config['loss']}, {config['label_weights']} weights, "
-                 f"undersample {config['undersample_ratio']}x, lr {config['lr']}, {config['epochs']:g} epochs, "
+                 f"undersample {config['undersample_ratio']}x, lr {config['lr']}, "
+                 f"{config['steps'] / config['steps_per_epoch']:g} epochs ({config['steps']} steps), "
                  f"seed {config['seed']}, batch {config['batch_size']}"),
         "command": args.command, "run": str(run),
         "hardware": config["hardware"], "steps": config["steps"], "steps_per_epoch": config["steps_per_epoch"],
