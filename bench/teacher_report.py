@@ -81,8 +81,7 @@ def main() -> None:
         "stage1_seconds_recorded": config.get("stage1_seconds"),
         "dev": _rounded(metrics["dev"]), "test": _rounded(metrics["test"]),
         # a stage-2 artifact (head re-trained on the frozen encoder's real embeddings) keeps its stage-1 test figure
-        "stage1_test_macro_f1_tuned": (round(metrics["stage1_test"]["macro_f1_tuned"], 4)
-                                       if "stage1_test" in metrics else None),
+        "stage1_test_macro_f1_tuned": _round4(metrics.get("stage1_test", {}).get("macro_f1_tuned")),
         "stage2": ({key: _round4(config["stage2"].get(key)) for key in ("method", "epochs", "best_epoch",
                                                                 "best_dev_macro_f1", "seconds")}
                    if config.get("stage2") else None),

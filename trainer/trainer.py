@@ -343,11 +343,12 @@ def _distillation_inputs(settings: TrainerSettings, data: DatasetSplits, cache_d
     unlabelled texts; the extra rows get all-zero targets that the loss never reads (``labelled`` is False)."""
     from .distill import distill_target, distill_texts, teacher_probabilities
 
-    extra = distill_texts(settings.distill_texts, data.train.texts, settings.distill_texts_limit, settings.seed)
-    texts = list(data.train.texts) + extra
+    train_texts = list(data.train.texts)
+    extra = distill_texts(settings.distill_texts, train_texts, settings.distill_texts_limit, settings.seed)
     target = distill_target(settings.teacher, settings.loss, settings.distill_target)
-    proba, record = teacher_probabilities(settings.teacher, list(data.train.texts), data.labels,
-                                          cache_dir=cache_dir, progress=progress, extra=extra, target=target)
+    proba, record = teacher_probabilities(settings.teacher, train_texts, data.labels, cache_dir=cache_dir,
+                                          progress=progress, extra=extra, target=target)
+    texts = train_texts + extra
     n_labelled = len(data.train)
     labelled = torch.zeros(len(texts), dtype=torch.bool)
     labelled[:n_labelled] = True
